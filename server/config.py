@@ -1,0 +1,215 @@
+"""Settings: defaults embedded here, a TOML file, then FORECOURT_<SECTION>__<KEY> environment variables."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ServerSettings(Section):
+    """HTTP server and gunicorn."""
+
+    host: str = Field("127.0.0.1", description="Address gunicorn binds to.")
+    port: int = Field(8080, ge=1, le=65535, description="Port gunicorn binds to.")
+    workers: int = Field(2, ge=1, le=64, description="Gunicorn worker processes.")
+    threads: int = Field(4, ge=1, le=256, description="Threads per worker.")
+    timeout: int = Field(180, ge=120, description="Seconds before a silent worker is restarted (at least 120).")
+    graceful_timeout: int = Field(30, ge=1, description="Seconds a worker gets to finish requests on shutdown.")
+    max_request_mb: int = Field(40, ge=1, le=1024, description="Largest request body in MB; larger gets 413.")
+    secret_key: str = Field(
+        "", description="Signs session cookies. Empty: a random key is made once and kept in the data folder."
+    )
+    public_url: str = Field("", description="Base URL used in e-mailed links, e.g. https://forecourt.example.")
+    session_cookie_secure: bool = Field(False, description="Send the session cookie over HTTPS only.")
+
+
+class StorageSettings(Section):
+    """Where data lives."""
+
+    data_dir: Path = Field(Path("var"), description="Holds the database, images, indexes and models.")
+    busy_timeout_ms: int = Field(10000, ge=0, description="SQLite busy timeout in milliseconds.")
+
+
+class AuthSettings(Section):
+    """Accounts, passwords and API keys."""
+
+    min_password_length: int = Field(10, ge=8, le=128, description="Shortest password accepted.")
+    reset_token_minutes: int = Field(60, ge=5, le=1440, description="Lifetime of a password-reset link.")
+    session_hours: int = Field(12, ge=1, le=720, description="Dashboard session lifetime in hours.")
+
+
+class RateLimitSettings(Section):
+    """Per-API-key rate limits."""
+
+    enabled: bool = Field(True, description="Apply per-key rate limits.")
+    default: str = Field("600 per minute", description="Limit per API key (flask-limiter syntax).")
+    storage_uri: str = Field(
+        "", description="flask-limiter storage URI; empty uses a file shared by all workers in the data folder."
+    )
+
+
+class ModelsSettings(Section):
+    """Model weights and inference."""
+
+    dir: Path | None = Field(None, description="Model files; empty means <data_dir>/models.")
+    cache_dir: Path = Field(
+        Path("~/.cache/forecourt"), description="Download cache outside the data folder (npm packs, chunks)."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto uses CUDA when present.")
+    threads: int = Field(0, ge=0, le=256, description="Inference threads per worker; 0 picks the core count.")
+    segmenter: str = Field("isnet-general", description="Default background-removal model.")
+    require: bool = Field(
+        True, description="readyz reports 503 while the default segmenter is missing or fails its checksum."
+    )
+
+    @field_validator("dir", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
+class SmtpSettings(Section):
+    """Outgoing e-mail (password resets, notices). Empty host: no e-mail, links go to the admin."""
+
+    host: str = Field("", description="SMTP server; empty disables e-mail.")
+    port: int = Field(587, ge=1, le=65535, description="SMTP port.")
+    username: str = Field("", description="SMTP user.")
+    password: str = Field("", description="SMTP password.")
+    starttls: bool = Field(True, description="Use STARTTLS.")
+    sender: str = Field("forecourt@localhost", description="From address.")
+
+
+class LoggingSettings(Section):
+    """Logs."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    format: Literal["json", "text"] = Field("json", description="json: one JSON object per line on stdout.")
+
+
+class LicensingSettings(Section):
+    """Offline licensing (see licensing/)."""
+
+    public_keys: list[str] = Field(
+        default_factory=list, description="Extra vendor Ed25519 public keys (base64), for key rotation and tests."
+    )
+
+
+class Settings(BaseModel):
+    """All of Forecourt's settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    models: ModelsSettings = Field(default_factory=ModelsSettings)
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    licensing: LicensingSettings = Field(default_factory=LicensingSettings)
+
+    @property
+    def data_dir(self) -> Path:
+        """The data folder, absolute."""
+        return self.storage.data_dir.expanduser().resolve()
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite database file."""
+        return self.data_dir / "forecourt.db"
+
+    @property
+    def models_dir(self) -> Path:
+        """Where model files live."""
+        return (self.models.dir or self.data_dir / "models").expanduser().resolve()
+
+    @property
+    def cache_dir(self) -> Path:
+        """Download cache, outside the data folder."""
+        return self.models.cache_dir.expanduser().resolve()
+
+
+class ConfigError(Exception):
+    """A setting has a bad value; the message names the key."""
+
+
+ENV_PREFIX = "FORECOURT_"
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Collect FORECOURT_<SECTION>__<KEY> variables into nested dicts (values parsed as TOML when they parse)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        try:
+            value: Any = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for section, values in extra.items():
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section].update(values)
+        else:
+            merged[section] = values
+    return merged
+
+
+def load_settings(path: Path | str | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Load settings from a TOML file (or FORECOURT_CONFIG) and the environment; raise ConfigError naming the key."""
+    environ = dict(os.environ if environ is None else environ)
+    path = path or environ.get("FORECOURT_CONFIG") or None
+    data: dict[str, Any] = {}
+    if path:
+        p = Path(path).expanduser()
+        try:
+            data = tomllib.loads(p.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {p}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {p} is not valid TOML: {exc}") from exc
+    data = _merge(data, _env_overrides(environ))
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            problems.append(f"{key}: {err['msg']}")
+        raise ConfigError("invalid setting " + "; ".join(problems)) from exc
+
+
+def iter_settings(model: type[BaseModel] = Settings, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """Every leaf setting as (dotted name, default, help), for docs and the config test."""
+    rows: list[tuple[str, Any, str]] = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            rows.extend(iter_settings(ann, f"{prefix}{name}."))
+        else:
+            default = field.get_default(call_default_factory=True)
+            rows.append((f"{prefix}{name}", default, field.description or ""))
+    return rows
+
+
+def get_settings() -> Settings:
+    """The running app's settings (inside a Flask app context)."""
+    from flask import current_app
+
+    return current_app.extensions["forecourt.settings"]

@@ -1,0 +1,58 @@
+"""Gunicorn settings, from Forecourt's config: workers, threads, timeouts, no preload, multiprocess metrics."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from server.config import load_settings
+
+_settings = load_settings()
+
+bind = f"{_settings.server.host}:{_settings.server.port}"
+workers = _settings.server.workers
+threads = _settings.server.threads
+worker_class = "gthread"
+timeout = _settings.server.timeout
+graceful_timeout = _settings.server.graceful_timeout
+keepalive = 5
+preload_app = False  # each worker loads the app (and any CUDA context) itself; the master never touches CUDA
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 16384
+accesslog = None  # the app logs each request as JSON with its request id
+errorlog = "-"
+loglevel = _settings.logging.level.lower()
+proc_name = "forecourt"
+
+_metrics_dir = _settings.data_dir / "prometheus"
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
+_gpu_ids = [g for g in os.environ.get("FORECOURT_GPU_IDS", "").split(",") if g.strip()]
+
+
+def on_starting(server) -> None:  # type: ignore[no-untyped-def]
+    """Start each run with empty multiprocess metric files."""
+    shutil.rmtree(_metrics_dir, ignore_errors=True)
+    Path(_metrics_dir).mkdir(parents=True, exist_ok=True)
+
+
+def pre_fork(server, worker) -> None:  # type: ignore[no-untyped-def]
+    """Spread GPUs over workers by environment only (FORECOURT_GPU_IDS=0,1); CUDA is never touched here."""
+    if _gpu_ids:
+        index = len([w for w in server.WORKERS.values() if w is not worker]) % len(_gpu_ids)
+        worker.cuda_device = _gpu_ids[index]
+
+
+def post_fork(server, worker) -> None:  # type: ignore[no-untyped-def]
+    """In the worker: pin its GPU before anything imports torch or onnxruntime."""
+    device = getattr(worker, "cuda_device", None)
+    if device is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = device
+
+
+def child_exit(server, worker) -> None:  # type: ignore[no-untyped-def]
+    """Drop a dead worker's live gauges from the merged metrics."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

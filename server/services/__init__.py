@@ -1,0 +1,1 @@
+"""Services: the layer between views and the engines (models, licensing, store)."""

@@ -1,0 +1,117 @@
+"""The SQLite store: one file in WAL mode through sqlite-utils, migrations applied at start-up."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("forecourt")
+
+_local = threading.local()
+
+
+def open_db(path: Path, busy_timeout_ms: int = 10000) -> sqlite_utils.Database:
+    """Open the database file with WAL, a busy timeout and foreign keys on."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=busy_timeout_ms / 1000, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    db = sqlite_utils.Database(conn)
+    if db.journal_mode != "wal":
+        db.enable_wal()
+    db.execute("PRAGMA foreign_keys = ON")
+    db.execute("PRAGMA synchronous = NORMAL")
+    return db
+
+
+@contextlib.contextmanager
+def write_txn(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """A write transaction that takes the write lock up front (BEGIN IMMEDIATE), so the busy timeout applies."""
+    if db.conn.in_transaction:
+        with db.atomic():
+            yield db
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.rollback()
+        raise
+    else:
+        db.conn.execute("COMMIT")
+
+
+def migrate(db: sqlite_utils.Database) -> None:
+    """Apply the server's pending migrations, then each engine's own."""
+    migrations.apply(db)
+    for hook in _extra_migrations:
+        hook(db)
+
+
+_extra_migrations: list = []
+
+
+def register_migrations(hook) -> None:  # type: ignore[no-untyped-def]
+    """Let an engine (licensing, recognition, ...) add its own schema step, run after the server's."""
+    if hook not in _extra_migrations:
+        _extra_migrations.append(hook)
+
+
+@migrations()
+def m001_accounts(db: sqlite_utils.Database) -> None:
+    """Users, API keys and password-reset tokens."""
+    db["users"].create(
+        {"id": int, "email": str, "password_hash": str, "role": str, "created_at": str, "disabled": int},
+        pk="id",
+        not_null={"email", "password_hash", "role", "created_at"},
+        defaults={"disabled": 0},
+    )
+    db["users"].create_index(["email"], unique=True)
+    db["api_keys"].create(
+        {"id": str, "user_id": int, "name": str, "prefix": str, "key_hash": str, "created_at": str,
+         "last_used_at": str, "revoked_at": str},
+        pk="id",
+        foreign_keys=[("user_id", "users", "id")],
+        not_null={"user_id", "key_hash", "prefix", "created_at"},
+    )
+    db["api_keys"].create_index(["key_hash"], unique=True)
+    db["api_keys"].create_index(["user_id"])
+    db["reset_tokens"].create(
+        {"token_hash": str, "user_id": int, "created_at": str, "expires_at": str, "used_at": str},
+        pk="token_hash",
+        foreign_keys=[("user_id", "users", "id")],
+    )
+
+
+@migrations()
+def m002_meta(db: sqlite_utils.Database) -> None:
+    """Box-level key/value facts (install id, secret key)."""
+    db["meta"].create({"key": str, "value": str}, pk="key")
+
+
+def get_db() -> sqlite_utils.Database:
+    """This thread's connection to the running app's database (opened on first use)."""
+    from flask import current_app
+
+    settings = current_app.extensions["forecourt.settings"]
+    key = str(settings.db_path)
+    conns: dict[str, sqlite_utils.Database] = getattr(_local, "conns", None) or {}
+    _local.conns = conns
+    db = conns.get(key)
+    if db is None:
+        db = open_db(settings.db_path, settings.storage.busy_timeout_ms)
+        conns[key] = db
+    return db
+
+
+def close_thread_connections() -> None:
+    """Close this thread's connections (tests, restore)."""
+    for db in (getattr(_local, "conns", None) or {}).values():
+        with contextlib.suppress(Exception):
+            db.close()
+    _local.conns = {}

@@ -1,0 +1,3 @@
+"""Forecourt's version."""
+
+__version__ = "0.1.0"
