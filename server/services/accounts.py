@@ -277,6 +277,7 @@ def use_reset_token(db: sqlite_utils.Database, token: str, new_password: str, mi
         row = rows[0]
         if datetime.fromisoformat(row["expires_at"]) < datetime.now(UTC):
             raise InvalidToken("This reset link has expired. Ask for a new one.")
-        db["reset_tokens"].update(row["token_hash"], {"used_at": now_iso()})
+        db.execute("UPDATE reset_tokens SET used_at = ? WHERE user_id = ? AND used_at IS NULL",
+                   [now_iso(), row["user_id"]])
         db["users"].update(row["user_id"], {"password_hash": hash_password(new_password)})
     return int(row["user_id"])
