@@ -5,7 +5,13 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+from licensing.errors import LicensingError
+
 DAY = 86400.0
+
+
+class BadPeriod(LicensingError):
+    code, title, status = "invalid_period", "Invalid period", 400
 
 
 def now() -> float:
@@ -35,8 +41,13 @@ def period_of(ts: float) -> str:
 
 def period_bounds(period: str) -> tuple[float, float]:
     """Start and end (exclusive) of a YYYY-MM period in epoch seconds."""
-    year, month = (int(p) for p in period.split("-"))
-    start = datetime(year, month, 1, tzinfo=UTC)
+    try:
+        year, month = (int(p) for p in period.split("-"))
+        start = datetime(year, month, 1, tzinfo=UTC)
+        if year < 1970 or year > 9998:
+            raise ValueError(period)
+    except ValueError as exc:
+        raise BadPeriod(f"Period {period!r} is not a month as YYYY-MM.") from exc
     end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)
     return start.timestamp(), end.timestamp()
 

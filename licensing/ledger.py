@@ -30,13 +30,17 @@ def append(db: sqlite_utils.Database, kind: str, *, at: float, metric: str | Non
     head = db.execute("SELECT seq, hash FROM lic_ledger ORDER BY seq DESC LIMIT 1").fetchone()
     seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
     entry: dict[str, Any] = {
-        "seq": seq, "at": at, "kind": kind, "metric": metric, "amount": amount, "bucket": bucket,
-        "period": period, "ref": ref, "key_id": key_id, "user_id": user_id, "request_id": request_id,
+        "seq": seq, "at": float(at), "kind": kind, "metric": metric,
+        "amount": None if amount is None else float(amount), "bucket": bucket,
+        "period": period, "ref": ref, "key_id": key_id,
+        "user_id": None if user_id is None else int(user_id), "request_id": request_id,
         "data": json.dumps(data, sort_keys=True) if data is not None else None,
     }
     entry["prev_hash"] = prev
     entry["hash"] = entry_hash(entry, prev)
-    db["lic_ledger"].insert(entry)
+    cols = list(entry)
+    db.execute(f"INSERT INTO lic_ledger ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+               [entry[c] for c in cols])
     kv_set(db, "ledger_head", {"seq": seq, "hash": entry["hash"]})
     return entry
 

@@ -49,6 +49,7 @@ def _secret_key(settings: Settings) -> str:
 
 def prepare_data_dir(settings: Settings) -> None:
     """Create the data folder and the database, and apply migrations (once, under a file lock)."""
+    _register_engine_migrations()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     for sub in ("images", "indexes", "tmp"):
         (settings.data_dir / sub).mkdir(exist_ok=True)
@@ -111,6 +112,10 @@ def create_app(settings: Settings | dict[str, Any] | None = None) -> APIFlask:
                 "properties": {"code": {"type": "string"}, "title": {"type": "string"},
                                "detail": {"type": "string"}}}}},
         }
+        for ops in spec.get("paths", {}).values():  # a JSON input is always parsed, so its body is required
+            for op in ops.values():
+                if isinstance(op, dict) and "application/json" in op.get("requestBody", {}).get("content", {}):
+                    op["requestBody"]["required"] = True
         return spec
 
     prepare_data_dir(settings)
@@ -132,6 +137,14 @@ def create_app(settings: Settings | dict[str, Any] | None = None) -> APIFlask:
 
     register_check(app, _database_check)
     return app
+
+
+def _register_engine_migrations() -> None:
+    """Engines below the server keep their own schema; apply it with the server's, under the same lock."""
+    from licensing.schema import migrate as licensing_migrate
+    from server.store import register_migrations
+
+    register_migrations(licensing_migrate)
 
 
 def _database_check() -> CheckResult:
@@ -162,6 +175,10 @@ def _init_request_hooks(app: APIFlask) -> None:
         incoming = request.headers.get("X-Request-Id", "")
         g.request_id = incoming if REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
         g.started = time.perf_counter()
+        # APIFlask reads a JSON `null` body as {}; the spec says a body is an object, so refuse it here.
+        if request.is_json and (request.content_length or 99) <= 16 and request.get_data().strip() == b"null":
+            raise errors.BadRequest("The JSON body must be an object, not null.", code="invalid_parameters",
+                                    title="Invalid parameters")
 
     @app.after_request
     def finish_request(resp: Response) -> Response:

@@ -102,6 +102,20 @@ class LicensingSettings(Section):
     public_keys: list[str] = Field(
         default_factory=list, description="Extra vendor Ed25519 public keys (base64), for key rotation and tests."
     )
+    state_dir: Path = Field(
+        Path("~/.local/share/forecourt"),
+        description="A folder outside the data folder for the second trial record (and the box id in containers).",
+    )
+    clock_tolerance_minutes: int = Field(
+        60, ge=1, le=1440, description="How far the clock may go back before the box is restricted."
+    )
+    reservation_ttl_seconds: int = Field(
+        600, ge=180, le=86400, description="A metered request not settled after this long is refunded."
+    )
+    notice_webhook: str = Field("", description="URL that gets each licensing notice as a JSON POST; empty: none.")
+    scheduler: Literal["auto", "on", "off"] = Field(
+        "auto", description="Purge and notice jobs: auto runs them under gunicorn (one worker per box holds a lock)."
+    )
 
 
 class Settings(BaseModel):

@@ -28,6 +28,11 @@ proc_name = "forecourt"
 
 _metrics_dir = _settings.data_dir / "prometheus"
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
+# Importing server.config above already imported prometheus_client (via server/__init__), which picked its value
+# class from the environment then; pick again so the workers forked from here write multiprocess files.
+from prometheus_client import values as _prometheus_values  # noqa: E402
+
+_prometheus_values.ValueClass = _prometheus_values.get_value_class()
 _gpu_ids = [g for g in os.environ.get("FORECOURT_GPU_IDS", "").split(",") if g.strip()]
 
 

@@ -44,6 +44,7 @@ def settings_dict(data_dir: Path, tmp_path: Path) -> dict:
         "models": {"dir": str(MODELS_DIR), "require": False},
         "logging": {"level": "WARNING"},
         "rate_limit": {"default": "1000 per minute"},
+        "licensing": {"state_dir": str(tmp_path / "state")},
     }
 
 
@@ -104,7 +105,8 @@ def member(app) -> Account:
 def cli_runner(data_dir: Path) -> Iterator[tuple[CliRunner, dict[str, str]]]:
     """A click runner with the environment pointing at the temporary data folder."""
     env = {"FORECOURT_STORAGE__DATA_DIR": str(data_dir), "FORECOURT_MODELS__DIR": str(MODELS_DIR),
-           "FORECOURT_LOGGING__LEVEL": "WARNING"}
+           "FORECOURT_LOGGING__LEVEL": "WARNING",
+           "FORECOURT_LICENSING__STATE_DIR": str(data_dir.parent / "state")}
     yield CliRunner(), env
 
 
@@ -143,6 +145,7 @@ def start_live_server(data_dir: Path, *, workers: int = 2, threads: int = 4,
         "FORECOURT_SERVER__HOST": "127.0.0.1", "FORECOURT_SERVER__WORKERS": str(workers),
         "FORECOURT_SERVER__THREADS": str(threads), "FORECOURT_MODELS__DIR": str(MODELS_DIR),
         "FORECOURT_LOGGING__LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
+        "FORECOURT_LICENSING__STATE_DIR": str(data_dir.parent / f"{data_dir.name}-state"),
     })
     env.update(extra_env or {})
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)

@@ -10,6 +10,7 @@ BLUEPRINTS: list[str] = [
     "server.blueprints.accounts",
     "server.blueprints.admin",
     "server.blueprints.dashboard",
+    "server.blueprints.licensing",
 ]
 
 

@@ -102,7 +102,7 @@ def get_user(db: sqlite_utils.Database, user_id: int) -> dict[str, Any]:
     """A user row by id."""
     try:
         return db["users"].get(user_id)
-    except sqlite_utils.db.NotFoundError as exc:
+    except (sqlite_utils.db.NotFoundError, OverflowError) as exc:  # OverflowError: an id beyond SQLite's range
         raise NotFound(f"No user {user_id}.", code="user_not_found") from exc
 
 
