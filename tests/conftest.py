@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from click.testing import CliRunner
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
 MODELS_DIR = Path(os.environ.get("FORECOURT_TEST_MODELS_DIR", REPO / "var" / "models")).resolve()
+# Trial records outside the data folder must never land in the real home folder during tests.
+os.environ.setdefault("FORECOURT_LICENSING__STATE_DIR", tempfile.mkdtemp(prefix="forecourt-test-state-"))
 
 
 @pytest.fixture(scope="session")
