@@ -26,7 +26,7 @@ $(STAMP): setup.cfg constraints.txt pyproject.toml
 	touch $(STAMP)
 
 weights: setup
-	@if $(BIN)/python -c "import models.cli" 2>/dev/null; then $(FC) models fetch; else echo "no model engine yet"; fi
+	$(FC) models fetch
 
 init: setup
 	$(FC) init
@@ -39,6 +39,7 @@ lint: setup
 	$(BIN)/mypy licensing
 
 bench: setup weights
+	$(BIN)/pip install --quiet -e ".[bench]" -c constraints.txt
 	$(BIN)/python scripts/bench_removebg.py
 
 clean-venv:

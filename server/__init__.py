@@ -136,6 +136,8 @@ def create_app(settings: Settings | dict[str, Any] | None = None) -> APIFlask:
             init(app)
 
     register_check(app, _database_check)
+    register_check(app, _model_check)
+    register_check(app, _sam_check)
     return app
 
 
@@ -145,6 +147,35 @@ def _register_engine_migrations() -> None:
     from server.store import register_migrations
 
     register_migrations(licensing_migrate)
+
+
+def _model_check() -> CheckResult:
+    """The default segmenter's file is present and passes its checksum (required unless [models] require=false)."""
+    from models.registry import get_segmenter
+    from server.config import get_settings
+
+    s = get_settings()
+    status = get_segmenter(s.models.segmenter, models_dir=s.models_dir, device=s.models.device,
+                           threads=s.models.threads).status()
+    ok = bool(status["verified"])
+    detail = (f"{status['name']} verified{' and loaded' if status['loaded'] else ''}" if ok else
+              f"{status['name']}: {status['error']}")
+    return CheckResult("segmenter", ok, detail, required=s.models.require)
+
+
+def _sam_check() -> CheckResult:
+    """Segment Anything is optional: installed or not, the box is ready; the detail says which."""
+    from models.registry import model_status
+    from server.config import get_settings
+
+    s = get_settings()
+    rows = {r["name"]: r for r in model_status(s.models_dir)}
+    row = rows.get(s.models.sam_model, {})
+    if row.get("verified"):
+        return CheckResult("sam", True, f"{s.models.sam_model} installed (slow on CPU: tens of seconds per image)",
+                           required=False)
+    return CheckResult("sam", False, f"{s.models.sam_model} not installed; /v1/segment and refine=sam answer 503",
+                       required=False)
 
 
 def _database_check() -> CheckResult:

@@ -68,6 +68,7 @@ class ModelsSettings(Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto uses CUDA when present.")
     threads: int = Field(0, ge=0, le=256, description="Inference threads per worker; 0 picks the core count.")
     segmenter: str = Field("isnet-general", description="Default background-removal model.")
+    sam_model: str = Field("sam-vit-b", description="Segment Anything checkpoint used for prompts and refine=sam.")
     require: bool = Field(
         True, description="readyz reports 503 while the default segmenter is missing or fails its checksum."
     )
@@ -76,6 +77,18 @@ class ModelsSettings(Section):
     @classmethod
     def _empty_is_default(cls, value: Any) -> Any:
         return None if value == "" else value
+
+
+class RemovebgSettings(Section):
+    """Background removal (the remove.bg-compatible endpoint)."""
+
+    max_file_mb: int = Field(22, ge=1, le=200, description="Largest input image file in MB (file_too_large above).")
+    url_allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts image_url / bg_image_url may fetch from; empty turns URL inputs off. Hosts that "
+        "resolve to private or loopback addresses are always refused.",
+    )
+    url_timeout_seconds: int = Field(15, ge=1, le=120, description="Time limit for fetching an image_url.")
 
 
 class SmtpSettings(Section):
@@ -128,6 +141,7 @@ class Settings(BaseModel):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     models: ModelsSettings = Field(default_factory=ModelsSettings)
+    removebg: RemovebgSettings = Field(default_factory=RemovebgSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     licensing: LicensingSettings = Field(default_factory=LicensingSettings)

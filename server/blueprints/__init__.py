@@ -11,6 +11,7 @@ BLUEPRINTS: list[str] = [
     "server.blueprints.admin",
     "server.blueprints.dashboard",
     "server.blueprints.licensing",
+    "server.blueprints.removebg",
 ]
 
 

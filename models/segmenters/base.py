@@ -1,0 +1,108 @@
+"""What every segmentation backend offers: an RGB image in, an alpha matte out, loaded lazily under a lock."""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from models import car, refine
+from models.errors import InvalidKind, ModelError
+from models.manifest import ModelSpec
+
+# remove.bg's `type` values; all but "car" get the general matte
+KINDS = ("auto", "person", "product", "car", "animal", "graphic", "transportation")
+
+
+def as_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 RGB from a PIL image of any mode (alpha dropped) or an HxWx3 uint8 array."""
+    if isinstance(image, Image.Image):
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        return np.asarray(image)
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise ValueError(f"expected an HxWx3 uint8 RGB array, got {array.dtype} {array.shape}")
+    return array
+
+
+class Segmenter(ABC):
+    """A named background-removal backend; thread-safe, loads its model on first use."""
+
+    def __init__(self, spec: ModelSpec, models_dir: Path, device: str = "auto", threads: int = 0) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.models_dir = Path(models_dir)
+        self.device = device
+        self.threads = threads
+        self._load_lock = threading.Lock()
+        self._loaded = False
+        self._timings = threading.local()
+
+    # --- loading ----------------------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load the model now (verifying its files) instead of on the first `mask` call."""
+        if self._loaded:
+            return
+        with self._load_lock:
+            if not self._loaded:
+                self.spec.check(self.models_dir)
+                self._load()
+                self._loaded = True
+
+    @abstractmethod
+    def _load(self) -> None:
+        """Build the inference session from verified files (called once, under the lock)."""
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def status(self) -> dict:
+        """name, present, verified, loaded, path, error: for /readyz."""
+        path = self.spec.path(self.models_dir)
+        info = {"name": self.name, "present": path.is_file(), "verified": False, "loaded": self._loaded,
+                "path": str(path), "error": None}
+        try:
+            self.spec.check(self.models_dir)
+            info["verified"] = True
+        except ModelError as exc:
+            info["error"] = exc.detail
+        return info
+
+    # --- inference --------------------------------------------------------------------------------------------
+    @abstractmethod
+    def probability(self, rgb: np.ndarray) -> np.ndarray:
+        """The model's raw foreground probability, float32 HxW at the input's size."""
+
+    def mask(self, image_rgb: Image.Image | np.ndarray, kind: str = "auto", *, refine_edges: bool = True) -> np.ndarray:
+        """Alpha matte, float32 HxW in [0,1] at the input size; `kind="car"` keeps cars only."""
+        if kind not in KINDS:
+            raise InvalidKind(f"type must be one of {', '.join(KINDS)}, not {kind!r}")
+        start = time.perf_counter()
+        rgb = as_rgb_array(image_rgb)
+        self.load()
+        alpha = self.probability(rgb)
+        model_done = time.perf_counter()
+        if kind == "car":
+            alpha = car.keep_cars(alpha)
+        if refine_edges:
+            alpha = refine.refine_alpha(rgb, alpha)
+        end = time.perf_counter()
+        self._timings.model_ms = (model_done - start) * 1000.0
+        self._timings.total_ms = (end - start) * 1000.0
+        return alpha
+
+    @property
+    def last_inference_ms(self) -> float | None:
+        """Wall time of this thread's last `mask` call (pre-processing, model, car filter, edges), in ms."""
+        return getattr(self._timings, "total_ms", None)
+
+    @property
+    def last_model_ms(self) -> float | None:
+        """Of that, the model alone with its resizing, in ms."""
+        return getattr(self._timings, "model_ms", None)

@@ -1,0 +1,160 @@
+"""IS-Net (DIS) on onnxruntime: 1024x1024 input, one sigmoid output.
+
+On CUDA the shipped fp16 graph runs as is. On CPU it is converted once: fp16 -> fp32 with the 11 side outputs
+pruned, then (on CPUs with VNNI/AMX) quantized to int8 from the committed calibration ranges, about 2x faster
+again at the same masks. The int8 graph is cached beside the model as `<model>.int8.onnx` with a JSON record of
+what it was built from and its sha256; a record that does not match is rebuilt, never trusted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from models.device import cpu_has_int8_dot, onnx_providers
+from models.errors import InferenceFailed, ModelCorrupt, ModelError
+from models.manifest import ModelSpec, sha256_file
+from models.segmenters.base import Segmenter
+
+log = logging.getLogger(__name__)
+
+INPUT_SIDE = 1024
+PRECISIONS = ("auto", "fp32", "int8", "fp16")
+
+
+def preprocess(rgb: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 RGB -> 1x3x1024x1024 float32, DIS normalisation x / 255 - 0.5 (one C++ pass after the resize)."""
+    height, width = rgb.shape[:2]
+    shrink = width > INPUT_SIDE or height > INPUT_SIDE
+    resized = cv2.resize(rgb, (INPUT_SIDE, INPUT_SIDE), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return cv2.dnn.blobFromImage(resized, scalefactor=1.0 / 255.0, mean=(127.5, 127.5, 127.5), swapRB=False)
+
+
+class IsNetSegmenter(Segmenter):
+    """IS-Net general-use segmentation."""
+
+    def __init__(self, spec: ModelSpec, models_dir: Path, device: str = "auto", threads: int = 0,
+                 precision: str = "auto") -> None:
+        super().__init__(spec, models_dir, device, threads)
+        if precision not in PRECISIONS:
+            raise ModelError(f"precision must be one of {', '.join(PRECISIONS)}", code="invalid_precision")
+        self.precision = precision
+        self.running_precision: str | None = None
+        self.precision_fallback: str | None = None
+
+    def _load(self) -> None:
+        import onnxruntime as ort
+
+        path = self.spec.path(self.models_dir)
+        providers = onnx_providers(self.device)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = max(0, int(self.threads))
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        on_cpu = providers[0] == "CPUExecutionProvider"
+        precision = self.precision
+        if precision == "auto":
+            precision = ("int8" if cpu_has_int8_dot() else "fp32") if on_cpu else "fp16"
+        model, precision = self._graph(path, precision)
+        try:
+            self._session = ort.InferenceSession(model, options, providers=providers)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+            raise ModelCorrupt(f"onnxruntime cannot load {path} ({precision}): {exc}") from exc
+        self._input = self._session.get_inputs()[0].name
+        names = [o.name for o in self._session.get_outputs()]
+        self._output = "output" if "output" in names else names[0]
+        self.running_precision = precision
+        log.info("loaded %s (%s) on %s", self.name, precision, self._session.get_providers()[0])
+
+    def _graph(self, path: Path, precision: str) -> tuple[bytes | str, str]:
+        """The graph to hand onnxruntime (a path or serialized bytes) and the precision it really has."""
+        if precision == "fp16":
+            return str(path), "fp16"
+        int8_cache = path.with_name(path.stem + ".int8.onnx")
+        if precision == "int8":
+            try:
+                record = self._int8_record()
+                if self._int8_cached(int8_cache, record):
+                    return str(int8_cache), "int8"
+            except ImportError as exc:
+                log.warning("int8 needs the onnx package (%s); running fp32", exc)
+                precision = "fp32"
+        try:
+            from models.segmenters.onnx_graph import to_fp32_single_output
+        except ImportError:
+            log.warning("the onnx package is missing: running the fp16 graph as is (slower on CPU)")
+            return str(path), "fp16"
+        try:
+            fp32 = to_fp32_single_output(path, "output")
+        except Exception as exc:  # noqa: BLE001 - a graph the converter cannot read is a corrupt model
+            raise ModelCorrupt(f"cannot read {path} as an ONNX graph: {exc}") from exc
+        if precision == "int8":
+            try:
+                return self._build_int8(fp32, int8_cache, record), "int8"
+            except Exception as exc:  # noqa: BLE001 - int8 is an optimisation: fall back, but say so
+                log.warning("int8 graph unavailable (%s); running fp32", exc)
+                self.precision_fallback = str(exc)
+        return fp32, "fp32"
+
+    def _int8_record(self) -> dict:
+        """What a cached int8 graph must have been built from."""
+        import onnx
+        import onnxruntime as ort
+
+        from models.segmenters.onnx_graph import CALIBRATION
+
+        return {"source_sha256": self.spec.files[0].sha256, "calibration_sha256": sha256_file(CALIBRATION),
+                "onnxruntime": ort.__version__, "onnx": onnx.__version__}
+
+    @staticmethod
+    def _int8_cached(cache: Path, wanted: dict) -> bool:
+        """True when `cache` and its JSON record match `wanted` and the file's sha256."""
+        try:
+            record = json.loads(cache.with_name(cache.name + ".json").read_text())
+            return all(record.get(k) == v for k, v in wanted.items()) and sha256_file(cache) == record.get("sha256")
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def _build_int8(self, fp32: bytes, cache: Path, wanted: dict) -> bytes | str:
+        """Quantize, then write the graph and its record atomically beside the model (or keep it in memory)."""
+        from models.segmenters.onnx_graph import quantize_int8
+
+        log.info("building the int8 graph of %s (once)", self.name)
+        writable = os.access(cache.parent, os.W_OK)
+        fd, tmp = tempfile.mkstemp(prefix=f".{cache.name}.", suffix=".part",
+                                   dir=cache.parent if writable else None)
+        os.close(fd)
+        try:
+            quantize_int8(fp32, Path(tmp))
+            if not writable:  # a read-only models folder: build it for this process only
+                return Path(tmp).read_bytes()
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, cache)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        record = {**wanted, "sha256": sha256_file(cache), "size": cache.stat().st_size}
+        record_path = cache.with_name(cache.name + ".json")
+        record_tmp = record_path.with_name(record_path.name + ".part")
+        record_tmp.write_text(json.dumps(record, indent=1))
+        os.replace(record_tmp, record_path)
+        return str(cache)
+
+    def probability(self, rgb: np.ndarray) -> np.ndarray:
+        """Foreground probability at the input's size (bilinear upscale of the 1024x1024 output)."""
+        height, width = rgb.shape[:2]
+        try:
+            out = self._session.run([self._output], {self._input: preprocess(rgb)})[0]
+        except Exception as exc:  # noqa: BLE001
+            raise InferenceFailed(f"{self.name} failed on a {width}x{height} image: {exc}") from exc
+        prob = out[0, 0]
+        if (width, height) != (INPUT_SIDE, INPUT_SIDE):
+            prob = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
+        return np.clip(prob, 0.0, 1.0, out=prob)

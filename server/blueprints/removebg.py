@@ -1,0 +1,187 @@
+"""Background removal: remove.bg's POST /v1.0/removebg (also /v1/removebg), and POST /v1/segment for prompts."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from typing import Any
+
+import numpy as np
+from apiflask import APIBlueprint
+from flask import Response, g, jsonify, request
+from PIL import Image
+
+from models import imaging
+from models.errors import ModelError
+from server.auth import API_KEY_SECURITY, require_key
+from server.config import get_settings
+from server.services import fetch_url
+from server.services.metering import charge, check
+from server.services.removebg import RemoveBgError, decode_b64, parse_options, remove_background
+
+bp = APIBlueprint("removebg", __name__, tag="Background removal")
+
+PARAMS = ("size", "type", "type_level", "format", "roi", "crop", "crop_margin", "scale", "position", "channels",
+          "bg_color", "add_shadow", "shadow_type", "shadow_opacity", "semitransparency", "refine")
+
+
+def _request_params() -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Parameters and uploaded files from a JSON, form or multipart request."""
+    files: dict[str, bytes] = {}
+    if request.is_json:
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise RemoveBgError("The JSON body must be an object.", code="invalid_parameters")
+        return body, files
+    params = {k: v for k, v in request.form.items()}
+    for name in ("image_file", "bg_image_file"):
+        upload = request.files.get(name)
+        if upload is not None:
+            files[name] = upload.read()
+    return params, files
+
+
+def _image_bytes(params: dict[str, Any], files: dict[str, bytes], max_bytes: int) -> bytes:
+    sources = [n for n in ("image_file", "image_file_b64", "image_url")
+               if (n in files) or params.get(n) not in (None, "")]
+    if len(sources) > 1:
+        raise RemoveBgError("Send exactly one of image_file, image_file_b64 or image_url.", code="multiple_sources")
+    if not sources:
+        raise RemoveBgError("No image given: send image_file, image_file_b64 or image_url.", code="missing_source")
+    source = sources[0]
+    if source == "image_file":
+        return files["image_file"]
+    if source == "image_file_b64":
+        return decode_b64(params["image_file_b64"], "image_file_b64")
+    s = get_settings().removebg
+    return fetch_url.fetch(str(params["image_url"]), s.url_allow_hosts, max_bytes, s.url_timeout_seconds)
+
+
+def _bg_image(params: dict[str, Any], files: dict[str, bytes], max_bytes: int) -> Image.Image | None:
+    given = [n for n in ("bg_color", "bg_image_file", "bg_image_url")
+             if (n in files) or params.get(n) not in (None, "")]
+    if len(given) > 1:
+        raise RemoveBgError("Send at most one of bg_color, bg_image_file or bg_image_url.",
+                            code="multiple_bg_sources")
+    if "bg_image_file" in given:
+        data = files["bg_image_file"]
+    elif "bg_image_url" in given:
+        s = get_settings().removebg
+        data = fetch_url.fetch(str(params["bg_image_url"]), s.url_allow_hosts, max_bytes, s.url_timeout_seconds)
+    else:
+        return None
+    return imaging.decode(data, max_bytes=max_bytes, what="background image")
+
+
+REMOVEBG_DOC = dict(
+    security=API_KEY_SECURITY,
+    responses={
+        200: {"description": "The image without background (PNG, JPG, WebP or ZIP), or JSON with "
+                             "Accept: application/json.",
+              "content": {"image/png": {"schema": {"type": "string", "format": "binary"}},
+                          "application/json": {"schema": {"type": "object"}}}},
+        400: "Invalid parameters or image (remove.bg's error codes)",
+        402: "Not enough credits", 403: "Missing or invalid API key", 413: "Request too large",
+        429: "Rate limit exceeded", 503: "Model not installed",
+    },
+)
+
+
+@bp.post("/v1.0/removebg")
+@bp.post("/v1/removebg")
+@bp.doc(**REMOVEBG_DOC)
+@require_key
+def removebg() -> Response:
+    """Remove the background of an image (remove.bg-compatible).
+
+    Multipart, form or JSON. Source: one of `image_file`, `image_file_b64`, `image_url` (URL input only for the
+    admin's allow-listed hosts). Parameters as remove.bg: `size`, `type`, `type_level`, `format`, `roi`, `crop`,
+    `crop_margin`, `scale`, `position`, `channels`, `bg_color`, `bg_image_file`, `bg_image_url`, `add_shadow`,
+    `shadow_type`, `shadow_opacity`, `semitransparency`; plus `refine=sam` where Segment Anything is installed.
+    Costs 0.25 credits for `preview`, 1 for `full`/`50MP`; nothing on any error.
+    """
+    check("background_removal")
+    max_bytes = get_settings().removebg.max_file_mb * 1024 * 1024
+    params, files = _request_params()
+    opts = parse_options(params)
+    opts.bg_image = _bg_image(params, files, max_bytes)
+    image = imaging.decode(_image_bytes(params, files, max_bytes), max_bytes=max_bytes)
+    with charge("credits", opts.credits):
+        result = remove_background(image, opts)
+    headers = {"X-Credits-Charged": f"{result.credits:g}", "X-Type": result.type, "X-Width": str(result.width),
+               "X-Height": str(result.height)}
+    fg = result.foreground
+    if fg is not None:
+        headers.update({"X-Foreground-Top": str(fg.top), "X-Foreground-Left": str(fg.left),
+                        "X-Foreground-Width": str(fg.width), "X-Foreground-Height": str(fg.height)})
+    if request.accept_mimetypes.best == "application/json":
+        resp = jsonify({"data": {
+            "result_b64": base64.b64encode(result.body).decode(),
+            "foreground_top": fg.top if fg else 0, "foreground_left": fg.left if fg else 0,
+            "foreground_width": fg.width if fg else 0, "foreground_height": fg.height if fg else 0}})
+    else:
+        resp = Response(result.body, mimetype=result.media_type)
+        resp.headers["Content-Disposition"] = f'inline; filename="no-bg.{result.extension}"'
+    resp.headers.update(headers)
+    return resp
+
+
+@bp.post("/v1/segment")
+@bp.doc(security=API_KEY_SECURITY, responses={
+    200: {"description": "The mask as a PNG (white = object)",
+          "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
+    400: "Invalid prompt or image", 403: "Missing or invalid API key", 429: "Rate limit exceeded",
+    503: "Segment Anything is not installed"})
+@require_key
+def segment() -> Response:
+    """Segment the object the prompts point at (Segment Anything).
+
+    Send `image_file` (or `image_file_b64`) with `points` (JSON list of [x, y]), `labels` (1 = object, 0 =
+    background, one per point) and/or `box` ([x0, y0, x1, y1]). Needs a SAM checkpoint installed by the admin
+    (`forecourt models install sam-vit-b FILE`); slow on CPU (tens of seconds for vit_b).
+    """
+    check("background_removal")
+    max_bytes = get_settings().removebg.max_file_mb * 1024 * 1024
+    params, files = _request_params()
+    points = _json_param(params, "points")
+    labels = _json_param(params, "labels")
+    box = _json_param(params, "box")
+    if points is None and box is None:
+        raise RemoveBgError("Give points (with labels) and/or a box.", code="invalid_prompt")
+    image = imaging.decode(_image_bytes({k: v for k, v in params.items() if k != "image_url"}, files, max_bytes),
+                           max_bytes=max_bytes)
+    settings = get_settings()
+    from models.sam import get_sam
+
+    try:
+        sam = get_sam(settings.models.sam_model, models_dir=settings.models_dir, device=settings.models.device)
+    except ModelError as exc:
+        if exc.code in ("model_unavailable", "model_corrupt"):
+            raise RemoveBgError(f"Segment Anything is not installed on this server ({exc.detail}). An admin can "
+                                f"install a checkpoint with `forecourt models install {settings.models.sam_model} "
+                                f"FILE`.", code="sam_not_installed", title="Segment Anything not installed",
+                                status=503) from exc
+        raise
+    try:
+        mask = sam.predict(image.convert("RGB"), points=points, labels=labels, box=box)
+    except (TypeError, ValueError) as exc:
+        raise RemoveBgError(f"The prompt could not be used: {exc}", code="invalid_prompt") from exc
+    buf = io.BytesIO()
+    Image.fromarray((np.asarray(mask) * 255).astype(np.uint8), "L").save(buf, "PNG")
+    resp = Response(buf.getvalue(), mimetype="image/png")
+    resp.headers["X-Width"], resp.headers["X-Height"] = str(image.width), str(image.height)
+    g.setdefault("segment", True)
+    return resp
+
+
+def _json_param(params: dict[str, Any], name: str) -> Any:
+    value = params.get(name)
+    if value in (None, ""):
+        return None
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise RemoveBgError(f"{name} must be JSON, e.g. [[100, 200]].", code="invalid_prompt") from exc
+    return value

@@ -1,0 +1,95 @@
+"""The car-only filter on drawn mattes: letters and leaning objects go, cars (all of them) and their mirrors stay.
+
+The same filter on a real Carvana photo is in test_models_segmenter.py.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from models.car import car_keep_mask, keep_cars
+
+H, W = 640, 960
+
+
+def car(canvas: np.ndarray, x: int, y: int, w: int, h: int) -> None:
+    """A car-ish silhouette: body, cabin, two wheels, a mirror."""
+    cv2.rectangle(canvas, (x, y + h // 3), (x + w, y + h - h // 6), 1.0, -1)
+    cv2.ellipse(canvas, (x + w // 2, y + h // 3), (w // 3, h // 3), 0, 180, 360, 1.0, -1)
+    for cx in (x + w // 5, x + 4 * w // 5):
+        cv2.circle(canvas, (cx, y + h - h // 6), h // 6, 1.0, -1)
+    cv2.rectangle(canvas, (x + w // 6 - w // 25, y + h // 4), (x + w // 6, y + h // 3), 1.0, -1)  # mirror
+
+
+def letters(canvas: np.ndarray, x: int, y: int, height: int, count: int, stroke: int) -> None:
+    """Backdrop lettering: V shapes with thick strokes."""
+    for i in range(count):
+        left = x + i * height
+        cv2.line(canvas, (left, y), (left + height // 3, y + height), 1.0, stroke)
+        cv2.line(canvas, (left + height // 3, y + height), (left + 2 * height // 3, y), 1.0, stroke)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def test_detached_and_leaning_letters_are_removed_and_the_car_kept() -> None:
+    truth = np.zeros((H, W), np.float32)
+    car(truth, 200, 260, 560, 300)
+    matte = truth.copy()
+    letters(matte, 20, 130, 150, 6, 26)  # the middle letters reach down onto the roof
+    keep = car_keep_mask(matte)
+    car_px = truth > 0.5
+    assert iou(keep & (matte > 0.5), car_px) > 0.97
+    letter_px = (matte > 0.5) & ~car_px
+    assert (keep & letter_px).sum() < 0.03 * letter_px.sum()
+    # the mirror (thin, close to the body) survives
+    mirror = np.zeros_like(car_px)
+    mirror[260 + 300 // 4:260 + 300 // 3, 200 + 560 // 6 - 560 // 25:200 + 560 // 6] = True
+    assert keep[mirror].mean() > 0.9
+
+
+def test_several_cars_of_different_sizes_are_all_kept() -> None:
+    truth = np.zeros((H, W), np.float32)
+    car(truth, 40, 300, 480, 260)
+    car(truth, 600, 380, 240, 130)
+    car(truth, 860, 440, 80, 45)  # far away, small but solid
+    keep = car_keep_mask(truth)
+    assert iou(keep, truth > 0.5) > 0.97
+
+
+def test_a_low_confidence_floor_region_hanging_off_the_car_is_removed_but_glass_inside_is_kept() -> None:
+    truth = np.zeros((H, W), np.float32)
+    car(truth, 200, 200, 480, 260)
+    matte = truth.copy()
+    matte[260:300, 330:560] = 0.7                                   # windows: half-believed, inside the car
+    floor = np.zeros_like(matte)
+    cv2.ellipse(floor, (800, 420), (160, 60), 0, 0, 360, 0.75, -1)  # half-believed floor touching the rear
+    matte = np.maximum(matte, floor * (truth == 0))
+    keep = car_keep_mask(matte)
+    assert keep[260:300, 330:560].mean() > 0.99
+    floor_px = (floor > 0) & (truth == 0)
+    assert keep[floor_px].mean() < 0.05
+    assert iou(keep & (matte > 0.5), truth > 0.5) > 0.97
+
+
+def test_keep_cars_returns_the_matte_at_full_size_with_soft_edges_intact() -> None:
+    truth = np.zeros((1280, 1918), np.float32)
+    car(truth, 400, 500, 1100, 600)
+    soft = cv2.GaussianBlur(truth, (0, 0), 2.0)
+    letters(soft, 60, 80, 300, 6, 50)
+    out = keep_cars(soft)
+    assert out.shape == soft.shape and out.dtype == np.float32
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    edge = (truth > 0) & (soft > 0.05) & (soft < 0.95)
+    assert np.abs(out[edge] - soft[edge]).max() < 0.35
+    assert np.abs(out[edge] - soft[edge]).mean() < 0.02
+    assert out[:350].max() < 0.5, "the lettering above the car is gone"
+
+
+def test_an_empty_matte_stays_empty_and_a_speck_only_matte_is_left_alone() -> None:
+    assert not car_keep_mask(np.zeros((200, 300), np.float32)).any()
+    specks = np.zeros((200, 300), np.float32)
+    specks[50:53, 50:53] = 1.0
+    assert car_keep_mask(specks).sum() == 9

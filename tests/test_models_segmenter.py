@@ -1,0 +1,146 @@
+"""The real IS-Net segmenter on real photos (model from FORECOURT_TEST_MODELS_DIR, fetched by `make weights`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.errors import InvalidKind, ModelCorrupt, ModelMissing
+from models.manifest import ISNET_GENERAL
+from models.registry import clear_segmenters, get_segmenter, model_status
+from tests.conftest import MODELS_DIR, REPO
+
+ROBOFLOW = "roboflow/images/75538664-compact-suv-car-side-view_png.rf.6e957397c436e2062f716bf82374077f.png"
+CARVANA = "carvana/images/0d3adbbc9a8b_05.jpg"  # side view: the backdrop letters lean on the roof
+
+
+def truth_for(shared_data: Path, image: str) -> np.ndarray:
+    mask = next((shared_data / Path(image).parent.parent / "masks").glob(Path(image).stem + "*"))
+    raw = np.asarray(Image.open(mask))
+    return raw.any(axis=2) if raw.ndim == 3 else raw > 0
+
+
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    return 2 * float((pred & truth).sum()) / float(pred.sum() + truth.sum())
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    seg = get_segmenter("isnet-general", MODELS_DIR, device="cpu", threads=2)
+    seg.load()
+    return seg
+
+
+@pytest.mark.slow
+def test_mask_of_a_small_real_photo(segmenter, shared_data: Path) -> None:
+    image = Image.open(shared_data / ROBOFLOW)
+    alpha = segmenter.mask(image)
+    assert alpha.dtype == np.float32 and alpha.shape == (image.height, image.width)
+    assert 0.0 <= alpha.min() and alpha.max() <= 1.0
+    assert dice(alpha >= 0.5, truth_for(shared_data, ROBOFLOW)) > 0.85
+    assert segmenter.last_inference_ms > 0 and segmenter.last_model_ms <= segmenter.last_inference_ms
+    assert get_segmenter("isnet-general", MODELS_DIR, device="cpu", threads=2) is segmenter
+    # RGBA and palette inputs give the same matte as RGB
+    assert np.array_equal(segmenter.mask(image.convert("RGBA")), alpha)
+
+
+@pytest.mark.slow
+def test_kind_car_removes_the_backdrop_logo_and_keeps_the_car(segmenter, shared_data: Path) -> None:
+    image = Image.open(shared_data / CARVANA)
+    truth = truth_for(shared_data, CARVANA)
+    general = segmenter.mask(image, kind="auto") >= 0.5
+    car_only = segmenter.mask(image, kind="car") >= 0.5
+    far = ~(cv2.dilate(truth.astype(np.uint8), np.ones((41, 41), np.uint8)) > 0)  # > 20 px from the car
+    assert (general & far).sum() > 0.01 * truth.size, "the general matte keeps the logo letters"
+    assert (car_only & far).sum() < 0.1 * (general & far).sum(), "kind=car drops the letters"
+    assert dice(car_only, truth) > 0.97
+    assert dice(car_only, truth) > dice(general, truth) + 0.02
+
+
+@pytest.mark.slow
+def test_int8_and_fp32_graphs_agree(segmenter, shared_data: Path) -> None:
+    if segmenter.running_precision != "int8":
+        pytest.skip(f"this CPU runs {segmenter.running_precision}: no int8 graph to compare")
+    image = Image.open(shared_data / ROBOFLOW)
+    fp32 = get_segmenter("isnet-general", MODELS_DIR, device="cpu", threads=2, precision="fp32")
+    a, b = segmenter.mask(image) >= 0.5, fp32.mask(image) >= 0.5
+    assert fp32.running_precision == "fp32"
+    assert (a & b).sum() / (a | b).sum() > 0.97
+
+
+def test_unknown_kind_is_refused_before_any_work(tmp_path: Path) -> None:
+    seg = get_segmenter("isnet-general", tmp_path, device="cpu")
+    with pytest.raises(InvalidKind) as info:
+        seg.mask(Image.new("RGB", (8, 8)), kind="boat")
+    assert info.value.status == 400
+
+
+def test_missing_model_is_a_clear_error_and_a_status(tmp_path: Path) -> None:
+    seg = get_segmenter("isnet-general", tmp_path, device="cpu")
+    with pytest.raises(ModelMissing, match="forecourt models fetch isnet-general") as info:
+        seg.mask(Image.new("RGB", (8, 8)))
+    assert (info.value.code, info.value.status) == ("model_unavailable", 503)
+    status = seg.status()
+    assert status["present"] is False and status["verified"] is False and "missing" in status["error"]
+
+
+def test_corrupt_model_is_a_clear_error_and_a_status(tmp_path: Path) -> None:
+    (tmp_path / "isnet-medium.onnx").write_bytes(b"\0" * 1000)
+    seg = get_segmenter("isnet-general", tmp_path, device="cpu")
+    with pytest.raises(ModelCorrupt, match="1000 bytes") as info:
+        seg.load()
+    assert (info.value.code, info.value.status) == ("model_corrupt", 503)
+    assert not seg.loaded
+    row = next(s for s in model_status(tmp_path) if s["name"] == "isnet-general")
+    assert row["present"] and not row["verified"] and row["error_code"] == "model_corrupt"
+    clear_segmenters()
+
+
+def test_importing_the_engine_loads_neither_torch_nor_a_model() -> None:
+    code = ("import sys, models.registry, models.sam, models.device, models.cli, models.car, models.refine; "
+            "print('torch' in sys.modules, 'onnxruntime' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_device_choice() -> None:
+    from models.device import onnx_providers
+    from models.errors import DeviceUnavailable
+
+    assert onnx_providers("cpu") == ["CPUExecutionProvider"]
+    assert onnx_providers("auto")[-1] == "CPUExecutionProvider"
+    with pytest.raises(DeviceUnavailable):
+        onnx_providers("tpu")
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(DeviceUnavailable, match="CUDA"):
+            onnx_providers("cuda")
+    assert ISNET_GENERAL.name == "isnet-general"
+
+
+def test_a_cached_int8_graph_is_trusted_only_with_a_matching_record(tmp_path: Path) -> None:
+    import hashlib
+    import json
+
+    from models.segmenters.isnet import IsNetSegmenter
+
+    cache = tmp_path / "isnet-medium.int8.onnx"
+    cache.write_bytes(b"graph bytes")
+    wanted = {"source_sha256": ISNET_GENERAL.files[0].sha256, "calibration_sha256": "c" * 64,
+              "onnxruntime": "1.31.1", "onnx": "1.23.2"}
+    record = tmp_path / "isnet-medium.int8.onnx.json"
+    assert not IsNetSegmenter._int8_cached(cache, wanted), "no record"
+    record.write_text(json.dumps({**wanted, "sha256": hashlib.sha256(b"graph bytes").hexdigest()}))
+    assert IsNetSegmenter._int8_cached(cache, wanted)
+    assert not IsNetSegmenter._int8_cached(cache, {**wanted, "onnxruntime": "1.32.0"}), "built by another version"
+    cache.write_bytes(b"graph bytez")
+    assert not IsNetSegmenter._int8_cached(cache, wanted), "file changed after it was recorded"
+    record.write_text("{not json")
+    assert not IsNetSegmenter._int8_cached(cache, wanted)
