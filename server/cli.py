@@ -364,6 +364,7 @@ def _add_engine_groups() -> None:
 # (module, click group attribute). Engineers add their own line here.
 ENGINE_GROUPS: list[tuple[str, str]] = [
     ("models.cli", "models_group"),
+    ("server.cli_removebg", "removebg_command"),
     ("server.cli_license", "license_group"), ("server.cli_license", "usage_group"),
 ]
 
