@@ -62,15 +62,27 @@ def decontaminate(image: np.ndarray, alpha: np.ndarray, *, radius: int | None = 
     a = np.clip(alpha.astype(np.float32), 0.0, 1.0)
     if rgb.shape[:2] != a.shape:
         raise ValueError(f"image is {rgb.shape[:2]}, alpha is {a.shape}")
-    img = rgb.astype(np.float32) * (1.0 / 255.0)
     wide = radius or max(8, int(round(0.04 * max(a.shape))))
+    narrow = max(2, wide // 15)
+    # Near-0 pixels are invisible and near-1 pixels keep the photo's colour: only the real edge band needs work.
+    edge = (a > 0.01) & (a < 0.99)
+    out = rgb.copy()
+    rows, cols = np.nonzero(edge.any(axis=1))[0], np.nonzero(edge.any(axis=0))[0]
+    if len(rows) == 0:
+        return out
+    # Only pixels within reach of an edge pixel matter: work on that window (same result, far less work).
+    pad = wide + narrow + 2
+    y0, y1 = max(rows[0] - pad, 0), min(rows[-1] + pad + 1, a.shape[0])
+    x0, x1 = max(cols[0] - pad, 0), min(cols[-1] + pad + 1, a.shape[1])
+    img = rgb[y0:y1, x0:x1].astype(np.float32) * (1.0 / 255.0)
+    aw = np.ascontiguousarray(a[y0:y1, x0:x1])
     fg, bg = img, img
-    for r in (wide, max(2, wide // 15)):
-        fg, bg = _blur_fusion_step(img, fg, bg, a, r)
-    out = img.copy()
-    edge = (a > 0.0) & (a < 1.0)
-    out[edge] = fg[edge]
-    return (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    for r in (wide, narrow):
+        fg, bg = _blur_fusion_step(img, fg, bg, aw, r)
+    window_edge = edge[y0:y1, x0:x1]
+    patch = out[y0:y1, x0:x1]
+    patch[window_edge] = (np.clip(fg[window_edge], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return out
 
 
 def _blur_fusion_step(img: np.ndarray, fg: np.ndarray, bg: np.ndarray, a: np.ndarray,
