@@ -1,0 +1,1 @@
+"""Committed int8 calibration ranges (data only)."""
