@@ -31,10 +31,10 @@ class Box:
 
 def foreground_box(alpha: np.ndarray, threshold: float = 0.05) -> Box | None:
     """The smallest box holding every pixel with alpha above threshold, or None when there is no foreground."""
-    ys, xs = np.nonzero(alpha > threshold)
-    if len(xs) == 0:
+    x, y, w, h = cv2.boundingRect((alpha > threshold).astype(np.uint8))
+    if w == 0 or h == 0:
         return None
-    return Box(int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
+    return Box(int(x), int(y), int(w), int(h))
 
 
 @dataclass(frozen=True)

@@ -69,3 +69,19 @@ def test_decontaminate_checks_its_inputs() -> None:
         decontaminate(image, alpha[:10])
     with pytest.raises(ValueError):
         decontaminate(image[..., 0], alpha)
+
+
+def test_decontaminate_large_image_recovers_foreground_colour_at_edges() -> None:
+    """The half-size estimate used for big photos still removes the old background's colour from the edge."""
+    import cv2
+
+    h, w = 1400, 2000
+    alpha = np.zeros((h, w), np.float32)
+    cv2.ellipse(alpha, (1000, 700), (600, 300), 0, 0, 360, 1.0, -1)
+    alpha = cv2.GaussianBlur(alpha, (0, 0), 4)
+    fg, bg = np.array([200, 30, 30], np.float32), np.array([20, 200, 20], np.float32)
+    img = (alpha[..., None] * fg + (1 - alpha[..., None]) * bg).astype(np.uint8)
+    out = decontaminate(img, alpha)
+    edge = (alpha > 0.2) & (alpha < 0.8)
+    assert np.abs(out[edge].mean(0) - fg).max() < 15  # was ~90 off before decontamination
+    assert (out[alpha >= 0.99] == img[alpha >= 0.99]).all()  # solid pixels keep the photo's colour
