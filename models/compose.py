@@ -123,6 +123,9 @@ def cover(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
 def encode(rgba: np.ndarray, fmt: str, *, channels: str = "rgba", quality: int = 90) -> tuple[bytes, str]:
     """Encode the result as png, jpg, webp or zip (color.jpg + alpha.png); returns (bytes, media type)."""
     alpha = Image.fromarray(rgba[..., 3], "L")
+    if fmt in ("png", "webp") and channels == "rgba":
+        rgba = rgba.copy()
+        rgba[rgba[..., 3] == 0, :3] = 0  # invisible pixels carry no colour: smaller and faster to encode
     if channels == "alpha":
         return _png(alpha), "image/png"
     if fmt == "png":
