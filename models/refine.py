@@ -74,29 +74,31 @@ def decontaminate(image: np.ndarray, alpha: np.ndarray, *, radius: int | None = 
     pad = wide + narrow + 2
     y0, y1 = max(rows[0] - pad, 0), min(rows[-1] + pad + 1, a.shape[0])
     x0, x1 = max(cols[0] - pad, 0), min(cols[-1] + pad + 1, a.shape[1])
-    img = rgb[y0:y1, x0:x1].astype(np.float32) * (1.0 / 255.0)
     aw = np.ascontiguousarray(a[y0:y1, x0:x1])
-    # Large photos: estimate the (smooth) foreground colours at half size, then correct the full-size edge pixels.
+    window_edge = edge[y0:y1, x0:x1]
+    ey, ex = np.nonzero(window_edge)
+    # Large photos: estimate the (smooth) colours at half size, then solve each full-size edge pixel exactly.
     half = max(aw.shape) > 1200
     if half:
         size = ((x1 - x0 + 1) // 2, (y1 - y0 + 1) // 2)
-        img_s = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+        img_s = cv2.resize(rgb[y0:y1, x0:x1], size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
         a_s = cv2.resize(aw, size, interpolation=cv2.INTER_AREA)
         radii = (max(2, wide // 2), max(1, narrow // 2))
     else:
-        img_s, a_s, radii = img, aw, (wide, narrow)
+        img_s, a_s, radii = rgb[y0:y1, x0:x1].astype(np.float32) / 255.0, aw, (wide, narrow)
     fg, bg = img_s, img_s
     for r in radii:
         fg, bg = _blur_fusion_step(img_s, fg, bg, a_s, r)
-    window_edge = edge[y0:y1, x0:x1]
     if half:
-        full_size = (x1 - x0, y1 - y0)
-        bg = cv2.resize(bg, full_size, interpolation=cv2.INTER_LINEAR)
-        # re-solve the compositing equation at full size with the upsampled background estimate
-        a3 = aw[..., None]
-        fg = (img - (1.0 - a3) * bg) / np.maximum(a3, 0.05)
-    patch = out[y0:y1, x0:x1]
-    patch[window_edge] = (np.clip(fg[window_edge], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        # background estimate at the edge pixels (bilinear from the half-size grid), then
+        # alpha * F + (1 - alpha) * B = I solved for F
+        bg_full = cv2.resize(bg, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        ea = aw[ey, ex][:, None]
+        pix = rgb[y0:y1, x0:x1][ey, ex].astype(np.float32) / 255.0
+        values = (pix - (1.0 - ea) * bg_full[ey, ex]) / np.maximum(ea, 0.05)
+    else:
+        values = fg[ey, ex]
+    out[y0 + ey, x0 + ex] = (np.clip(values, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     return out
 
 
