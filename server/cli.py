@@ -366,6 +366,7 @@ ENGINE_GROUPS: list[tuple[str, str]] = [
     ("models.cli", "models_group"),
     ("server.cli_removebg", "removebg_command"),
     ("server.cli_license", "license_group"), ("server.cli_license", "usage_group"),
+    ("server.cli_index", "index_group"),
 ]
 
 _add_engine_groups()

@@ -91,6 +91,21 @@ class RemovebgSettings(Section):
     url_timeout_seconds: int = Field(15, ge=1, le=120, description="Time limit for fetching an image_url.")
 
 
+class RecognitionSettings(Section):
+    """Reference collections and recognition scans."""
+
+    max_keypoints: int = Field(1000, ge=50, le=4000, description="RootSIFT keypoints kept per image.")
+    max_side: int = Field(800, ge=200, le=4000, description="Images are resized to this long side before features.")
+    shortlist: int = Field(10, ge=1, le=200, description="Reference images verified with RANSAC per scan.")
+    min_score: float = Field(0.5, ge=0, le=1, description="Default min_score of a scan (0.5 is about 14 inliers).")
+    min_query_side: int = Field(64, ge=16, le=4096, description="Queries with a shorter side answer no match.")
+    max_query_megapixels: float = Field(25.0, gt=0, le=100, description="Largest query or reference image.")
+    max_file_mb: int = Field(22, ge=1, le=200, description="Largest query or reference image file in MB.")
+    ivf_threshold: int = Field(
+        2_000_000, ge=1000, description="Past this many descriptors a rebuild makes an IVF index instead of a flat one."
+    )
+
+
 class SmtpSettings(Section):
     """Outgoing e-mail (password resets, notices). Empty host: no e-mail, links go to the admin."""
 
@@ -142,6 +157,7 @@ class Settings(BaseModel):
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     models: ModelsSettings = Field(default_factory=ModelsSettings)
     removebg: RemovebgSettings = Field(default_factory=RemovebgSettings)
+    recognition: RecognitionSettings = Field(default_factory=RecognitionSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     licensing: LicensingSettings = Field(default_factory=LicensingSettings)

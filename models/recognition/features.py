@@ -1,0 +1,91 @@
+"""RootSIFT local features (OpenCV SIFT, L1-normalised then square-rooted), optionally limited to a mask."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+MAX_SIDE = 800
+MAX_KEYPOINTS = 1000
+_local = threading.local()
+
+
+@dataclass
+class Features:
+    """Keypoint positions (N,2 float32, in the source image's pixels) and RootSIFT descriptors (N,128 float32)."""
+
+    points: np.ndarray
+    descriptors: np.ndarray
+    width: int
+    height: int
+
+    def __len__(self) -> int:
+        return int(self.points.shape[0])
+
+    def coverage(self, grid: int = 8) -> float:
+        """Share of a grid x grid layout of cells that hold at least one keypoint (how spread the features are)."""
+        if not len(self):
+            return 0.0
+        cx = np.clip((self.points[:, 0] / max(self.width, 1) * grid).astype(int), 0, grid - 1)
+        cy = np.clip((self.points[:, 1] / max(self.height, 1) * grid).astype(int), 0, grid - 1)
+        return len(set(zip(cx.tolist(), cy.tolist(), strict=True))) / (grid * grid)
+
+    def to_blobs(self) -> tuple[bytes, bytes]:
+        """Compact storage: points as float32, descriptors quantised to uint8 (RootSIFT values lie in [0, 1])."""
+        q = np.clip(np.rint(self.descriptors * 255.0), 0, 255).astype(np.uint8)
+        return self.points.astype(np.float32).tobytes(), q.tobytes()
+
+    @classmethod
+    def from_blobs(cls, points: bytes, descriptors: bytes, width: int, height: int) -> Features:
+        """Inverse of to_blobs (descriptors re-normalised to unit length)."""
+        pts = np.frombuffer(points, dtype=np.float32).reshape(-1, 2).copy()
+        d = np.frombuffer(descriptors, dtype=np.uint8).reshape(-1, 128).astype(np.float32)
+        d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-6)
+        return cls(pts, d, width, height)
+
+
+def _sift(max_keypoints: int) -> cv2.SIFT:
+    cache = getattr(_local, "sift", None)
+    if cache is None or cache[0] != max_keypoints:
+        cache = (max_keypoints, cv2.SIFT_create(nfeatures=max_keypoints))
+        _local.sift = cache
+    return cache[1]
+
+
+def rootsift(desc: np.ndarray) -> np.ndarray:
+    """RootSIFT (Arandjelovic & Zisserman 2012): L1-normalise, square-root; the result has unit L2 norm."""
+    d = desc.astype(np.float32)
+    d /= np.maximum(d.sum(axis=1, keepdims=True), 1e-7)
+    return np.sqrt(d)
+
+
+def extract(rgb: np.ndarray, mask: np.ndarray | None = None, *, max_side: int = MAX_SIDE,
+            max_keypoints: int = MAX_KEYPOINTS) -> Features:
+    """RootSIFT features of an RGB (or grey) uint8 image, resized to max_side; mask (HxW, >0.5 = keep) limits them."""
+    h, w = rgb.shape[:2]
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
+    scale = min(1.0, max_side / max(h, w))
+    if scale < 1.0:
+        grey = cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    m = None
+    if mask is not None:
+        m = (np.asarray(mask, dtype=np.float32) > 0.5).astype(np.uint8) * 255
+        m = cv2.resize(m, (grey.shape[1], grey.shape[0]), interpolation=cv2.INTER_NEAREST)
+    kps, desc = _sift(max_keypoints).detectAndCompute(grey, m)
+    if desc is None or not kps:
+        return Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32), w, h)
+    kps, desc = kps[:max_keypoints], desc[:max_keypoints]
+    pts = np.array([kp.pt for kp in kps], dtype=np.float32) / scale
+    return Features(pts, rootsift(desc), w, h)
+
+
+def rating(features: Features) -> int:
+    """0-5: how recognizable a reference image is, from its keypoint count and how widely they spread."""
+    n = len(features)
+    if n < 20:
+        return 0
+    value = 5.0 * min(1.0, n / 500.0) ** 0.5 * min(1.0, features.coverage() / 0.4) ** 0.5
+    return int(max(1, min(5, round(value))))

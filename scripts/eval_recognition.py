@@ -1,0 +1,134 @@
+"""Recognition accuracy on the shared car photos: near views, far views and unknown cars.
+
+    .venv/bin/python scripts/eval_recognition.py ../shared/data [--masks gt|segmenter|none] [--limit-cars N]
+
+Each Carvana car is one object; the 100 distractors are always in the collection as other objects. Features come
+from the car only (`--masks gt`: the dataset's masks, `segmenter`: the configured car segmenter; distractors, which
+have no masks, use the segmenter or the whole image) or the whole image (`none`). Prints recall@1, recall@5, how often
+the top match is a distractor or another car, and the inlier counts of right and wrong top matches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.recognition import FeatureIndex, extract, search  # noqa: E402
+from models.recognition.features import Features  # noqa: E402
+from models.recognition.matcher import score_from_inliers  # noqa: E402
+
+MIN_SCORE = 0.5
+
+
+def _features(path: Path, mask_path: Path | None, masks: str, segmenter) -> Features:  # type: ignore[no-untyped-def]
+    rgb = np.asarray(Image.open(path).convert("RGB"))
+    mask = None
+    if masks == "gt" and mask_path is not None:
+        mask = np.asarray(Image.open(mask_path)) > 0
+    elif masks == "segmenter" or (masks == "gt" and segmenter is not None):
+        mask = segmenter.mask(rgb, kind="car")
+    return extract(rgb, mask)
+
+
+def _run(name: str, refs: dict[int, Features], owner: dict[int, str], queries: list[tuple[str, Features]],
+         known: bool, ivf_threshold: int) -> None:
+    index = FeatureIndex.build(((i, f.descriptors) for i, f in refs.items()), ivf_threshold=ivf_threshold)
+    r1 = r5 = distractor = other = no_match = 0
+    right_inl, wrong_inl, times = [], [], []
+    for truth, q in queries:
+        t = time.perf_counter()
+        matches = search(index, q, lambda ids: {i: refs[i] for i in ids})
+        times.append(time.perf_counter() - t)
+        ranked: list[str] = []
+        best_inl: dict[str, int] = {}
+        for m in matches:
+            o = owner[m.image_id]
+            if o not in best_inl:
+                ranked.append(o)
+                best_inl[o] = m.inliers
+        top_ok = bool(ranked) and score_from_inliers(best_inl[ranked[0]]) >= MIN_SCORE
+        if not top_ok:
+            no_match += 1
+        else:
+            r1 += ranked[0] == truth
+            distractor += ranked[0].startswith("distractor:")
+            other += ranked[0] != truth and not ranked[0].startswith("distractor:")
+        r5 += truth in [o for o in ranked[:5] if score_from_inliers(best_inl[o]) >= MIN_SCORE]
+        if ranked:
+            (right_inl if ranked[0] == truth else wrong_inl).append(best_inl[ranked[0]])
+    n = len(queries)
+    print(f"{name}: {n} queries, {len(refs)} reference images, {index.ntotal} descriptors in a {index.kind} index, "
+          f"min_score {MIN_SCORE}", flush=True)
+    if known:
+        print(f"  recall@1 {r1 / n:.3f}  recall@5 {r5 / n:.3f}", flush=True)
+    else:
+        print(f"  answered no match {no_match / n:.3f}", flush=True)
+    print(f"  top match is a distractor {distractor / n:.3f}, another car {other / n:.3f}, no match {no_match / n:.3f}", flush=True)
+    q = lambda xs: f"median {np.median(xs):.0f}, min {min(xs)}, max {max(xs)}" if xs else "none"  # noqa: E731
+    print(f"  inliers of right top matches: {q(right_inl)}; of wrong top matches: {q(wrong_inl)}", flush=True)
+    print(f"  search p50 {np.median(times) * 1000:.0f} ms (shortlist + RANSAC, features excluded)", flush=True)
+
+
+def main() -> None:
+    """Parse arguments, extract every feature once, run the three protocols."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("data", type=Path)
+    ap.add_argument("--masks", choices=("gt", "segmenter", "none"), default="gt")
+    ap.add_argument("--limit-cars", type=int, default=0)
+    ap.add_argument("--ivf-threshold", type=int, default=50_000,
+                    help="Descriptors past which the index is IVF (the server's default is recognition.ivf_threshold)")
+    ap.add_argument("--models-dir", type=Path, default=Path("var/models"))
+    args = ap.parse_args()
+    images = args.data / "carvana" / "images"
+    cars = sorted({p.name.rsplit("_", 1)[0] for p in images.glob("*_01.jpg")})
+    if args.limit_cars:
+        cars = cars[: args.limit_cars]
+    segmenter = None
+    if args.masks == "segmenter":
+        from models.registry import get_segmenter
+
+        segmenter = get_segmenter(models_dir=args.models_dir)
+    t0 = time.perf_counter()
+    feats: dict[tuple[str, int], Features] = {}
+    for car in cars:
+        for a in range(1, 17):
+            feats[(car, a)] = _features(images / f"{car}_{a:02d}.jpg",
+                                        args.data / "carvana" / "masks" / f"{car}_{a:02d}_mask.gif",
+                                        args.masks, segmenter)
+    distractors = [_features(p, None, "none" if args.masks == "gt" else args.masks, segmenter)
+                   for p in sorted((args.data / "distractors").glob("*.jpg"))]
+    print(f"features: {len(feats)} car views, {len(distractors)} distractors, masks={args.masks}, "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
+
+    def collection(car_list: list[str], angles: list[int]) -> tuple[dict[int, Features], dict[int, str]]:
+        refs, owner = {}, {}
+        for i, f in enumerate(distractors):
+            refs[i + 1], owner[i + 1] = f, f"distractor:{i}"
+        nid = len(refs) + 1
+        for car in car_list:
+            for a in angles:
+                refs[nid], owner[nid] = feats[(car, a)], car
+                nid += 1
+        return refs, owner
+
+    odd, even = list(range(1, 17, 2)), list(range(2, 17, 2))
+    refs, owner = collection(cars, odd)
+    _run("near views (odd angles -> even)", refs, owner, [(c, feats[(c, a)]) for c in cars for a in even], True, args.ivf_threshold)
+    refs, owner = collection(cars, [1, 5, 9, 13])
+    _run("far views (01,05,09,13 -> 03,07,11,15)", refs, owner,
+         [(c, feats[(c, a)]) for c in cars for a in (3, 7, 11, 15)], True, args.ivf_threshold)
+    half = len(cars) // 2
+    refs, owner = collection(cars[:half], odd)
+    _run(f"unknown cars ({half} cars in, {len(cars) - half} out)", refs, owner,
+         [(c, feats[(c, a)]) for c in cars[half:] for a in even], False, args.ivf_threshold)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""Recognition API: collections, objects, reference images, summaries and scans under /v1/collections."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apiflask import APIBlueprint
+from flask import Flask, Response, jsonify, request
+from PIL import Image
+
+from server.auth import API_KEY_SECURITY, require_key
+from server.services import recognition as svc
+from server.services.metering import charge, check, release
+
+bp = APIBlueprint("recognition", __name__, tag="Recognition", url_prefix="/v1/collections")
+_ERRORS = {400: "Invalid parameters", 403: "Missing key or not allowed", 404: "Not found", 429: "Too many requests"}
+DOC = dict(security=API_KEY_SECURITY, responses={200: "OK", **_ERRORS})
+CREATE_DOC = dict(security=API_KEY_SECURITY, responses={200: "Replaced", 201: "Created", **_ERRORS})
+
+
+def init_app(app: Flask) -> None:
+    """Apply the recognition schema and hook the licensing purge."""
+    svc.init_app(app)
+
+
+bp.init_app = init_app  # type: ignore[attr-defined]  # create_app calls bp.init_app(app) after registering
+
+
+def _json() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise svc.RecognitionError("The body must be a JSON object.")
+    return body
+
+
+def _flag(raw: Any) -> bool:
+    return str(raw).strip().lower() in ("1", "true", "yes", "on") if raw is not None else False
+
+
+def _uploaded_images() -> list[tuple[str, bytes]]:
+    """(name, bytes) of every image in a multipart upload (image_file, repeatable) or JSON/form base64."""
+    out: list[tuple[str, bytes]] = []
+    if request.is_json:
+        body = _json()
+        raws = body.get("images_b64") or ([body["image_file_b64"]] if body.get("image_file_b64") else [])
+        if not isinstance(raws, list):
+            raise svc.RecognitionError("images_b64 must be a list of base64 strings.")
+        for i, raw in enumerate(raws):
+            out.append((f"images_b64[{i}]", svc.decode_b64(raw, f"images_b64[{i}]")))
+        return out
+    for field in ("image_file", "image_files", "images"):
+        for f in request.files.getlist(field):
+            out.append((f.filename or field, f.read()))
+    for raw in request.form.getlist("image_file_b64"):
+        out.append(("image_file_b64", svc.decode_b64(raw, "image_file_b64")))
+    return out
+
+
+def _params() -> dict[str, Any]:
+    return _json() if request.is_json else dict(request.form.items()) | dict(request.args.items())
+
+
+# --- collections -------------------------------------------------------------------------------------------------
+@bp.post("")
+@bp.doc(**CREATE_DOC)
+@require_key
+def create_collection() -> tuple[Response, int]:
+    """Create a collection (name, object_type car or generic)."""
+    check("collection_manage")
+    body = _json()
+    return jsonify(svc.create_collection(body.get("name", ""), body.get("object_type", "generic"))), 201
+
+
+@bp.get("")
+@bp.doc(**DOC)
+@require_key
+def list_collections() -> Response:
+    """Every collection."""
+    check("collection_read")
+    return jsonify({"collections": svc.list_collections()})
+
+
+@bp.get("/<collection_id>")
+@bp.doc(**DOC)
+@require_key
+def get_collection(collection_id: str) -> Response:
+    """One collection."""
+    check("collection_read")
+    return jsonify(svc._collection_out(svc.get_collection(collection_id)))
+
+
+@bp.delete("/<collection_id>")
+@bp.doc(**DOC)
+@require_key
+def delete_collection(collection_id: str) -> Response:
+    """Delete a collection, its objects and images."""
+    check("collection_manage")
+    n = svc.delete_collection(collection_id)
+    if n:
+        release("stored_images", n)
+    return jsonify({"deleted": collection_id, "images_deleted": n})
+
+
+@bp.get("/<collection_id>/summary")
+@bp.doc(**DOC)
+@require_key
+def summary(collection_id: str) -> Response:
+    """Objects, images, active, processing, failed, scans this and last month, pending index work."""
+    check("collection_read")
+    return jsonify(svc.summary(collection_id))
+
+
+# --- objects -----------------------------------------------------------------------------------------------------
+@bp.get("/<collection_id>/objects")
+@bp.doc(**DOC)
+@require_key
+def list_objects(collection_id: str) -> Response:
+    """A page of objects; follow next_cursor (also in the Link header) for the next."""
+    check("collection_read")
+    try:
+        limit = int(request.args.get("limit", 50))
+    except ValueError as exc:
+        raise svc.RecognitionError("limit must be an integer.") from exc
+    objects, cursor = svc.list_objects(collection_id, request.args.get("cursor"), limit)
+    resp = jsonify({"objects": objects, "next_cursor": cursor})
+    if cursor:
+        resp.headers["Link"] = f'<{request.base_url}?cursor={cursor}&limit={limit}>; rel="next"'
+    return resp
+
+
+@bp.put("/<collection_id>/objects/<object_id>")
+@bp.doc(**CREATE_DOC)
+@require_key
+def put_object(collection_id: str, object_id: str) -> tuple[Response, int]:
+    """Create or replace an object (name, metadata, active)."""
+    check("collection_manage")
+    obj, created = svc.put_object(collection_id, object_id, _json())
+    return jsonify(obj), 201 if created else 200
+
+
+@bp.get("/<collection_id>/objects/<object_id>")
+@bp.doc(**DOC)
+@require_key
+def get_object(collection_id: str, object_id: str) -> Response:
+    """One object."""
+    check("collection_read")
+    return jsonify(svc.get_object(collection_id, object_id))
+
+
+@bp.patch("/<collection_id>/objects/<object_id>")
+@bp.doc(**DOC)
+@require_key
+def patch_object(collection_id: str, object_id: str) -> Response:
+    """Change some of an object's fields."""
+    check("collection_manage")
+    return jsonify(svc.patch_object(collection_id, object_id, _json()))
+
+
+@bp.delete("/<collection_id>/objects/<object_id>")
+@bp.doc(**DOC)
+@require_key
+def delete_object(collection_id: str, object_id: str) -> Response:
+    """Delete an object and its images."""
+    check("collection_manage")
+    n = svc.delete_object(collection_id, object_id)
+    if n:
+        release("stored_images", n)
+    return jsonify({"deleted": object_id, "images_deleted": n})
+
+
+# --- images ------------------------------------------------------------------------------------------------------
+@bp.post("/<collection_id>/objects/<object_id>/images")
+@bp.doc(**DOC)
+@require_key
+def add_images(collection_id: str, object_id: str) -> Response:
+    """Add one or many reference images (multipart image_file, repeatable, or base64); each gets a 0-5 rating,
+    the duplicates found, and status added, duplicate (matches another object; force=true adds it) or failed."""
+    check("collection_manage")
+    svc.get_object(collection_id, object_id)
+    uploads = _uploaded_images()
+    if not uploads:
+        raise svc.RecognitionError("No image given: send image_file (multipart) or images_b64 (JSON).",
+                                   code="missing_source")
+    force = _flag(_params().get("force"))
+    decoded: list[tuple[str, Image.Image]] = [(name, svc.decode_image(data, name)) for name, data in uploads]
+    results = []
+    with charge("uploads", len(decoded)):
+        for name, image in decoded:
+            with charge("stored_images", 1):
+                result = svc.add_image(collection_id, object_id, image, force=force)
+                if result["status"] != "added":
+                    release("stored_images", 1)
+            results.append({"name": name, **result})
+    return jsonify({"images": results})
+
+
+@bp.get("/<collection_id>/objects/<object_id>/images")
+@bp.doc(**DOC)
+@require_key
+def list_images(collection_id: str, object_id: str) -> Response:
+    """An object's reference images."""
+    check("collection_read")
+    return jsonify({"images": svc.list_images(collection_id, object_id)})
+
+
+@bp.delete("/<collection_id>/objects/<object_id>/images/<int:image_id>")
+@bp.doc(**DOC)
+@require_key
+def delete_image(collection_id: str, object_id: str, image_id: int) -> Response:
+    """Delete one reference image."""
+    check("collection_manage")
+    svc.delete_image(collection_id, object_id, image_id)
+    release("stored_images", 1)
+    return jsonify({"deleted": image_id})
+
+
+# --- recognize ---------------------------------------------------------------------------------------------------
+@bp.post("/<collection_id>/recognize")
+@bp.doc(**DOC)
+@require_key
+def recognize(collection_id: str) -> Response:
+    """Which objects a photo shows: mode single|multi|all, limit, min_score; results with score and polygon."""
+    check("recognition")
+    svc.get_collection(collection_id)
+    params = _params()
+    uploads = _uploaded_images()
+    if len(uploads) != 1:
+        raise svc.RecognitionError("Send exactly one image (image_file or image_file_b64).", code="missing_source")
+    try:
+        limit = int(params.get("limit", 10))
+        min_score = float(params["min_score"]) if params.get("min_score") not in (None, "") else None
+    except (TypeError, ValueError) as exc:
+        raise svc.RecognitionError("limit must be an integer and min_score a number.") from exc
+    image = svc.decode_image(uploads[0][1], "image")
+    with charge("scans", 1):
+        out = svc.recognize(collection_id, image, mode=str(params.get("mode", "single")), limit=limit,
+                            min_score=min_score)
+    return jsonify(out)

@@ -1,0 +1,560 @@
+"""Recognition service: collections, objects and reference images in SQLite, one FAISS index per collection in
+<data_dir>/indexes, scans. Views call these functions; the engine is models/recognition."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import fcntl
+import json
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlite_utils
+from flask import Flask
+from PIL import Image
+from sqlite_utils.migrations import Migrations
+
+from models import imaging
+from models.recognition.features import Features, extract, rating
+from models.recognition.index import FeatureIndex, IndexCorrupt
+from models.recognition.search import search
+from server.config import Settings, get_settings
+from server.errors import ApiError, NotFound
+from server.store import get_db, open_db, register_migrations, write_txn
+
+OBJECT_TYPES = ("car", "generic")
+MAX_OBJECT_ID = 255
+MAX_METADATA_BYTES = 1_000_000
+MODES = ("single", "multi", "all")
+
+migrations = Migrations("forecourt_recognition")
+
+
+@migrations()
+def m001_recognition(db: sqlite_utils.Database) -> None:
+    """Collections, objects, reference images (with their features) and scans."""
+    db["rec_collections"].create(
+        {"id": str, "name": str, "object_type": str, "created_at": str, "index_gen": int},
+        pk="id", not_null={"name", "object_type", "created_at"}, defaults={"index_gen": 0},
+    )
+    db["rec_objects"].create(
+        {"collection_id": str, "object_id": str, "name": str, "metadata": str, "active": int,
+         "created_at": str, "updated_at": str},
+        pk=("collection_id", "object_id"), foreign_keys=[("collection_id", "rec_collections", "id")],
+        defaults={"active": 1, "metadata": "{}"},
+    )
+    db["rec_images"].create(
+        {"id": int, "collection_id": str, "object_id": str, "width": int, "height": int, "rating": int,
+         "keypoints": int, "points": bytes, "descriptors": bytes, "created_at": str},
+        pk="id",
+    )
+    db["rec_images"].create_index(["collection_id", "object_id"])
+    db["rec_scans"].create({"id": int, "collection_id": str, "created_at": str, "matched": int}, pk="id")
+    db["rec_scans"].create_index(["collection_id", "created_at"])
+
+
+def migrate(db: sqlite_utils.Database) -> None:
+    """Apply the recognition schema."""
+    migrations.apply(db)
+
+
+def init_app(app: Flask) -> None:
+    """Apply the schema now (create_app migrated before blueprints loaded), then on every later start-up too."""
+    register_migrations(migrate)
+    settings: Settings = app.extensions["forecourt.settings"]
+    with open(settings.data_dir / ".migrate.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        db = open_db(settings.db_path, settings.storage.busy_timeout_ms)
+        try:
+            migrate(db)
+        finally:
+            db.close()
+    try:
+        from server.services.licensing import on_purge
+
+        with app.app_context():
+            on_purge("reference_images")(purge_reference_images)
+    except (ImportError, ValueError):  # pragma: no cover - licensing without that purge kind
+        pass
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+# --- errors ------------------------------------------------------------------------------------------------------
+class RecognitionError(ApiError):
+    code, title, status = "invalid_parameters", "Invalid parameters", 400
+
+
+# --- the index cache ---------------------------------------------------------------------------------------------
+@dataclass
+class _Cached:
+    index: FeatureIndex
+    gen: int
+
+
+_cache: dict[tuple[str, str], _Cached] = {}
+_cache_lock = threading.Lock()
+
+
+def index_path(settings: Settings, collection_id: str) -> Path:
+    """Where a collection's FAISS index is saved."""
+    return settings.data_dir / "indexes" / f"{collection_id}.faiss"
+
+
+def _descriptor_total(db: sqlite_utils.Database, collection_id: str) -> int:
+    row = db.execute("SELECT COALESCE(SUM(keypoints), 0) FROM rec_images WHERE collection_id = ?",
+                     [collection_id]).fetchone()
+    return int(row[0])
+
+
+def rebuild_index(db: sqlite_utils.Database, settings: Settings, collection_id: str,
+                  progress: Any = None) -> FeatureIndex:
+    """Build a collection's index from the features in the database and save it (progress(n) per image)."""
+    def items():  # type: ignore[no-untyped-def]
+        for row in db.execute("SELECT id, descriptors FROM rec_images WHERE collection_id = ? ORDER BY id",
+                              [collection_id]):
+            d = np.frombuffer(row[1], dtype=np.uint8).reshape(-1, 128).astype(np.float32)
+            d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-6)
+            if progress is not None:
+                progress(1)
+            yield int(row[0]), d
+
+    index = FeatureIndex.build(items(), ivf_threshold=settings.recognition.ivf_threshold)
+    index.save(index_path(settings, collection_id))
+    return index
+
+
+def _load_index(db: sqlite_utils.Database, settings: Settings, collection_id: str, gen: int) -> FeatureIndex:
+    """This process's copy of the index at generation gen: cached, else from the file, else rebuilt."""
+    key = (str(settings.data_dir), collection_id)
+    with _cache_lock:
+        cached = _cache.get(key)
+        if cached is not None and cached.gen == gen:
+            return cached.index
+        path = index_path(settings, collection_id)
+        expected = _descriptor_total(db, collection_id)
+        index = None
+        if path.exists():
+            try:
+                index = FeatureIndex.load(path)
+            except IndexCorrupt:
+                index = None
+        if index is None or index.ntotal != expected:
+            index = rebuild_index(db, settings, collection_id)
+        _cache[key] = _Cached(index, gen)
+        return index
+
+
+def forget_cached_indexes() -> None:
+    """Drop every cached index (tests simulating a restart)."""
+    with _cache_lock:
+        _cache.clear()
+
+
+# --- collections -------------------------------------------------------------------------------------------------
+def _collection_out(row: dict[str, Any]) -> dict[str, Any]:
+    return {"id": row["id"], "name": row["name"], "object_type": row["object_type"], "created_at": row["created_at"]}
+
+
+def create_collection(name: str, object_type: str = "generic") -> dict[str, Any]:
+    """A new, empty collection."""
+    name = name.strip() if isinstance(name, str) else ""
+    if not name or len(name) > 255:
+        raise RecognitionError("name is required (1-255 characters).")
+    if not isinstance(object_type, str) or object_type not in OBJECT_TYPES:
+        raise RecognitionError(f"object_type must be one of {', '.join(OBJECT_TYPES)}.")
+    row = {"id": "col_" + secrets.token_hex(8), "name": name, "object_type": object_type, "created_at": _now(),
+           "index_gen": 0}
+    db = get_db()
+    with write_txn(db):
+        db["rec_collections"].insert(row)
+    return _collection_out(row)
+
+
+def list_collections() -> list[dict[str, Any]]:
+    """Every collection, oldest first."""
+    return [_collection_out(r) for r in get_db().query("SELECT * FROM rec_collections ORDER BY created_at, id")]
+
+
+def get_collection(collection_id: str) -> dict[str, Any]:
+    """One collection's row, or NotFound."""
+    rows = list(get_db().query("SELECT * FROM rec_collections WHERE id = ?", [collection_id]))
+    if not rows:
+        raise NotFound(f"No collection {collection_id!r}.", code="collection_not_found")
+    return rows[0]
+
+
+def delete_collection(collection_id: str) -> int:
+    """Delete a collection with its objects and images; returns how many images went."""
+    get_collection(collection_id)
+    db = get_db()
+    with write_txn(db):
+        n = db.execute("SELECT COUNT(*) FROM rec_images WHERE collection_id = ?", [collection_id]).fetchone()[0]
+        db.execute("DELETE FROM rec_images WHERE collection_id = ?", [collection_id])
+        db.execute("DELETE FROM rec_objects WHERE collection_id = ?", [collection_id])
+        db.execute("DELETE FROM rec_scans WHERE collection_id = ?", [collection_id])
+        db.execute("DELETE FROM rec_collections WHERE id = ?", [collection_id])
+    index_path(get_settings(), collection_id).unlink(missing_ok=True)
+    return int(n)
+
+
+# --- objects -----------------------------------------------------------------------------------------------------
+def _object_out(row: dict[str, Any], images: int | None = None) -> dict[str, Any]:
+    out = {"object_id": row["object_id"], "name": row["name"], "metadata": json.loads(row["metadata"] or "{}"),
+           "active": bool(row["active"]), "created_at": row["created_at"], "updated_at": row["updated_at"]}
+    if images is not None:
+        out["images"] = images
+    return out
+
+
+def _check_object_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "name" in fields:
+        if fields["name"] is not None and not isinstance(fields["name"], str):
+            raise RecognitionError("name must be a string.")
+        out["name"] = fields["name"]
+    if "metadata" in fields:
+        meta = fields["metadata"]
+        if meta is None:
+            meta = {}
+        text = json.dumps(meta, separators=(",", ":"))
+        if len(text.encode()) > MAX_METADATA_BYTES:
+            raise RecognitionError("metadata is larger than 1 MB.", code="metadata_too_large")
+        out["metadata"] = text
+    if "active" in fields:
+        if not isinstance(fields["active"], bool):
+            raise RecognitionError("active must be true or false.")
+        out["active"] = int(fields["active"])
+    unknown = set(fields) - {"name", "metadata", "active"}
+    if unknown:
+        raise RecognitionError(f"Unknown fields: {', '.join(sorted(unknown))}.")
+    return out
+
+
+def _check_object_id(object_id: str) -> None:
+    if not object_id or len(object_id) > MAX_OBJECT_ID:
+        raise RecognitionError(f"object_id must be 1-{MAX_OBJECT_ID} characters.", code="invalid_object_id")
+
+
+def put_object(collection_id: str, object_id: str, fields: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Create or replace an object's name, metadata and active flag; returns (object, created)."""
+    get_collection(collection_id)
+    _check_object_id(object_id)
+    values = {"name": None, "metadata": "{}", "active": 1, **_check_object_fields(fields)}
+    db = get_db()
+    with write_txn(db):
+        existing = list(db.query("SELECT created_at FROM rec_objects WHERE collection_id = ? AND object_id = ?",
+                                 [collection_id, object_id]))
+        now = _now()
+        row = {"collection_id": collection_id, "object_id": object_id, **values,
+               "created_at": existing[0]["created_at"] if existing else now, "updated_at": now}
+        db["rec_objects"].upsert(row, pk=("collection_id", "object_id"))
+    return get_object(collection_id, object_id), not existing
+
+
+def _object_row(collection_id: str, object_id: str) -> dict[str, Any]:
+    rows = list(get_db().query("SELECT * FROM rec_objects WHERE collection_id = ? AND object_id = ?",
+                               [collection_id, object_id]))
+    if not rows:
+        raise NotFound(f"No object {object_id!r} in collection {collection_id!r}.", code="object_not_found")
+    return rows[0]
+
+
+def get_object(collection_id: str, object_id: str) -> dict[str, Any]:
+    """One object with its image count."""
+    row = _object_row(collection_id, object_id)
+    n = get_db().execute("SELECT COUNT(*) FROM rec_images WHERE collection_id = ? AND object_id = ?",
+                         [collection_id, object_id]).fetchone()[0]
+    return _object_out(row, int(n))
+
+
+def patch_object(collection_id: str, object_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """Change some of an object's fields."""
+    _object_row(collection_id, object_id)
+    values = _check_object_fields(fields)
+    db = get_db()
+    with write_txn(db):
+        db["rec_objects"].update((collection_id, object_id), {**values, "updated_at": _now()})
+    return get_object(collection_id, object_id)
+
+
+def _encode_cursor(object_id: str) -> str:
+    return base64.urlsafe_b64encode(object_id.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise RecognitionError("cursor is not one this server gave out.", code="invalid_cursor") from exc
+
+
+def list_objects(collection_id: str, cursor: str | None = None, limit: int = 50) -> tuple[list[dict[str, Any]],
+                                                                                          str | None]:
+    """A page of objects ordered by object_id and the cursor of the next page (None at the end)."""
+    get_collection(collection_id)
+    if not 1 <= limit <= 500:
+        raise RecognitionError("limit must be between 1 and 500.")
+    after = _decode_cursor(cursor) if cursor else ""
+    rows = list(get_db().query(
+        "SELECT o.*, (SELECT COUNT(*) FROM rec_images i WHERE i.collection_id = o.collection_id "
+        "AND i.object_id = o.object_id) AS n FROM rec_objects o WHERE o.collection_id = ? AND o.object_id > ? "
+        "ORDER BY o.object_id LIMIT ?", [collection_id, after, limit + 1]))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return [_object_out(r, r["n"]) for r in rows], (_encode_cursor(rows[-1]["object_id"]) if more else None)
+
+
+def delete_object(collection_id: str, object_id: str) -> int:
+    """Delete an object and its images; returns how many images went."""
+    _object_row(collection_id, object_id)
+    ids = [r["id"] for r in get_db().query("SELECT id FROM rec_images WHERE collection_id = ? AND object_id = ?",
+                                           [collection_id, object_id])]
+    _remove_images(collection_id, ids)
+    db = get_db()
+    with write_txn(db):
+        db.execute("DELETE FROM rec_objects WHERE collection_id = ? AND object_id = ?", [collection_id, object_id])
+    return len(ids)
+
+
+# --- features ----------------------------------------------------------------------------------------------------
+def _segmenter():  # type: ignore[no-untyped-def]
+    from models.registry import get_segmenter
+
+    s = get_settings()
+    return get_segmenter(s.models.segmenter, models_dir=s.models_dir, device=s.models.device,
+                         threads=s.models.threads)
+
+
+def features_of(image: Image.Image, object_type: str) -> Features:
+    """RootSIFT features of an image; for car collections only those on the car (the segmenter's car mask)."""
+    rgb = np.asarray(image.convert("RGB"))
+    s = get_settings().recognition
+    mask = None
+    if object_type == "car":
+        mask = _segmenter().mask(rgb, kind="car")
+    return extract(rgb, mask, max_side=s.max_side, max_keypoints=s.max_keypoints)
+
+
+def decode_image(data: bytes, what: str = "image") -> Image.Image:
+    """Decode an uploaded image within the recognition limits."""
+    s = get_settings().recognition
+    return imaging.decode(data, max_bytes=s.max_file_mb * 1024 * 1024, max_megapixels=s.max_query_megapixels,
+                          what=what)
+
+
+def decode_b64(raw: Any, what: str) -> bytes:
+    """Base64 (optionally a data: URL) to bytes."""
+    if not isinstance(raw, str) or not raw:
+        raise RecognitionError(f"{what} must be a base64 string.")
+    if raw.startswith("data:") and "," in raw:
+        raw = raw.split(",", 1)[1]
+    try:
+        return base64.b64decode(raw, validate=False)
+    except (binascii.Error, ValueError) as exc:
+        raise RecognitionError(f"{what} is not valid base64.", code="invalid_base64") from exc
+
+
+def _load_features(db: sqlite_utils.Database, ids: list[int]) -> dict[int, Features]:
+    if not ids:
+        return {}
+    marks = ",".join("?" * len(ids))
+    return {int(r["id"]): Features.from_blobs(r["points"], r["descriptors"], r["width"], r["height"])
+            for r in db.query(f"SELECT id, points, descriptors, width, height FROM rec_images WHERE id IN ({marks})",
+                              ids)}
+
+
+# --- images ------------------------------------------------------------------------------------------------------
+def _image_out(row: dict[str, Any]) -> dict[str, Any]:
+    return {"id": row["id"], "object_id": row["object_id"], "width": row["width"], "height": row["height"],
+            "rating": row["rating"], "keypoints": row["keypoints"], "created_at": row["created_at"]}
+
+
+def add_image(collection_id: str, object_id: str, image: Image.Image, *, force: bool = False) -> dict[str, Any]:
+    """Extract, rate and check one reference image for duplicates, then store it and add it to the index.
+
+    An image that already matches another object (score >= the default min_score) is reported with
+    status "duplicate" and not added unless force is true."""
+    coll = get_collection(collection_id)
+    _object_row(collection_id, object_id)
+    settings = get_settings()
+    feats = features_of(image, coll["object_type"])
+    stars = rating(feats)
+    db = get_db()
+    matches = _matches(db, settings, coll, feats, allowed=None)
+    owners = _owners(db, [m.image_id for m in matches])
+    duplicates = [{"object_id": owners[m.image_id], "image_id": m.image_id, "score": round(m.score, 3)}
+                  for m in matches if m.score >= settings.recognition.min_score and m.image_id in owners]
+    other = [d for d in duplicates if d["object_id"] != object_id]
+    out: dict[str, Any] = {"rating": stars, "keypoints": len(feats), "duplicates": duplicates}
+    if other and not force:
+        return {**out, "status": "duplicate", "id": None}
+    if len(feats) == 0:
+        return {**out, "status": "failed", "id": None, "detail": "No usable features in this image."}
+    points, desc = feats.to_blobs()
+    with write_txn(db):
+        gen = int(db.execute("SELECT index_gen FROM rec_collections WHERE id = ?", [collection_id]).fetchone()[0])
+        index = _load_index(db, settings, collection_id, gen)
+        image_id = db["rec_images"].insert({
+            "collection_id": collection_id, "object_id": object_id, "width": feats.width, "height": feats.height,
+            "rating": stars, "keypoints": len(feats), "points": points, "descriptors": desc,
+            "created_at": _now()}).last_pk
+        # The index holds the stored (quantised) descriptors, exactly what a rebuild would give.
+        index.add(int(image_id), Features.from_blobs(points, desc, feats.width, feats.height).descriptors)
+        index.save(index_path(settings, collection_id))
+        db.execute("UPDATE rec_collections SET index_gen = ? WHERE id = ?", [gen + 1, collection_id])
+        with _cache_lock:
+            _cache[(str(settings.data_dir), collection_id)] = _Cached(index, gen + 1)
+    return {**out, "status": "added", "id": int(image_id)}
+
+
+def list_images(collection_id: str, object_id: str) -> list[dict[str, Any]]:
+    """An object's reference images."""
+    _object_row(collection_id, object_id)
+    return [_image_out(r) for r in get_db().query(
+        "SELECT id, object_id, width, height, rating, keypoints, created_at FROM rec_images "
+        "WHERE collection_id = ? AND object_id = ? ORDER BY id", [collection_id, object_id])]
+
+
+def delete_image(collection_id: str, object_id: str, image_id: int) -> None:
+    """Delete one reference image."""
+    rows = list(get_db().query("SELECT id FROM rec_images WHERE id = ? AND collection_id = ? AND object_id = ?",
+                               [image_id, collection_id, object_id]))
+    if not rows:
+        raise NotFound(f"No image {image_id} on object {object_id!r}.", code="image_not_found")
+    _remove_images(collection_id, [image_id])
+
+
+def _remove_images(collection_id: str, ids: list[int]) -> None:
+    if not ids:
+        return
+    settings = get_settings()
+    db = get_db()
+    with write_txn(db):
+        gen = int(db.execute("SELECT index_gen FROM rec_collections WHERE id = ?", [collection_id]).fetchone()[0])
+        index = _load_index(db, settings, collection_id, gen)
+        db.execute(f"DELETE FROM rec_images WHERE id IN ({','.join('?' * len(ids))})", ids)
+        index.remove(ids)
+        index.save(index_path(settings, collection_id))
+        db.execute("UPDATE rec_collections SET index_gen = ? WHERE id = ?", [gen + 1, collection_id])
+        with _cache_lock:
+            _cache[(str(settings.data_dir), collection_id)] = _Cached(index, gen + 1)
+
+
+def count_images(collection_id: str, object_id: str | None = None) -> int:
+    """How many reference images a collection (or one of its objects) holds."""
+    sql, args = "SELECT COUNT(*) FROM rec_images WHERE collection_id = ?", [collection_id]
+    if object_id is not None:
+        sql, args = sql + " AND object_id = ?", [*args, object_id]
+    return int(get_db().execute(sql, args).fetchone()[0])
+
+
+def purge_reference_images() -> int:
+    """The licensing purge: delete every reference image and index; returns how many images went."""
+    db = get_db()
+    with write_txn(db):
+        n = int(db.execute("SELECT COUNT(*) FROM rec_images").fetchone()[0])
+        db.execute("DELETE FROM rec_images")
+        db.execute("UPDATE rec_collections SET index_gen = index_gen + 1")
+    for path in (get_settings().data_dir / "indexes").glob("*.faiss"):
+        path.unlink(missing_ok=True)
+    forget_cached_indexes()
+    return n
+
+
+# --- recognize ---------------------------------------------------------------------------------------------------
+def _owners(db: sqlite_utils.Database, ids: list[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    marks = ",".join("?" * len(ids))
+    return {int(r["id"]): r["object_id"]
+            for r in db.query(f"SELECT id, object_id FROM rec_images WHERE id IN ({marks})", ids)}
+
+
+def _matches(db: sqlite_utils.Database, settings: Settings, coll: dict[str, Any], feats: Features,
+             allowed: set[int] | None) -> list:  # type: ignore[type-arg]
+    gen = int(db.execute("SELECT index_gen FROM rec_collections WHERE id = ?", [coll["id"]]).fetchone()[0])
+    index = _load_index(db, settings, coll["id"], gen)
+    return search(index, feats, lambda ids: _load_features(db, ids), shortlist=settings.recognition.shortlist,
+                  allowed=allowed)
+
+
+def recognize(collection_id: str, image: Image.Image, *, mode: str = "single", limit: int = 10,
+              min_score: float | None = None) -> dict[str, Any]:
+    """Which objects the image shows: results best first with score and polygon, and search_time_ms."""
+    start = time.perf_counter()
+    coll = get_collection(collection_id)
+    settings = get_settings()
+    if mode not in MODES:
+        raise RecognitionError(f"mode must be one of {', '.join(MODES)}.", code="invalid_mode")
+    if not 1 <= limit <= 100:
+        raise RecognitionError("limit must be between 1 and 100.")
+    threshold = settings.recognition.min_score if min_score is None else float(min_score)
+    if not 0.0 <= threshold <= 1.0:
+        raise RecognitionError("min_score must be between 0 and 1.")
+    db = get_db()
+    results: list[dict[str, Any]] = []
+    if min(image.size) >= settings.recognition.min_query_side:
+        feats = features_of(image, coll["object_type"])
+        inactive = {r[0] for r in db.execute(
+            "SELECT i.id FROM rec_images i JOIN rec_objects o ON o.collection_id = i.collection_id "
+            "AND o.object_id = i.object_id WHERE i.collection_id = ? AND o.active = 0", [collection_id])}
+        allowed = None
+        if inactive:
+            allowed = {r[0] for r in db.execute("SELECT id FROM rec_images WHERE collection_id = ?",
+                                                [collection_id])} - inactive
+        matches = _matches(db, settings, coll, feats, allowed)
+        owners = _owners(db, [m.image_id for m in matches])
+        best: dict[str, Any] = {}
+        for m in matches:  # best first, so the first match of an object is its best
+            obj = owners.get(m.image_id)
+            if obj is not None and obj not in best:
+                best[obj] = m
+        for obj, m in best.items():
+            if mode != "all" and m.score < threshold:
+                continue
+            row = _object_row(collection_id, obj)
+            results.append({"object_id": obj, "name": row["name"], "metadata": json.loads(row["metadata"] or "{}"),
+                            "score": round(m.score, 4), "inliers": m.inliers, "image_id": m.image_id,
+                            "polygon": m.polygon})
+        results = results[:1] if mode == "single" else results[:limit]
+    with write_txn(db):
+        db["rec_scans"].insert({"collection_id": collection_id, "created_at": _now(),
+                                "matched": int(any(r["score"] >= threshold for r in results))})
+    return {"results": results, "mode": mode, "min_score": threshold,
+            "search_time_ms": round((time.perf_counter() - start) * 1000, 1)}
+
+
+def summary(collection_id: str) -> dict[str, Any]:
+    """Counts for a collection: objects, images, active, processing, failed, scans this and last month, index."""
+    coll = get_collection(collection_id)
+    db = get_db()
+    one = lambda sql, *a: int(db.execute(sql, [collection_id, *a]).fetchone()[0])  # noqa: E731
+    today = dt.datetime.now(dt.UTC).date()
+    this_month = today.replace(day=1)
+    last_month = (this_month - dt.timedelta(days=1)).replace(day=1)
+    settings = get_settings()
+    index = _load_index(db, settings, collection_id, int(coll["index_gen"]))
+    return {
+        "collection": _collection_out(coll),
+        "objects": one("SELECT COUNT(*) FROM rec_objects WHERE collection_id = ?"),
+        "active": one("SELECT COUNT(*) FROM rec_objects WHERE collection_id = ? AND active = 1"),
+        "images": one("SELECT COUNT(*) FROM rec_images WHERE collection_id = ?"),
+        "processing": 0,  # uploads are indexed within their request
+        "failed": 0,  # an image without features is refused at upload, never stored
+        "pending_index_work": 0,
+        "scans_this_month": one("SELECT COUNT(*) FROM rec_scans WHERE collection_id = ? AND created_at >= ?",
+                                this_month.isoformat()),
+        "scans_last_month": one("SELECT COUNT(*) FROM rec_scans WHERE collection_id = ? AND created_at >= ? "
+                                "AND created_at < ?", last_month.isoformat(), this_month.isoformat()),
+        "index": {"kind": index.kind, "descriptors": index.ntotal},
+    }

@@ -1,0 +1,118 @@
+"""The Flask-free recognition engine: RootSIFT features, the FAISS index, RANSAC verification and the score."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.recognition import FeatureIndex, extract, score_from_inliers, search, verify
+from models.recognition.features import Features, rating
+from models.recognition.index import IndexCorrupt
+from tests.recognition_synth import pattern, scene
+
+
+@pytest.fixture(scope="module")
+def refs() -> dict[int, Features]:
+    """Image id -> features of three different patterns, each on its own background."""
+    return {i: extract(scene(pattern(i), seed=i)) for i in (1, 2, 3)}
+
+
+def _index(refs: dict[int, Features]) -> FeatureIndex:
+    index = FeatureIndex()
+    for i, f in refs.items():
+        index.add(i, f.descriptors)
+    return index
+
+
+def test_rootsift_descriptors_are_unit_length_and_capped() -> None:
+    f = extract(scene(pattern(7), seed=7), max_keypoints=150)
+    assert 50 <= len(f) <= 150
+    np.testing.assert_allclose(np.linalg.norm(f.descriptors, axis=1), 1.0, atol=1e-4)
+    assert f.width == 480 and f.height == 360
+
+
+def test_points_are_in_source_pixels_after_resizing() -> None:
+    big = scene(pattern(4), seed=4, size=(1600, 1200), at=(700, 500), scale=2.0)
+    f = extract(big, max_side=800)
+    assert f.width == 1600
+    # The pattern covers x 700..1180, y 500..980 in the source; nearly every keypoint must lie there.
+    inside = (f.points[:, 0] > 680) & (f.points[:, 0] < 1200) & (f.points[:, 1] > 480) & (f.points[:, 1] < 1000)
+    assert inside.mean() > 0.95
+
+
+def test_mask_keeps_only_features_inside() -> None:
+    img = scene(pattern(5), seed=5, at=(20, 60))
+    mask = np.zeros(img.shape[:2], np.float32)
+    mask[:, :200] = 1.0
+    f = extract(img, mask)
+    assert len(f) > 20 and f.points[:, 0].max() < 205
+
+
+def test_blank_image_has_no_features_and_rates_zero() -> None:
+    f = extract(np.full((300, 300, 3), 128, np.uint8))
+    assert len(f) == 0 and rating(f) == 0
+    assert rating(extract(scene(pattern(1), seed=1))) >= 3
+
+
+def test_search_finds_the_pattern_on_another_background_with_its_polygon(refs: dict[int, Features]) -> None:
+    query = extract(scene(pattern(2), seed=99, size=(640, 480), at=(300, 150), scale=1.2, angle=15))
+    matches = search(_index(refs), query, lambda ids: {i: refs[i] for i in ids})
+    assert matches[0].image_id == 2 and matches[0].score > 0.9
+    assert all(m.score < 0.5 for m in matches[1:])
+    poly = np.array(matches[0].polygon)
+    # scene() keeps the pattern's centre at `at` + 1.2 * 120 = (444, 294); rotated 15 degrees its corners reach
+    # 176 px from the centre, so the polygon spans about x 268..620.
+    assert poly[:, 0].min() < 444 < poly[:, 0].max() and poly[:, 1].min() < 294 < poly[:, 1].max()
+    assert 255 < poly[:, 0].min() < 290 and 600 < poly[:, 0].max() < 635
+
+
+def test_unknown_pattern_and_featureless_query_answer_nothing(refs: dict[int, Features]) -> None:
+    load = lambda ids: {i: refs[i] for i in ids}  # noqa: E731
+    unknown = search(_index(refs), extract(scene(pattern(42), seed=3)), load)
+    assert all(m.score < 0.5 for m in unknown)
+    assert search(_index(refs), extract(np.zeros((40, 40, 3), np.uint8)), load) == []
+
+
+def test_remove_takes_an_image_out_of_the_votes(refs: dict[int, Features]) -> None:
+    index = _index(refs)
+    total = index.ntotal
+    assert index.remove([2]) == len(refs[2])
+    assert index.ntotal == total - len(refs[2])
+    votes = index.vote(refs[2].descriptors)
+    assert 2 not in votes
+
+
+def test_save_load_round_trip_and_corrupt_file(tmp_path: Path, refs: dict[int, Features]) -> None:
+    index = _index(refs)
+    path = tmp_path / "indexes" / "c.faiss"
+    index.save(path)
+    loaded = FeatureIndex.load(path)
+    assert loaded.ntotal == index.ntotal
+    assert max(loaded.vote(refs[3].descriptors).items(), key=lambda kv: kv[1])[0] == 3
+    assert [p.name for p in path.parent.iterdir()] == ["c.faiss"]  # no temporary file left
+    path.write_bytes(b"not a faiss index")
+    with pytest.raises(IndexCorrupt):
+        FeatureIndex.load(path)
+
+
+def test_ivf_index_past_the_threshold_still_finds_the_image(refs: dict[int, Features]) -> None:
+    index = FeatureIndex.build(((i, f.descriptors) for i, f in refs.items()), ivf_threshold=100)
+    assert index.kind == "ivf"
+    assert max(index.vote(refs[1].descriptors).items(), key=lambda kv: kv[1])[0] == 1
+    index.remove([1])
+    assert 1 not in index.vote(refs[1].descriptors)
+
+
+def test_score_calibration_is_monotonic_with_the_documented_midpoint() -> None:
+    assert score_from_inliers(5) == 0.0
+    assert score_from_inliers(14) == pytest.approx(0.5)
+    scores = [score_from_inliers(n) for n in range(8, 60)]
+    assert scores == sorted(scores) and scores[-1] > 0.99
+
+
+def test_blob_round_trip_keeps_matching(refs: dict[int, Features]) -> None:
+    f = refs[1]
+    back = Features.from_blobs(*f.to_blobs(), f.width, f.height)
+    assert verify(back, f).inliers > 50
