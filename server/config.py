@@ -106,6 +106,22 @@ class RecognitionSettings(Section):
     )
 
 
+class CatalogSettings(Section):
+    """Vehicle image catalog: render workers, delivery and signed URLs."""
+
+    render_workers: int = Field(1, ge=0, le=16, description="Render threads per worker process; 0 runs none.")
+    poll_seconds: float = Field(1.0, gt=0, le=60, description="How often an idle render thread looks for jobs.")
+    render_size: Literal["preview", "full"] = Field(
+        "preview", description="Segmentation size for renders: preview (0.25 MP, fast) or full.")
+    max_photo_mb: int = Field(30, ge=1, le=200, description="Largest uploaded photo in MB.")
+    duplicate_distance: int = Field(
+        4, ge=0, le=32, description="Perceptual-hash bits two photos of one vehicle may differ by and be duplicates.")
+    max_served_pixels: int = Field(4096, ge=64, le=16384, description="Largest width or height GET /v1/images serves.")
+    cache_max_age: int = Field(86400, ge=0, description="Cache-Control max-age (seconds) for served images.")
+    signed_url_ttl_seconds: int = Field(
+        604800, ge=60, le=31536000, description="Default lifetime of a signed public image URL.")
+
+
 class SmtpSettings(Section):
     """Outgoing e-mail (password resets, notices). Empty host: no e-mail, links go to the admin."""
 
@@ -157,6 +173,7 @@ class Settings(BaseModel):
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     models: ModelsSettings = Field(default_factory=ModelsSettings)
     removebg: RemovebgSettings = Field(default_factory=RemovebgSettings)
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     recognition: RecognitionSettings = Field(default_factory=RecognitionSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)

@@ -12,6 +12,7 @@ BLUEPRINTS: list[str] = [
     "server.blueprints.dashboard",
     "server.blueprints.licensing",
     "server.blueprints.removebg",
+    "server.blueprints.catalog",
     "server.blueprints.recognition",
 ]
 

@@ -1,0 +1,163 @@
+"""The render queue: jobs in SQLite, claimed with BEGIN IMMEDIATE, processed by background threads in each worker."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import threading
+import uuid
+from typing import Any
+
+import numpy as np
+from flask import Flask
+from PIL import Image
+
+from models import imaging, plates
+from server.config import Settings, get_settings
+from server.services import catalog
+from server.services.removebg import parse_options, parse_position, remove_background
+from server.store import get_db, write_txn
+
+log = logging.getLogger(__name__)
+STALE_MINUTES = 15  # a running job older than this belonged to a worker that died; it is queued again
+MAX_ATTEMPTS = 3
+_start_lock = threading.Lock()
+
+
+def claim(db: Any) -> dict[str, Any] | None:
+    """Take the oldest queued job (one writer at a time, so two workers never take the same job)."""
+    with write_txn(db):
+        db.execute("UPDATE catalog_jobs SET status = 'queued' WHERE status = 'running' AND started_at < "
+                   "strftime('%Y-%m-%dT%H:%M:%SZ', 'now', ?) AND attempts < ?",
+                   [f"-{STALE_MINUTES} minutes", MAX_ATTEMPTS])
+        db.execute("UPDATE catalog_jobs SET status = 'failed', error = 'worker_lost: gave up after repeated tries', "
+                   "finished_at = ? WHERE status = 'running' AND started_at < "
+                   "strftime('%Y-%m-%dT%H:%M:%SZ', 'now', ?) AND attempts >= ?",
+                   [catalog.now(), f"-{STALE_MINUTES} minutes", MAX_ATTEMPTS])
+        row = db.execute("SELECT id FROM catalog_jobs WHERE status = 'queued' ORDER BY id LIMIT 1").fetchone()
+        if row is None:
+            return None
+        db.execute("UPDATE catalog_jobs SET status = 'running', started_at = ?, attempts = attempts + 1 "
+                   "WHERE id = ?", [catalog.now(), row[0]])
+    return db["catalog_jobs"].get(row[0])
+
+
+def frame(cutout: Image.Image, profile: dict[str, Any]) -> Image.Image:
+    """Place a transparent cutout on the profile's canvas: the car (its alpha box) fills `scale` of the canvas on
+    the tighter side, at `position` of the free space, over the background colour."""
+    width, height = profile["width"], profile["height"]
+    canvas = Image.new("RGB", (width, height), f"#{profile['bg_color']}")
+    alpha = cutout.getchannel("A")
+    box = alpha.point(lambda a: 255 if a > 12 else 0).getbbox() or (0, 0, cutout.width, cutout.height)
+    subject = cutout.crop(box)
+    scale = profile["scale"] or 1.0
+    factor = min(width * scale / subject.width, height * scale / subject.height)
+    subject = subject.resize((max(1, round(subject.width * factor)), max(1, round(subject.height * factor))),
+                             Image.LANCZOS)
+    fx, fy = parse_position(profile["position"] or "center") or (0.5, 0.5)
+    canvas.paste(subject, (round((width - subject.width) * fx), round((height - subject.height) * fy)), subject)
+    return canvas
+
+
+def render_photo(settings: Settings, photo: dict[str, Any], profile: dict[str, Any]) -> tuple[bytes, int, int]:
+    """The studio render of one photo: plates masked, background removed (car type), framed on the profile's
+    canvas and encoded in its format."""
+    data = (settings.data_dir / photo["path"]).read_bytes()
+    image = imaging.decode(data, max_bytes=len(data) + 1)
+    regions = [tuple(r) for r in json.loads(photo["plate_regions"] or "[]")]
+    if regions:
+        image = Image.fromarray(plates.mask(np.asarray(image.convert("RGB")), regions))  # type: ignore[arg-type]
+    opts = parse_options({"type": "car", "size": settings.catalog.render_size, "format": "png",
+                          "add_shadow": "true" if profile["add_shadow"] else "false"})
+    result = remove_background(image, opts)
+    with Image.open(io.BytesIO(result.body)) as cut:
+        framed = frame(cut.convert("RGBA"), profile)
+    buf = io.BytesIO()
+    fmt = profile["format"]
+    framed.save(buf, catalog.PIL_FORMATS[fmt], **({"quality": 90} if fmt != "png" else {"optimize": True}))
+    return buf.getvalue(), framed.width, framed.height
+
+
+def process(db: Any, settings: Settings, job: dict[str, Any]) -> str:
+    """Run one claimed job; returns its final status."""
+    try:
+        photo = catalog.get_photo(db, job["photo_id"])
+        profile = catalog.get_profile(db, job["profile_id"])
+        if profile["version"] != job["profile_version"]:
+            status, error = "superseded", None  # a newer version is queued behind it
+        else:
+            body, width, height = render_photo(settings, photo, profile)
+
+            rid = uuid.uuid4().hex
+            folder = settings.data_dir / "images" / "renders"
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{rid}.{profile['format']}"
+            path.write_bytes(body)
+            with write_txn(db):
+                db["catalog_renders"].insert({
+                    "id": rid, "photo_id": photo["id"], "profile_id": profile["id"],
+                    "profile_version": profile["version"], "path": str(path.relative_to(settings.data_dir)),
+                    "width": width, "height": height, "format": profile["format"],
+                    "sha256": hashlib.sha256(body).hexdigest(), "bg_color": profile["bg_color"],
+                    "created_at": catalog.now()})
+            status, error = "done", None
+    except Exception as exc:  # noqa: BLE001 - a failed render is recorded on its job, never lost
+        log.warning("render job %s failed: %s", job["id"], exc)
+        status, error = "failed", f"{getattr(exc, 'code', type(exc).__name__)}: {getattr(exc, 'detail', exc)}"
+    with write_txn(db):
+        db.execute("UPDATE catalog_jobs SET status = ?, error = ?, finished_at = ? WHERE id = ? AND "
+                   "status = 'running'", [status, error, catalog.now(), job["id"]])
+    return status
+
+
+def run_pending(app: Flask, limit: int | None = None) -> int:
+    """Process queued jobs in this thread until none are left (or limit); returns how many ran."""
+    done = 0
+    with app.app_context():
+        db, settings = get_db(), get_settings()
+        while limit is None or done < limit:
+            job = claim(db)
+            if job is None:
+                break
+            process(db, settings, job)
+            done += 1
+    return done
+
+
+def _worker_loop(app: Flask, stop: threading.Event) -> None:
+    settings = app.extensions["forecourt.settings"]
+    poll = settings.catalog.poll_seconds
+    while not stop.is_set() and settings.db_path.exists():  # a removed data folder (tests) ends the thread
+        try:
+            ran = run_pending(app, limit=1)
+        except Exception:  # noqa: BLE001 - keep the thread alive across a locked or vanished database
+            log.exception("render worker error")
+            ran = 0
+        if not ran:
+            stop.wait(poll)
+
+
+def start_workers(app: Flask) -> None:
+    """Start this process's render threads once (called on the first request, so after gunicorn forks)."""
+    with _start_lock:
+        if app.extensions.get("forecourt.catalog.workers"):
+            return
+        stop = threading.Event()
+        threads = [threading.Thread(target=_worker_loop, args=(app, stop), name=f"catalog-render-{i}", daemon=True)
+                   for i in range(app.extensions["forecourt.settings"].catalog.render_workers)]
+        app.extensions["forecourt.catalog.workers"] = (stop, threads)
+        for t in threads:
+            t.start()
+
+
+def stop_workers(app: Flask, timeout: float = 30) -> None:
+    """Stop the render threads (tests, shutdown)."""
+    entry = app.extensions.get("forecourt.catalog.workers")
+    if not entry:
+        return
+    stop, threads = entry
+    stop.set()
+    for t in threads:
+        t.join(timeout)

@@ -1,0 +1,302 @@
+"""Vehicle catalog API: vehicles, search, photos, duplicates, profiles, the render queue and delivery.
+
+Renders run on a FakeSegmenter (an ellipse matte) and the queue is drained in the test's thread;
+test_catalog_real.py drives the same path with the real model and the background threads.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from server.services import catalog_jobs
+from server.services import removebg as removebg_service
+from tests.test_errors import assert_error_shape
+
+VIN_HONDA = "1HGCM82633A004352"
+VIN_FORD = "1FTFW1ET9DFC10312"
+VIN_TESLA = "5YJ3E1EA2KF317000"
+
+
+class FakeSegmenter:
+    """An ellipse in the middle of the picture, named as a fake."""
+
+    name = "fake-ellipse"
+    last_model_ms = 1.0
+
+    def mask(self, image, kind: str = "auto"):  # noqa: ANN001
+        h, w = np.asarray(image).shape[:2]
+        yy, xx = np.mgrid[0:h, 0:w]
+        return ((((xx - w / 2) / (w / 4)) ** 2 + ((yy - h / 2) / (h / 4)) ** 2) <= 1).astype(np.float32)
+
+
+@pytest.fixture
+def settings_dict(settings_dict: dict) -> dict:
+    return {**settings_dict, "catalog": {"render_workers": 0}}
+
+
+@pytest.fixture(autouse=True)
+def fake_segmenter(monkeypatch):
+    fake = FakeSegmenter()
+    monkeypatch.setattr(removebg_service, "_segmenter", lambda: fake)
+    return fake
+
+
+def photo(seed: int, w: int = 640, h: int = 480, fmt: str = "JPEG") -> bytes:
+    """A distinct blocky picture per seed (so perceptual hashes differ)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)
+    img = Image.fromarray(small, "RGB").resize((w, h), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, fmt, quality=92)
+    return buf.getvalue()
+
+
+def new_vehicle(client, headers, vin=VIN_HONDA, **fields) -> dict:
+    resp = client.post("/v1/vehicles", json={"vin": vin, **fields}, headers=headers)
+    assert resp.status_code == 201, resp.get_data(as_text=True)
+    return resp.get_json()
+
+
+def upload(client, headers, vehicle_id, items, **form):
+    data = {"photo": [(io.BytesIO(b), f"p{i}.jpg") for i, (b, _) in enumerate(items)],
+            "angle": [a for _, a in items], **form}
+    return client.post(f"/v1/vehicles/{vehicle_id}/photos", data=data, headers=headers,
+                       content_type="multipart/form-data")
+
+
+# --- vehicles --------------------------------------------------------------------------------------------------
+def test_create_vehicle_decodes_the_vin(client, admin) -> None:
+    v = new_vehicle(client, admin.headers, model="Accord", color="Silver", stock_number="A-17")
+    assert v["vin"] == VIN_HONDA and v["make"] == "Honda" and v["year"] == 2003 and v["status"] == "in_stock"
+    assert v["vin_info"]["country"] == "United States" and v["vin_info"]["region"] == "North America"
+    got = client.get(f"/v1/vehicles/{v['id']}", headers=admin.headers).get_json()
+    assert got["model"] == "Accord" and got["stock_number"] == "A-17" and got["photo_count"] == 0
+
+
+@pytest.mark.parametrize(("vin", "code"), [("1HGCM82643A004352", "invalid_vin_check_digit"),
+                                           ("1HGCM82633A0O4352", "invalid_vin"), ("1HGCM8263", "invalid_vin")])
+def test_bad_vin_is_a_clear_400(client, admin, vin, code) -> None:
+    resp = client.post("/v1/vehicles", json={"vin": vin}, headers=admin.headers)
+    assert resp.status_code == 400
+    assert_error_shape(resp)
+    assert resp.get_json()["errors"][0]["code"] == code
+
+
+def test_duplicate_vin_is_409_and_missing_key_403(client, admin) -> None:
+    new_vehicle(client, admin.headers)
+    resp = client.post("/v1/vehicles", json={"vin": VIN_HONDA}, headers=admin.headers)
+    assert resp.status_code == 409 and resp.get_json()["errors"][0]["code"] == "duplicate_vin"
+    assert client.get("/v1/vehicles").status_code == 403
+
+
+def test_patch_and_delete_vehicle(client, admin) -> None:
+    v = new_vehicle(client, admin.headers)
+    resp = client.patch(f"/v1/vehicles/{v['id']}", json={"status": "sold", "metadata": {"price": 9900}},
+                        headers=admin.headers)
+    assert resp.status_code == 200 and resp.get_json()["status"] == "sold"
+    assert resp.get_json()["metadata"] == {"price": 9900}
+    bad = client.patch(f"/v1/vehicles/{v['id']}", json={"status": "stolen"}, headers=admin.headers)
+    assert bad.status_code == 400 and bad.get_json()["errors"][0]["code"] == "invalid_status"
+    assert client.delete(f"/v1/vehicles/{v['id']}", headers=admin.headers).status_code == 204
+    gone = client.get(f"/v1/vehicles/{v['id']}", headers=admin.headers)
+    assert gone.status_code == 404 and gone.get_json()["errors"][0]["code"] == "vehicle_not_found"
+
+
+def test_search_filters_and_cursor_pages_with_link_header(client, admin) -> None:
+    new_vehicle(client, admin.headers, VIN_HONDA, model="Accord", color="Silver")
+    new_vehicle(client, admin.headers, VIN_FORD, model="F-150", color="Blue")
+    new_vehicle(client, admin.headers, VIN_TESLA, model="Model 3", color="Blue", status="sold")
+    h = admin.headers
+    assert [v["make"] for v in client.get("/v1/vehicles?color=blue", headers=h).get_json()["data"]] == \
+        ["Ford", "Tesla"]
+    assert [v["vin"] for v in client.get("/v1/vehicles?make=Ford&year=2013", headers=h).get_json()["data"]] == \
+        [VIN_FORD]
+    assert [v["model"] for v in client.get("/v1/vehicles?status=sold", headers=h).get_json()["data"]] == ["Model 3"]
+    assert [v["model"] for v in client.get("/v1/vehicles?q=accord", headers=h).get_json()["data"]] == ["Accord"]
+    first = client.get("/v1/vehicles?limit=2&color=Blue", headers=h)
+    assert first.get_json()["next_cursor"] is None and "Link" not in first.headers
+    page1 = client.get("/v1/vehicles?limit=2", headers=h)
+    assert len(page1.get_json()["data"]) == 2 and 'rel="next"' in page1.headers["Link"]
+    link = page1.headers["Link"].split(";")[0].strip("<>")
+    page2 = client.get(link.replace("http://localhost", ""), headers=h).get_json()
+    assert [v["vin"] for v in page2["data"]] == [VIN_TESLA] and page2["next_cursor"] is None
+    bad = client.get("/v1/vehicles?cursor=notacursor", headers=h)
+    assert bad.status_code == 400 and bad.get_json()["errors"][0]["code"] == "invalid_cursor"
+
+
+# --- photos, duplicates, renders ------------------------------------------------------------------------------
+def test_upload_keeps_originals_reports_duplicates_and_renders(app, client, admin, data_dir) -> None:
+    v = new_vehicle(client, admin.headers)
+    front, rear = photo(1), photo(2)
+    resp = upload(client, admin.headers, v["id"], [(front, "front"), (rear, "rear")])
+    assert resp.status_code == 201, resp.get_data(as_text=True)
+    body = resp.get_json()
+    assert [p["angle"] for p in body["photos"]] == ["front", "rear"] and body["duplicates"] == []
+    assert [p["primary"] for p in body["photos"]] == [True, False]
+    assert body["photos"][0]["job"]["status"] == "queued" and body["photos"][0]["render"] is None
+    originals = sorted((data_dir / "images" / "originals" / str(v["id"])).iterdir())
+    assert sorted(p.read_bytes() for p in originals) == sorted([front, rear])  # byte for byte
+    # the same shot again, and re-encoded smaller: both reported, not stored
+    smaller = io.BytesIO()
+    Image.open(io.BytesIO(front)).resize((320, 240)).save(smaller, "PNG")
+    dup = upload(client, admin.headers, v["id"], [(front, "front"), (smaller.getvalue(), "front")])
+    assert dup.status_code == 201
+    assert [d["duplicate_of"] for d in dup.get_json()["duplicates"]] == [body["photos"][0]["id"]] * 2
+    assert dup.get_json()["photos"] == []
+
+    assert catalog_jobs.run_pending(app) == 2
+    images = client.get(f"/v1/vehicles/{v['id']}/images", headers=admin.headers).get_json()
+    assert [i["angle"] for i in images["data"]] == ["front", "rear"] and images["progress"]["done"] == 2
+    served = client.get(images["data"][0]["url"], headers=admin.headers)
+    assert served.status_code == 200 and served.mimetype == "image/jpeg"
+    img = Image.open(io.BytesIO(served.data)).convert("RGB")
+    assert img.size == (1200, 800)  # the default profile's canvas
+    assert np.asarray(img)[5, 5].min() >= 245  # white studio background at the corner
+
+
+def test_upload_errors(client, admin) -> None:
+    v = new_vehicle(client, admin.headers)
+    bad_angle = upload(client, admin.headers, v["id"], [(photo(1), "roof")])
+    assert bad_angle.status_code == 400 and bad_angle.get_json()["errors"][0]["code"] == "invalid_angle"
+    not_image = upload(client, admin.headers, v["id"], [(b"hello", "front")])
+    assert not_image.status_code == 400
+    assert_error_shape(not_image)
+    none = client.post(f"/v1/vehicles/{v['id']}/photos", data={}, headers=admin.headers,
+                       content_type="multipart/form-data")
+    assert none.status_code == 400 and none.get_json()["errors"][0]["code"] == "missing_source"
+    missing = upload(client, admin.headers, 999, [(photo(1), "front")])
+    assert missing.status_code == 404
+
+
+def test_plate_regions_are_masked_in_the_render(app, client, admin, monkeypatch) -> None:
+    seen = {}
+
+    def spy(image, opts):  # noqa: ANN001
+        seen["rgb"] = np.asarray(image.convert("RGB")).copy()
+        return real(image, opts)
+
+    real = catalog_jobs.remove_background
+    monkeypatch.setattr(catalog_jobs, "remove_background", spy)
+    v = new_vehicle(client, admin.headers)
+    src = photo(5)
+    resp = upload(client, admin.headers, v["id"], [(src, "rear")], plate_regions=["[[0, 0, 160, 120]]"])
+    assert resp.status_code == 201 and resp.get_json()["photos"][0]["plate_regions"] == [[0, 0, 160, 120]]
+    catalog_jobs.run_pending(app)
+    orig = np.asarray(Image.open(io.BytesIO(src)).convert("RGB")).astype(int)
+    diff = np.abs(seen["rgb"].astype(int) - orig)
+    assert diff[:120, :160].mean() > 5 and diff[200:, 300:].mean() == 0  # only the plate box changed
+
+
+def test_profile_change_rerenders_while_old_render_is_served(app, client, admin) -> None:
+    v = new_vehicle(client, admin.headers)
+    upload(client, admin.headers, v["id"], [(photo(1), "front")])
+    catalog_jobs.run_pending(app)
+    old = client.get(f"/v1/vehicles/{v['id']}/images", headers=admin.headers).get_json()["data"][0]
+    pid = v["profile_id"]
+    member_try = client.patch(f"/v1/profiles/{pid}", json={"bg_color": "000000"}, headers={"X-Api-Key": "x"})
+    assert member_try.status_code == 403
+    resp = client.patch(f"/v1/profiles/{pid}", json={"bg_color": "203040", "width": 800, "height": 600,
+                                                     "format": "png"}, headers=admin.headers)
+    assert resp.status_code == 200 and resp.get_json()["version"] == 2 and resp.get_json()["progress"]["queued"] == 1
+    still = client.get(f"/v1/vehicles/{v['id']}/images", headers=admin.headers).get_json()["data"][0]
+    assert still["id"] == old["id"]  # the old render is served until the new one lands
+    catalog_jobs.run_pending(app)
+    new = client.get(f"/v1/vehicles/{v['id']}/images", headers=admin.headers).get_json()["data"][0]
+    assert new["id"] != old["id"] and (new["width"], new["height"], new["format"]) == (800, 600, "png")
+    img = Image.open(io.BytesIO(client.get(new["url"], headers=admin.headers).data)).convert("RGB")
+    assert tuple(np.asarray(img)[3, 3]) == (0x20, 0x30, 0x40)
+    assert client.get(old["url"], headers=admin.headers).status_code == 200  # old links keep working
+    bad = client.patch(f"/v1/profiles/{pid}", json={"bg_color": "nocolour"}, headers=admin.headers)
+    assert bad.status_code == 400
+    assert_error_shape(bad)
+
+
+def test_vehicle_profile_switch_and_new_profile(app, client, admin) -> None:
+    resp = client.post("/v1/profiles", json={"name": "showroom-grey", "bg_color": "808080", "width": 400,
+                                             "height": 300, "format": "webp"}, headers=admin.headers)
+    assert resp.status_code == 201, resp.get_data(as_text=True)
+    prof = resp.get_json()
+    v = new_vehicle(client, admin.headers)
+    upload(client, admin.headers, v["id"], [(photo(3), "left")])
+    catalog_jobs.run_pending(app)
+    client.patch(f"/v1/vehicles/{v['id']}", json={"profile_id": prof["id"]}, headers=admin.headers)
+    assert client.get(f"/v1/vehicles/{v['id']}", headers=admin.headers).get_json()["renders"]["queued"] == 1
+    catalog_jobs.run_pending(app)
+    img = client.get(f"/v1/vehicles/{v['id']}/images", headers=admin.headers).get_json()["data"][0]
+    assert (img["width"], img["height"], img["format"]) == (400, 300, "webp")
+
+
+# --- delivery --------------------------------------------------------------------------------------------------
+@pytest.fixture
+def render_url(app, client, admin) -> str:
+    v = new_vehicle(client, admin.headers)
+    upload(client, admin.headers, v["id"], [(photo(1), "front")])
+    catalog_jobs.run_pending(app)
+    return client.get(f"/v1/vehicles/{v['id']}/images", headers=admin.headers).get_json()["data"][0]["url"]
+
+
+def test_resized_webp_is_cached_with_etag(client, admin, render_url, data_dir) -> None:
+    first = client.get(render_url + "?width=300&format=webp", headers=admin.headers)
+    assert first.status_code == 200 and first.mimetype == "image/webp" and first.headers["X-Cache"] == "MISS"
+    assert Image.open(io.BytesIO(first.data)).size == (300, 200)
+    assert "max-age=86400" in first.headers["Cache-Control"] and first.headers["ETag"]
+    again = client.get(render_url + "?width=300&format=webp", headers=admin.headers)
+    assert again.headers["X-Cache"] == "HIT" and again.data == first.data
+    cached = list((data_dir / "images" / "cache").rglob("*.webp"))
+    assert len(cached) == 1
+    not_modified = client.get(render_url + "?width=300&format=webp",
+                              headers={**admin.headers, "If-None-Match": first.headers["ETag"]})
+    assert not_modified.status_code == 304 and not_modified.data == b""
+    cover = client.get(render_url + "?width=200&height=200&fit=cover&format=png", headers=admin.headers)
+    assert Image.open(io.BytesIO(cover.data)).size == (200, 200) and cover.mimetype == "image/png"
+    for query, code in (("?width=0", "invalid_width"), ("?format=gif", "invalid_format"), ("?fit=squash", "invalid_fit")):
+        bad = client.get(render_url + query, headers=admin.headers)
+        assert bad.status_code == 400 and bad.get_json()["errors"][0]["code"] == code
+
+
+def test_signed_url_serves_without_key_and_expires(client, admin, render_url, time_machine) -> None:
+    rid = render_url.rsplit("/", 1)[1]
+    resp = client.post(f"/v1/images/{rid}/signed-url", json={"width": 240, "format": "webp", "expires_in": 3600},
+                       headers=admin.headers)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    url = resp.get_json()["url"]
+    served = client.get(url)
+    assert served.status_code == 200 and served.mimetype == "image/webp"
+    assert Image.open(io.BytesIO(served.data)).width == 240
+    assert served.headers["Cache-Control"].startswith("public")
+    tampered = client.get(url.replace("width=240", "width=2400"))
+    assert tampered.status_code == 403 and tampered.get_json()["errors"][0]["code"] == "invalid_signature"
+    assert client.get(render_url).status_code == 403  # the keyed route still needs a key
+    time_machine.move_to(time.time() + 3700)
+    expired = client.get(url)
+    assert expired.status_code == 403 and expired.get_json()["errors"][0]["code"] == "link_expired"
+
+
+def test_job_failure_is_reported(app, client, admin, monkeypatch) -> None:
+    def broken(image, opts):  # noqa: ANN001
+        raise RuntimeError("segmenter crashed")
+
+    monkeypatch.setattr(catalog_jobs, "remove_background", broken)
+    v = new_vehicle(client, admin.headers)
+    upload(client, admin.headers, v["id"], [(photo(1), "front")])
+    catalog_jobs.run_pending(app)
+    photos = client.get(f"/v1/vehicles/{v['id']}/photos", headers=admin.headers).get_json()
+    assert photos["progress"]["failed"] == 1
+    assert photos["data"][0]["job"]["status"] == "failed" and "segmenter crashed" in photos["data"][0]["job"]["error"]
+
+
+def test_frame_fills_scale_of_the_canvas_at_position() -> None:
+    cut = Image.new("RGBA", (200, 100), (0, 0, 0, 0))
+    cut.paste((200, 10, 10, 255), (10, 10, 110, 60))  # a 100x50 "car"
+    profile = {"width": 400, "height": 400, "bg_color": "ffffff", "scale": 0.5, "position": "center"}
+    out = np.asarray(catalog_jobs.frame(cut, profile))
+    ys, xs = np.nonzero((out != 255).any(axis=2))
+    assert (xs.min(), xs.max() + 1, ys.min(), ys.max() + 1) == (100, 300, 150, 250)  # 200 wide = half the canvas
+    low = np.asarray(catalog_jobs.frame(cut, {**profile, "position": "50% 100%"}))
+    ys, _ = np.nonzero((low != 255).any(axis=2))
+    assert ys.max() + 1 == 400  # sits on the bottom edge

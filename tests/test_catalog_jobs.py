@@ -1,0 +1,54 @@
+"""The render queue: concurrent claims take each job once; jobs of a dead worker are retried, then failed."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from server.services import catalog_jobs
+from server.store import open_db
+from tests.test_catalog_api import new_vehicle, photo, upload
+
+
+@pytest.fixture
+def settings_dict(settings_dict: dict) -> dict:
+    return {**settings_dict, "catalog": {"render_workers": 0}}
+
+
+def test_concurrent_claims_take_every_job_exactly_once(app, client, admin) -> None:
+    v = new_vehicle(client, admin.headers)
+    resp = upload(client, admin.headers, v["id"], [(photo(i), "detail") for i in range(10, 18)])
+    assert len(resp.get_json()["photos"]) == 8
+    settings = app.extensions["forecourt.settings"]
+    taken: list[int] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        db = open_db(settings.db_path, 10000)
+        while (job := catalog_jobs.claim(db)) is not None:
+            with lock:
+                taken.append(job["id"])
+        db.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(taken) == list(range(1, 9))  # eight jobs, none twice
+
+
+def test_a_lost_job_is_retried_then_failed(app, client, admin) -> None:
+    v = new_vehicle(client, admin.headers)
+    upload(client, admin.headers, v["id"], [(photo(1), "front")])
+    db = open_db(app.extensions["forecourt.settings"].db_path)
+    for attempt in (1, 2, 3):
+        job = catalog_jobs.claim(db)
+        assert job is not None and job["attempts"] == attempt
+        db.execute("UPDATE catalog_jobs SET started_at = '2020-01-01T00:00:00Z' WHERE id = ?", [job["id"]])
+        db.conn.commit()
+    assert catalog_jobs.claim(db) is None
+    row = db["catalog_jobs"].get(job["id"])
+    assert row["status"] == "failed" and row["error"].startswith("worker_lost")
+    db.close()
