@@ -30,8 +30,10 @@ class Box:
 
 
 def foreground_box(alpha: np.ndarray, threshold: float = 0.05) -> Box | None:
-    """The smallest box holding every pixel with alpha above threshold, or None when there is no foreground."""
-    x, y, w, h = cv2.boundingRect((alpha > threshold).astype(np.uint8))
+    """The smallest box holding every pixel with alpha above threshold (alpha 0-1 float, or 0-255 uint8), or None
+    when there is no foreground."""
+    limit = threshold * 255.0 if alpha.dtype == np.uint8 else threshold
+    x, y, w, h = cv2.boundingRect((alpha > limit).astype(np.uint8))
     if w == 0 or h == 0:
         return None
     return Box(int(x), int(y), int(w), int(h))
@@ -49,24 +51,26 @@ class Margin:
 
 
 def crop_with_margin(rgba: np.ndarray, box: Box, margins: tuple[Margin, Margin, Margin, Margin]) -> np.ndarray:
-    """Crop RGBA to box plus margins (top, right, bottom, left); margins past the edge are transparent padding."""
+    """Crop an HxWxC array (RGBA, plus any extra channels) to box plus margins (top, right, bottom, left, each px
+    or % of the box); margins past the picture's edge are transparent padding."""
     top = margins[0].pixels(box.height)
     right = margins[1].pixels(box.width)
     bottom = margins[2].pixels(box.height)
     left = margins[3].pixels(box.width)
     h = box.height + top + bottom
     w = box.width + left + right
-    out = np.zeros((h, w, 4), dtype=rgba.dtype)
+    out = np.zeros((h, w, rgba.shape[2]), dtype=rgba.dtype)
     out[top:top + box.height, left:left + box.width] = rgba[box.top:box.bottom, box.left:box.right]
     return out
 
 
 def place(rgba: np.ndarray, canvas: tuple[int, int], scale: float | None,
           position: tuple[float, float] | None) -> np.ndarray:
-    """Put the subject on a transparent canvas (w, h): scaled to `scale` of the canvas (longest fitting side) and
-    positioned at (x%, y%) of the free space; None keeps the original placement."""
+    """Put the subject (alpha in channel 3) on a transparent canvas (w, h): scaled so it fills `scale` of the canvas
+    on its tighter side and positioned at (x, y) fractions of the free space; None keeps the original size or
+    centre. Extra channels after the fourth move with the subject."""
     cw, ch = canvas
-    box = foreground_box(rgba[..., 3].astype(np.float32) / 255.0)
+    box = foreground_box(rgba[..., 3])
     if box is None or (scale is None and position is None):
         return rgba
     subject = rgba[box.top:box.bottom, box.left:box.right]
@@ -81,7 +85,7 @@ def place(rgba: np.ndarray, canvas: tuple[int, int], scale: float | None,
     else:
         x = int(round((cw - sw) * position[0]))
         y = int(round((ch - sh) * position[1]))
-    out = np.zeros((ch, cw, 4), dtype=rgba.dtype)
+    out = np.zeros((ch, cw, rgba.shape[2]), dtype=rgba.dtype)
     x0, y0 = max(x, 0), max(y, 0)
     x1, y1 = min(x + sw, cw), min(y + sh, ch)
     if x1 > x0 and y1 > y0:
@@ -120,30 +124,35 @@ def cover(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(resized.crop((left, top, left + w, top + h)))
 
 
+def has_transparency(rgba: np.ndarray) -> bool:
+    """Whether any pixel is less than fully opaque (format=auto picks PNG then, JPG otherwise)."""
+    return bool((rgba[..., 3] < 255).any())
+
+
 def encode(rgba: np.ndarray, fmt: str, *, channels: str = "rgba", quality: int = 90) -> tuple[bytes, str]:
-    """Encode the result as png, jpg, webp or zip (color.jpg + alpha.png); returns (bytes, media type)."""
-    alpha = Image.fromarray(rgba[..., 3], "L")
-    if fmt in ("png", "webp") and channels == "rgba":
-        rgba = cv2.bitwise_and(rgba, rgba, mask=rgba[..., 3])  # invisible pixels carry no colour: smaller, faster
+    """Encode the result as png, jpg, webp or zip (color.jpg + alpha.png); channels="alpha" gives the matte alone
+    (grey PNG, or grey JPG/WebP when asked). Returns (bytes, media type)."""
+    alpha = Image.fromarray(np.ascontiguousarray(rgba[..., 3]), "L")
     if channels == "alpha":
+        if fmt == "jpg":
+            return _jpeg(alpha, quality), "image/jpeg"
+        if fmt == "webp":
+            return _webp(alpha, quality), "image/webp"
         return _png(alpha), "image/png"
+    if fmt in ("png", "webp"):
+        rgba = rgba.copy()
+        rgba[rgba[..., 3] == 0, :3] = 0  # invisible pixels carry no colour: smaller and faster to encode
     if fmt == "png":
         return _png(Image.fromarray(rgba, "RGBA")), "image/png"
     if fmt == "webp":
-        buf = io.BytesIO()
-        Image.fromarray(rgba, "RGBA").save(buf, "WEBP", quality=quality, method=4)
-        return buf.getvalue(), "image/webp"
+        return _webp(Image.fromarray(rgba, "RGBA"), quality), "image/webp"
     if fmt == "jpg":
-        buf = io.BytesIO()
-        flat = composite(rgba, (255, 255, 255, 255))
-        Image.fromarray(flat[..., :3], "RGB").save(buf, "JPEG", quality=quality, subsampling=0)
-        return buf.getvalue(), "image/jpeg"
+        flat = rgba if not has_transparency(rgba) else composite(rgba, (255, 255, 255, 255))
+        return _jpeg(Image.fromarray(np.ascontiguousarray(flat[..., :3]), "RGB"), quality), "image/jpeg"
     if fmt == "zip":
-        color = io.BytesIO()
-        Image.fromarray(rgba[..., :3], "RGB").save(color, "JPEG", quality=quality, subsampling=0)
         out = io.BytesIO()
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr("color.jpg", color.getvalue())
+            zf.writestr("color.jpg", _jpeg(Image.fromarray(np.ascontiguousarray(rgba[..., :3]), "RGB"), quality))
             zf.writestr("alpha.png", _png(alpha))
         return out.getvalue(), "application/zip"
     raise ValueError(f"unknown format {fmt}")
@@ -152,4 +161,16 @@ def encode(rgba: np.ndarray, fmt: str, *, channels: str = "rgba", quality: int =
 def _png(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def _jpeg(img: Image.Image, quality: int) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality, subsampling=0 if img.mode == "RGB" else -1)
+    return buf.getvalue()
+
+
+def _webp(img: Image.Image, quality: int) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "WEBP", quality=quality, method=4)
     return buf.getvalue()

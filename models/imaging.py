@@ -1,12 +1,12 @@
-"""Decoding uploaded images safely: formats, EXIF orientation, odd modes, size limits, decompression bombs."""
+"""Decoding uploaded images safely: formats, EXIF orientation, colour profiles, odd modes, size limits, bombs."""
 
 from __future__ import annotations
 
 import io
-import warnings
+import logging
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from models.errors import ModelError
 
@@ -17,11 +17,12 @@ try:  # HEIC/HEIF from phones
 except ImportError:  # pragma: no cover - declared dependency
     pass
 
-ACCEPTED_FORMATS = {"JPEG", "PNG", "WEBP", "HEIF", "HEIC", "TIFF", "BMP", "MPO"}
-MAX_FILE_BYTES = 22 * 1024 * 1024
-MAX_MEGAPIXELS = 50.0
-# Anything claiming more pixels than this is refused before decoding (decompression bombs).
-Image.MAX_IMAGE_PIXELS = int(MAX_MEGAPIXELS * 1_000_000 * 2)
+log = logging.getLogger(__name__)
+
+ACCEPTED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "HEIF", "HEIC", "TIFF", "BMP"}
+MAX_FILE_BYTES = 22 * 1024 * 1024  # remove.bg's upload limit
+MAX_MEGAPIXELS = 50.0  # remove.bg's input resolution limit
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
 class ImageInputError(ModelError):
@@ -31,62 +32,93 @@ class ImageInputError(ModelError):
 
 
 def decode(data: bytes, *, max_bytes: int = MAX_FILE_BYTES, max_megapixels: float = MAX_MEGAPIXELS,
-           what: str = "image") -> Image.Image:
-    """Bytes to an upright RGB or RGBA image; raise ImageInputError with remove.bg's codes on any problem."""
+           what: str = "image", draft_megapixels: float | None = None) -> Image.Image:
+    """Bytes to an upright 8-bit sRGB image (RGB, or RGBA when it has alpha); ImageInputError with remove.bg's
+    codes on any problem. `draft_megapixels`: the caller will downscale to this anyway, so a JPEG may be decoded
+    at a reduced scale (DCT scaling; never below that size)."""
     if not data:
-        raise ImageInputError(f"The {what} is empty.", code="failed_to_read_image")
+        raise ImageInputError(f"The {what} is empty.")
     if len(data) > max_bytes:
         raise ImageInputError(f"The {what} is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB.",
                               code="file_too_large", title="File too large")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            fmt = (img.format or "").upper()
-            if fmt not in ACCEPTED_FORMATS:
-                raise ImageInputError(
-                    f"The {what} is {fmt or 'not an image'}; send JPEG, PNG, WebP, HEIC/HEIF, TIFF or BMP.",
-                    code="invalid_file_type", title="Unsupported file type")
-            megapixels = img.width * img.height / 1e6
-            if megapixels > max_megapixels:
-                raise ImageInputError(
-                    f"The {what} has {megapixels:.1f} megapixels; the limit is {max_megapixels:.0f}.",
-                    code="resolution_too_high", title="Resolution too high")
-            img.load()
+        img = Image.open(io.BytesIO(data))  # reads the header only; refuses > 2x Image.MAX_IMAGE_PIXELS itself
+        fmt = (img.format or "").upper()
+        if fmt not in ACCEPTED_FORMATS:
+            raise ImageInputError(f"The {what} is {fmt}; send JPEG, PNG, WebP, HEIC/HEIF, TIFF or BMP.",
+                                  code="invalid_file_type", title="Unsupported file type")
+        megapixels = img.width * img.height / 1e6
+        if megapixels > max_megapixels:  # before a single pixel is decoded: no decompression bombs
+            raise ImageInputError(
+                f"The {what} is {img.width}x{img.height} ({megapixels:.1f} megapixels); the limit is "
+                f"{max_megapixels:g} megapixels.", code="resolution_too_high", title="Resolution too high")
+        if draft_megapixels and fmt in ("JPEG", "MPO") and megapixels > draft_megapixels:
+            factor = (draft_megapixels / megapixels) ** 0.5
+            img.draft(None, (int(img.width * factor) + 1, int(img.height * factor) + 1))
+        img.load()
+        return normalise(img)
     except ImageInputError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise ImageInputError(f"The {what} claims too many pixels to decode safely.",
                               code="resolution_too_high", title="Resolution too high") from exc
     except UnidentifiedImageError as exc:
-        raise ImageInputError(f"The {what} is not a readable image.", code="invalid_file_type",
-                              title="Unsupported file type") from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise ImageInputError(f"The {what} could not be decoded ({exc}).", code="failed_to_read_image") from exc
-    return normalise(img)
+        raise ImageInputError(f"The {what} is not an image this server reads; send JPEG, PNG, WebP, HEIC/HEIF, "
+                              f"TIFF or BMP.", code="invalid_file_type", title="Unsupported file type") from exc
+    except (OSError, ValueError, SyntaxError, EOFError, ImageCms.PyCMSError) as exc:
+        raise ImageInputError(f"The {what} could not be decoded ({exc}).") from exc
 
 
 def normalise(img: Image.Image) -> Image.Image:
-    """EXIF orientation applied; CMYK, 16-bit, palette, greyscale and LA brought to RGB or RGBA (8-bit)."""
+    """EXIF orientation applied; colour profile converted to sRGB; CMYK, 16-bit, float, palette, greyscale and
+    LA brought to 8-bit RGB, or RGBA when the image carries alpha."""
     img = ImageOps.exif_transpose(img) or img
+    icc = img.info.get("icc_profile")
     mode = img.mode
-    if mode in ("RGB", "RGBA"):
-        return img
-    if mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if arr.max() > 255 else 255.0
-        return Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
-    if mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        arr = (arr - arr.min()) / max(arr.max() - arr.min(), 1e-9)
-        return Image.fromarray((arr * 255).astype(np.uint8), "L").convert("RGB")
-    if mode == "P":
-        return img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
-    if mode in ("LA", "PA", "RGBa", "La"):
-        return img.convert("RGBA")
-    if mode == "CMYK":
-        return img.convert("RGB")
-    return img.convert("RGB")
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float32)
+        peak = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr * (255.0 / peak) + 0.5, 0, 255).astype(np.uint8), "L")
+        mode = "L"  # a 16-bit grey profile does not describe the rescaled values: drop it
+        icc = None
+    elif mode == "F":
+        arr = np.asarray(img, dtype=np.float32)
+        lo, hi = float(arr.min()), float(arr.max())
+        scale = 255.0 if lo >= 0.0 and hi <= 1.0 else 255.0 / max(hi - lo, 1e-9)
+        offset = 0.0 if lo >= 0.0 and hi <= 1.0 else lo
+        img = Image.fromarray(np.clip((arr - offset) * scale + 0.5, 0, 255).astype(np.uint8), "L")
+        mode, icc = "L", None
+    elif mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        mode = img.mode
+    elif mode in ("PA", "RGBa", "La"):
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    target = "RGBA" if mode in ("RGBA", "LA") else "RGB"
+    if icc:
+        converted = _to_srgb(img, icc, target)
+        if converted is not None:
+            return converted
+    return img if img.mode == target else img.convert(target)
+
+
+def _to_srgb(img: Image.Image, icc: bytes, target: str) -> Image.Image | None:
+    """Convert through the embedded ICC profile to sRGB; None when it is sRGB already or cannot be used."""
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if img.mode in ("RGB", "RGBA") and "srgb" in ImageCms.getProfileDescription(profile).lower():
+            return None
+        alpha = img.getchannel("A") if img.mode in ("RGBA", "LA") else None
+        base = img.convert("L") if img.mode == "LA" else (img.convert("RGB") if img.mode == "RGBA" else img)
+        out = ImageCms.profileToProfile(base, profile, _SRGB, outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError) as exc:
+        log.debug("ignoring an unusable ICC profile: %s", exc)
+        return None
+    if out is None:
+        return None
+    if target == "RGBA" and alpha is not None:
+        out.putalpha(alpha)
+    return out
 
 
 def has_alpha(img: Image.Image) -> bool:
@@ -105,4 +137,5 @@ def resize_to_megapixels(img: Image.Image, megapixels: float) -> Image.Image:
         return img
     factor = (limit / pixels) ** 0.5
     size = (max(1, int(img.width * factor)), max(1, int(img.height * factor)))
-    return img.resize(size, Image.Resampling.LANCZOS)
+    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+

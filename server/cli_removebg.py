@@ -4,115 +4,144 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+from typing import Any
 
 import click
 from tqdm import tqdm
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".tif", ".tiff", ".bmp"}
+TMP_MARK = ".fc-tmp"
 
 
-def _inputs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def _inputs(folder: Path, output_dir: Path) -> list[Path]:
+    out = output_dir.resolve()
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and out not in p.resolve().parents)
 
 
-def _output_path(src: Path, input_dir: Path, output_dir: Path, ext: str) -> Path:
-    return (output_dir / src.relative_to(input_dir)).with_suffix("." + ext)
+def _output_stem(src: Path, input_dir: Path, output_dir: Path) -> Path:
+    return output_dir / src.relative_to(input_dir).with_suffix("")
 
 
-def _ext_for(fmt: str, params: dict) -> str:
+def _extensions(fmt: str, channels: str | None) -> tuple[str, ...]:
+    """The extensions a finished output may have (format=auto picks PNG or JPG per image)."""
     if fmt == "auto":
-        return "png" if not params.get("bg_color") and params.get("channels", "rgba") == "rgba" else "jpg"
-    return fmt
+        return ("png",) if channels == "alpha" else ("png", "jpg")
+    return ("png",) if channels == "alpha" and fmt == "zip" else (fmt,)
+
+
+def _done(stem: Path, extensions: tuple[str, ...]) -> bool:
+    return any(stem.with_name(f"{stem.name}.{ext}").exists() for ext in extensions)
 
 
 @click.command("removebg")
 @click.argument("input_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("output_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--size", default="full", show_default=True, help="preview, full, 50MP, auto (and aliases).")
-@click.option("--type", "type_", default="car", show_default=True, help="auto, car, person, product, ...")
-@click.option("--format", "fmt", default="png", show_default=True, help="auto, png, jpg, webp, zip.")
-@click.option("--bg-color", default=None, help="Background colour (hex or name).")
-@click.option("--add-shadow/--no-shadow", default=False, help="Car contact shadow.")
-@click.option("--shadow-opacity", default=None, help="0-100.")
-@click.option("--crop/--no-crop", default=False, help="Crop to the subject.")
-@click.option("--crop-margin", default=None, help="1, 2 or 4 values, px or %.")
+@click.option("--size", default="full", show_default=True, help="preview, medium, hd, full, 50MP or auto (and the "
+              "aliases small, regular, 4k).")
+@click.option("--type", "type_", default="car", show_default=True,
+              help="auto, car, person, product, animal, graphic, transportation.")
+@click.option("--type-level", default=None, help="none, 1, 2 or latest.")
+@click.option("--format", "fmt", default="png", show_default=True, help="auto, png, jpg, webp or zip.")
+@click.option("--roi", default=None, help="Region of interest 'x1 y1 x2 y2', px or %.")
+@click.option("--crop/--no-crop", default=False, help="Crop to the subject (and its shadow).")
+@click.option("--crop-margin", default=None, help="1, 2 or 4 values, px or % of the subject (max 50% / 500px).")
 @click.option("--scale", default=None, help="original or 10%-100%.")
 @click.option("--position", default=None, help="original, center, or 1-2 percentages.")
 @click.option("--channels", default=None, help="rgba or alpha.")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="Images in parallel.")
+@click.option("--bg-color", default=None, help="Background colour (hex or name).")
+@click.option("--bg-image", "bg_image_file", default=None, type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), help="Background image file.")
+@click.option("--add-shadow/--no-shadow", default=False, help="Add a shadow (car contact shadow by default).")
+@click.option("--shadow-type", default=None, help="car, 3D, drop or none.")
+@click.option("--shadow-opacity", default=None, help="0-100.")
+@click.option("--semitransparency/--no-semitransparency", default=None, help="See-through regions (default on).")
+@click.option("--refine", default=None, help="none or sam (needs a SAM checkpoint; slow on CPU).")
+@click.option("--workers", default=None, type=click.IntRange(1, 64),
+              help="Images in parallel (default: [removebg] batch_workers, 2).")
 @click.pass_obj
-def removebg_command(obj, input_dir: Path, output_dir: Path, size: str, type_: str, fmt: str, bg_color: str | None,
-                     add_shadow: bool, shadow_opacity: str | None, crop: bool, crop_margin: str | None,
-                     scale: str | None, position: str | None, channels: str | None, workers: int) -> None:
-    """Remove the background of every image under INPUT_DIR into OUTPUT_DIR (same tree); metered like the API.
+def removebg_command(obj: Any, input_dir: Path, output_dir: Path, size: str, type_: str, type_level: str | None,
+                     fmt: str, roi: str | None, crop: bool, crop_margin: str | None, scale: str | None,
+                     position: str | None, channels: str | None, bg_color: str | None, bg_image_file: Path | None,
+                     add_shadow: bool, shadow_type: str | None, shadow_opacity: str | None,
+                     semitransparency: bool | None, refine: str | None, workers: int | None) -> None:
+    """Remove the background of every image under INPUT_DIR into OUTPUT_DIR (same tree), with the API's options
+    and its metering (credits per image; nothing charged for a failed image).
 
-    Finished files are written atomically, so an interrupted run resumes where it stopped without redoing them.
+    Each output is written atomically, so an interrupted run resumes where it stopped without redoing finished
+    files. Exit status 1 when any image failed (listed at the end), 2 on bad options or a missing model.
     """
     from flask import g
 
+    from models import imaging
+    from models.errors import ModelError
     from server import create_app
     from server.errors import ApiError
-    from server.services.metering import charge
-    from server.services.removebg import parse_options, remove_background
+    from server.services import removebg as service
 
-    params = {"size": size, "type": type_, "format": fmt, "bg_color": bg_color, "add_shadow": add_shadow,
-              "shadow_opacity": shadow_opacity, "crop": crop, "crop_margin": crop_margin, "scale": scale,
-              "position": position, "channels": channels}
+    params = {"size": size, "type": type_, "type_level": type_level, "format": fmt, "roi": roi, "crop": crop,
+              "crop_margin": crop_margin, "scale": scale, "position": position, "channels": channels,
+              "bg_color": bg_color, "add_shadow": add_shadow, "shadow_type": shadow_type,
+              "shadow_opacity": shadow_opacity, "semitransparency": semitransparency, "refine": refine}
     params = {k: v for k, v in params.items() if v is not None}
     app = create_app(obj.settings)
-    from models.errors import ModelError
-    from server.services.removebg import _segmenter
-
-    try:
+    max_bytes = obj.settings.removebg.max_file_mb * 1024 * 1024
+    try:  # refuse bad options, a bad background and a missing model before touching any file
         with app.app_context():
-            parse_options(params)  # refuse bad options before touching any file
-            _segmenter().load()  # and a missing or corrupt model before starting
+            opts = service.parse_options(params)
+            if bg_image_file is not None:
+                if bg_color:
+                    raise service.RemoveBgError("Give --bg-color or --bg-image, not both.",
+                                                code="multiple_bg_sources")
+                opts.bg_image = imaging.decode(bg_image_file.read_bytes(), max_bytes=max_bytes,
+                                               what="background image")
+            service._segmenter().load()
+            if opts.refine == "sam":
+                service.get_sam()
     except (ApiError, ModelError) as exc:
         click.echo(f"error: {exc.detail}", err=True)
         sys.exit(2)
-    ext = "zip" if fmt == "zip" else _ext_for(fmt, params)
-    if channels == "alpha":
-        ext = "png"
+
+    extensions = _extensions(opts.format, opts.channels)
+    for stale in output_dir.rglob(f"*{TMP_MARK}") if output_dir.exists() else []:
+        stale.unlink(missing_ok=True)  # left by an interrupted run
     todo, done = [], 0
-    for src in _inputs(input_dir):
-        if _output_path(src, input_dir, output_dir, ext).exists():
+    for src in _inputs(input_dir, output_dir):
+        if _done(_output_stem(src, input_dir, output_dir), extensions):
             done += 1
         else:
             todo.append(src)
     click.echo(f"{len(todo)} to do, {done} already done (resumed)" if done else f"{len(todo)} images to do")
-    failures: list[tuple[Path, str]] = []
-    lock = threading.Lock()
 
     def work(src: Path) -> None:
-        from models import imaging
-
         with app.test_request_context(f"/cli/removebg/{src.name}"):
             g.request_id = "cli-" + uuid.uuid4().hex[:12]
-            opts = parse_options(params)
-            image = imaging.decode(src.read_bytes())
-            with charge("credits", opts.credits):
-                result = remove_background(image, opts)
-            out = _output_path(src, input_dir, output_dir, result.extension)
+            image = imaging.decode(src.read_bytes(), max_bytes=max_bytes, draft_megapixels=opts.draft_megapixels)
+            result = service.run(image, opts)
+            stem = _output_stem(src, input_dir, output_dir)
+            out = stem.with_name(f"{stem.name}.{result.extension}")
             out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
+            tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}{TMP_MARK}")
             tmp.write_bytes(result.body)
             os.replace(tmp, out)
 
-    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(total=len(todo), unit="img") as bar:
+    failures: list[tuple[Path, str]] = []
+    pool_size = workers or obj.settings.removebg.batch_workers
+    with ThreadPoolExecutor(max_workers=pool_size) as pool, \
+            tqdm(total=len(todo), unit="img", file=sys.stderr, dynamic_ncols=True) as bar:
         futures = {pool.submit(work, src): src for src in todo}
         for fut in as_completed(futures):
             try:
                 fut.result()
             except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
-                detail = getattr(exc, "detail", None) or str(exc)
-                with lock:
-                    failures.append((futures[fut], str(detail)))
+                code = getattr(exc, "code", None)
+                detail = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
+                failures.append((futures[fut], f"{code}: {detail}" if code else str(detail)))
             bar.update(1)
-    for src, detail in failures:
+    for src, detail in sorted(failures):
         click.echo(f"failed: {src}: {detail}", err=True)
     click.echo(f"done: {len(todo) - len(failures)} written, {len(failures)} failed, {done} skipped")
     if failures:

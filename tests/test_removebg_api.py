@@ -15,21 +15,8 @@ import pytest
 from PIL import Image
 
 from server.services import removebg as service
+from tests.fakes_removebg import FakeEmptySegmenter, FakeSegmenter, photo
 from tests.test_errors import assert_error_shape
-
-
-class FakeSegmenter:
-    """An ellipse in the middle of the picture, named as a fake."""
-
-    name = "fake-ellipse"
-    last_model_ms = 1.0
-
-    def mask(self, image, kind: str = "auto"):  # noqa: ANN001
-        rgb = np.asarray(image)
-        h, w = rgb.shape[:2]
-        yy, xx = np.mgrid[0:h, 0:w]
-        inside = ((xx - w / 2) / (w / 4)) ** 2 + ((yy - h / 2) / (h / 4)) ** 2 <= 1
-        return inside.astype(np.float32)
 
 
 @pytest.fixture
@@ -37,18 +24,6 @@ def fake_segmenter(monkeypatch):
     fake = FakeSegmenter()
     monkeypatch.setattr(service, "_segmenter", lambda: fake)
     return fake
-
-
-def photo(w: int = 400, h: int = 300, fmt: str = "JPEG", mode: str = "RGB", **save) -> bytes:
-    arr = np.zeros((h, w, 3), np.uint8)
-    arr[..., 0] = np.linspace(0, 255, w, dtype=np.uint8)[None, :]
-    arr[..., 1] = 120
-    img = Image.fromarray(arr, "RGB")
-    if mode != "RGB":
-        img = img.convert(mode)
-    buf = io.BytesIO()
-    img.save(buf, fmt, **save)
-    return buf.getvalue()
 
 
 def credits(client, headers) -> float:
@@ -251,10 +226,6 @@ def test_heic_input(client, admin, fake_segmenter) -> None:
 
 
 def test_no_foreground_is_unknown_foreground_and_free(client, admin, monkeypatch) -> None:
-    class FakeEmptySegmenter(FakeSegmenter):
-        def mask(self, image, kind="auto"):  # noqa: ANN001
-            return np.zeros(np.asarray(image).shape[:2], np.float32)
-
     monkeypatch.setattr(service, "_segmenter", lambda: FakeEmptySegmenter())
     before = credits(client, admin.headers)
     resp = post(client, admin.headers, {"image_file": (io.BytesIO(photo()), "a.jpg")})
@@ -275,3 +246,176 @@ def test_segment_without_sam_is_a_clear_503(client, admin) -> None:
 def test_missing_key_is_403_and_nothing_runs(client, fake_segmenter) -> None:
     resp = post(client, {}, {"image_file": (io.BytesIO(photo()), "a.jpg")})
     assert assert_error_shape(resp, 403)["code"] == "auth_failed"
+
+
+@pytest.mark.parametrize(("size", "cap_mp", "charged"), [
+    ("small", 0.25, "0.25"), ("regular", 0.25, "0.25"), ("medium", 1.5, "1"), ("hd", 4.0, "1"), ("4k", None, "1"),
+])
+def test_size_aliases_cap_resolution_and_price(client, admin, fake_segmenter, size, cap_mp, charged) -> None:
+    resp = post(client, admin.headers, {"image_file": (io.BytesIO(photo(2400, 1800)), "a.jpg"), "size": size,
+                                        "format": "jpg"})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    w, h = int(resp.headers["X-Width"]), int(resp.headers["X-Height"])
+    if cap_mp is None:
+        assert (w, h) == (2400, 1800)
+    else:
+        assert w * h <= cap_mp * 1e6 and w * h > 0.95 * cap_mp * 1e6 and abs(w / h - 4 / 3) < 0.01
+    assert resp.headers["X-Credits-Charged"] == charged
+
+
+def test_png_output_is_capped_at_10_megapixels_other_formats_at_the_size() -> None:
+    opts = service.parse_options({"size": "full", "format": "png"})
+    assert service.output_megapixels(opts, "full") == 10
+    assert service.output_megapixels(service.parse_options({"size": "50MP", "format": "zip"}), "50MP") == 50
+    assert service.output_megapixels(service.parse_options({"size": "full", "format": "jpg"}), "full") == 25
+    # auto becomes PNG unless an opaque background makes the result opaque
+    assert service.output_megapixels(service.parse_options({"size": "full"}), "full") == 10
+    assert service.output_megapixels(service.parse_options({"size": "full", "bg_color": "fff"}), "full") == 25
+    assert service.output_megapixels(service.parse_options({"size": "full", "bg_color": "ffffff80"}), "full") == 10
+
+
+def test_auto_size_takes_full_then_falls_back_to_preview_when_credits_run_short(client, admin, fake_segmenter,
+                                                                                monkeypatch) -> None:
+    from licensing.errors import InsufficientCredits
+    from server.services import metering
+
+    big = {"image_file": (io.BytesIO(photo(1200, 800)), "a.jpg"), "size": "auto"}
+    resp = post(client, admin.headers, big)
+    assert resp.headers["X-Credits-Charged"] == "1" and resp.headers["X-Width"] == "1200"
+    tiny = post(client, admin.headers, {"image_file": (io.BytesIO(photo(400, 300)), "a.jpg"), "size": "auto"})
+    assert tiny.headers["X-Credits-Charged"] == "0.25" and tiny.headers["X-Width"] == "400"
+
+    real_charge = metering.charge
+
+    def short_of_a_full_credit(metric: str, amount: float):  # noqa: ANN202
+        if amount >= 1:
+            raise InsufficientCredits("Not enough credits for this request.")
+        return real_charge(metric, amount)
+
+    monkeypatch.setattr(metering, "charge", short_of_a_full_credit)
+    before = credits(client, admin.headers)
+    resp = post(client, admin.headers, {"image_file": (io.BytesIO(photo(1200, 800)), "a.jpg"), "size": "auto"})
+    assert resp.status_code == 200 and resp.headers["X-Credits-Charged"] == "0.25"
+    assert int(resp.headers["X-Width"]) * int(resp.headers["X-Height"]) <= 250_000
+    assert credits(client, admin.headers) == pytest.approx(before - 0.25)
+    full = post(client, admin.headers, {"image_file": (io.BytesIO(photo(1200, 800)), "a.jpg"), "size": "full"})
+    assert assert_error_shape(full, 402)["code"] == "insufficient_credits"
+    assert credits(client, admin.headers) == pytest.approx(before - 0.25)
+
+
+@pytest.mark.parametrize(("extra", "mimetype"), [
+    ({}, "image/png"),
+    ({"bg_color": "white"}, "image/jpeg"),
+    ({"bg_color": "81d4fa77"}, "image/png"),  # a see-through background keeps transparency: PNG
+    ({"bg_color": "white", "format": "webp"}, "image/webp"),
+    ({"channels": "alpha"}, "image/png"),
+    ({"channels": "alpha", "format": "jpg"}, "image/jpeg"),
+])
+def test_format_auto_follows_transparency(client, admin, fake_segmenter, extra, mimetype) -> None:
+    resp = post(client, admin.headers, {"image_file": (io.BytesIO(photo()), "a.jpg"), **extra})
+    assert resp.status_code == 200 and resp.mimetype == mimetype
+    img = Image.open(io.BytesIO(resp.data))
+    if extra.get("channels") == "alpha":
+        assert img.mode == "L"
+    elif "81d4fa77" in extra.values():
+        assert img.getpixel((1, 1)) == (0x81, 0xD4, 0xFA, 0x77)
+
+
+def test_foreground_headers_describe_the_subject_not_its_shadow(client, admin, fake_segmenter) -> None:
+    plain = post(client, admin.headers, {"image_file": (io.BytesIO(photo(400, 300)), "a.jpg")})
+    shadowed = post(client, admin.headers, {"image_file": (io.BytesIO(photo(400, 300)), "a.jpg"),
+                                            "add_shadow": "true", "crop": "true"})
+    keys = ("X-Foreground-Top", "X-Foreground-Left", "X-Foreground-Width", "X-Foreground-Height")
+    assert [int(plain.headers[k]) for k in keys] == pytest.approx([75, 100, 200, 150], abs=2)
+    # cropped to subject + shadow: the shadow adds rows below (and a soft edge beside) the subject, whose box
+    # stays 200x150 at the top
+    top, left, width, height = (int(shadowed.headers[k]) for k in keys)
+    assert (top, width, height) == (0, 200, 150) and left >= 0
+    assert int(shadowed.headers["X-Height"]) > 150 and int(shadowed.headers["X-Width"]) >= left + width
+
+
+@pytest.mark.parametrize("shadow_type", ["car", "3D", "drop"])
+def test_shadow_types_draw_a_shadow_and_none_draws_none(client, admin, fake_segmenter, shadow_type) -> None:
+    def alpha_of(extra: dict) -> np.ndarray:
+        resp = post(client, admin.headers, {"image_file": (io.BytesIO(photo()), "a.jpg"), **extra})
+        assert resp.status_code == 200, resp.get_data(as_text=True)
+        return np.asarray(Image.open(io.BytesIO(resp.data)).getchannel("A")).astype(int)
+
+    plain = alpha_of({"shadow_type": "none"})
+    shadowed = alpha_of({"shadow_type": shadow_type, "shadow_opacity": "90"})
+    added = (shadowed - plain).clip(0)
+    assert added.max() > 100 and (plain > 0).sum() < (shadowed > 0).sum()
+    assert (shadowed[plain == 255] == 255).all()
+    faint = alpha_of({"shadow_type": shadow_type, "shadow_opacity": "30"})
+    assert 0 < (faint - plain).clip(0).max() < added.max()
+
+
+def test_roi_limits_the_foreground_and_semitransparency_off_hardens_edges(client, admin, monkeypatch) -> None:
+    class FakeSoftSegmenter(FakeSegmenter):
+        def mask(self, image, kind="auto"):  # noqa: ANN001
+            hard = super().mask(image, kind)
+            return np.where(hard > 0, 1.0, 0.3).astype(np.float32)  # a see-through haze all around
+
+    monkeypatch.setattr(service, "_segmenter", lambda: FakeSoftSegmenter())
+    resp = post(client, admin.headers, {"image_file": (io.BytesIO(photo(400, 300)), "a.jpg"),
+                                        "roi": "0% 0% 50% 100%"})
+    alpha = np.asarray(Image.open(io.BytesIO(resp.data)).getchannel("A"))
+    assert alpha[:, 201:].max() == 0 and alpha[150, 150] == 255 and alpha[5, 5] == pytest.approx(77, abs=1)
+    hard = post(client, admin.headers, {"image_file": (io.BytesIO(photo(400, 300)), "a.jpg"),
+                                        "semitransparency": "false"})
+    alpha = np.asarray(Image.open(io.BytesIO(hard.data)).getchannel("A"))
+    assert alpha[5, 5] == 0 and alpha[150, 200] == 255
+
+
+def test_bg_image_file_shows_behind_the_subject(client, admin, fake_segmenter) -> None:
+    bg = io.BytesIO()
+    Image.new("RGB", (100, 100), (0, 200, 0)).save(bg, "PNG")
+    resp = post(client, admin.headers, {"image_file": (io.BytesIO(photo(400, 300)), "a.jpg"),
+                                        "bg_image_file": (io.BytesIO(bg.getvalue()), "bg.png"), "format": "png"})
+    img = Image.open(io.BytesIO(resp.data)).convert("RGB")
+    assert img.getpixel((3, 3)) == (0, 200, 0) and img.getpixel((200, 150))[1] < 160
+    bad_bg = post(client, admin.headers, {"image_file": (io.BytesIO(photo()), "a.jpg"),
+                                          "bg_image_file": (io.BytesIO(b"nope"), "bg.png")})
+    assert assert_error_shape(bad_bg, 400)["code"] == "invalid_file_type"
+
+
+def test_json_body_with_native_types_and_a_data_url(client, admin, fake_segmenter) -> None:
+    b64 = "data:image/jpeg;base64," + base64.b64encode(photo(400, 300)).decode()
+    resp = client.post("/v1.0/removebg", json={"image_file_b64": b64, "crop": True, "shadow_opacity": 40,
+                                               "add_shadow": False, "size": "preview"}, headers=admin.headers)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert (resp.headers["X-Width"], resp.headers["X-Height"]) == ("200", "150")
+    not_object = client.post("/v1.0/removebg", json=["image_file_b64"], headers=admin.headers)
+    assert assert_error_shape(not_object, 400)["code"] == "invalid_parameters"
+
+
+def test_a_crash_mid_request_is_a_500_in_the_error_shape_and_costs_nothing(client, admin, monkeypatch) -> None:
+    from tests.fakes_removebg import FakeCrashingSegmenter
+
+    monkeypatch.setattr(service, "_segmenter", lambda: FakeCrashingSegmenter(fail_width=400))
+    before = credits(client, admin.headers)
+    resp = post(client, admin.headers, {"image_file": (io.BytesIO(photo(400, 300)), "a.jpg"), "size": "full"})
+    err = assert_error_shape(resp, 500)
+    assert err["code"] == "internal_error" and "worker died" not in err["detail"]
+    assert credits(client, admin.headers) == before
+
+
+def test_inference_time_is_recorded(client, admin, fake_segmenter) -> None:
+    from server.metrics import INFERENCE
+
+    def count() -> float:
+        return sum(s.value for m in INFERENCE.collect() for s in m.samples
+                   if s.name.endswith("_count") and s.labels.get("model") == "fake-ellipse")
+
+    before = count()
+    assert post(client, admin.headers, {"image_file": (io.BytesIO(photo()), "a.jpg")}).status_code == 200
+    assert count() == before + 1
+
+
+def test_image_file_sent_as_text_is_refused_clearly(client, admin, fake_segmenter) -> None:
+    as_text = client.post("/v1.0/removebg", data={"image_file": "car.jpg"}, headers=admin.headers)
+    err = assert_error_shape(as_text, 400)
+    assert err["code"] == "failed_to_read_image" and "multipart" in err["detail"]
+    in_json = client.post("/v1.0/removebg", json={"image_file": "abc", "bg_image_file": "x"}, headers=admin.headers)
+    assert assert_error_shape(in_json, 400)["code"] == "failed_to_read_image"
+    assert fake_segmenter.calls == 0

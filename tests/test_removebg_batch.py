@@ -2,28 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 from PIL import Image
 
 from server.services import removebg as service
-from tests.test_removebg_api import FakeSegmenter, photo
-
-
-class FakeCountingSegmenter(FakeSegmenter):
-    """The ellipse fake, counting calls and failing on a chosen image width (to stand in for a crash)."""
-
-    def __init__(self, fail_width: int | None = None) -> None:
-        self.calls = 0
-        self.fail_width = fail_width
-
-    def mask(self, image, kind: str = "auto"):  # noqa: ANN001
-        self.calls += 1
-        if np.asarray(image).shape[1] == self.fail_width:
-            raise RuntimeError("worker died")
-        return super().mask(image, kind)
-
-    def load(self) -> None:
-        return None
+from tests.fakes_removebg import FakeCrashingSegmenter, FakeSegmenter, photo
 
 
 def test_batch_writes_all_resumes_and_reports_bad_files(cli_runner, tmp_path, monkeypatch) -> None:
@@ -39,7 +21,7 @@ def test_batch_writes_all_resumes_and_reports_bad_files(cli_runner, tmp_path, mo
     (src / "broken.jpg").write_bytes(b"\xff\xd8 broken")
     out = tmp_path / "out"
 
-    first = FakeCountingSegmenter(fail_width=340)
+    first = FakeCrashingSegmenter(fail_width=340)
     monkeypatch.setattr(service, "_segmenter", lambda: first)
     result = runner.invoke(cli, ["removebg", str(src), str(out), "--size", "preview", "--workers", "2"], env=env)
     assert result.exit_code == 1
@@ -50,7 +32,7 @@ def test_batch_writes_all_resumes_and_reports_bad_files(cli_runner, tmp_path, mo
     img = Image.open(out / "car0.png")
     assert img.mode == "RGBA" and img.size == (300, 200)
 
-    second = FakeCountingSegmenter()
+    second = FakeSegmenter()
     monkeypatch.setattr(service, "_segmenter", lambda: second)
     result = runner.invoke(cli, ["removebg", str(src), str(out), "--size", "preview"], env=env)
     assert "3 already done" in result.output
@@ -65,7 +47,7 @@ def test_batch_refuses_bad_options_before_any_work(cli_runner, tmp_path, monkeyp
     runner, env = cli_runner
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.jpg").write_bytes(photo())
-    fake = FakeCountingSegmenter()
+    fake = FakeSegmenter()
     monkeypatch.setattr(service, "_segmenter", lambda: fake)
     result = runner.invoke(cli, ["removebg", str(tmp_path / "in"), str(tmp_path / "out"), "--scale", "5%"], env=env)
     assert result.exit_code == 2 and "scale" in result.output
@@ -90,7 +72,35 @@ def test_batch_is_metered_like_the_api(cli_runner, tmp_path, monkeypatch) -> Non
         return body["data"]["attributes"]["credits"]["total"]
 
     before = total()
-    monkeypatch.setattr(service, "_segmenter", lambda: FakeCountingSegmenter())
+    monkeypatch.setattr(service, "_segmenter", lambda: FakeSegmenter())
     result = runner.invoke(cli, ["removebg", str(tmp_path / "in"), str(tmp_path / "out"), "--size", "full"], env=env)
     assert result.exit_code == 0, result.output
     assert total() == before - 2
+
+
+def test_batch_with_format_auto_resumes_on_either_extension_and_clears_stale_temp_files(cli_runner, tmp_path,
+                                                                                         monkeypatch) -> None:
+    from server.cli import cli
+
+    runner, env = cli_runner
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i in range(3):
+        (src / f"car{i}.jpg").write_bytes(photo(300 + 20 * i, 200))
+    out.mkdir()
+    (out / "car0.jpg").write_bytes(b"finished before the interruption")
+    (out / ".car1.jpg.1234abcd.fc-tmp").write_bytes(b"half written")
+    bg = tmp_path / "lot.png"
+    Image.new("RGB", (64, 64), (0, 0, 200)).save(bg)
+    fake = FakeSegmenter()
+    monkeypatch.setattr(service, "_segmenter", lambda: fake)
+    result = runner.invoke(cli, ["removebg", str(src), str(out), "--format", "auto", "--bg-image", str(bg),
+                                 "--size", "preview", "--type", "auto"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "2 to do, 1 already done" in result.output and fake.calls == 2
+    assert sorted(p.name for p in out.iterdir()) == ["car0.jpg", "car1.jpg", "car2.jpg"]  # opaque result: JPG
+    assert (out / "car0.jpg").read_bytes() == b"finished before the interruption"
+    assert Image.open(out / "car1.jpg").convert("RGB").getpixel((2, 2))[2] > 180  # the lot behind the car
+
+    both = runner.invoke(cli, ["removebg", str(src), str(out), "--bg-image", str(bg), "--bg-color", "red"], env=env)
+    assert both.exit_code == 2 and "not both" in both.output

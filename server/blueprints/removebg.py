@@ -5,25 +5,24 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 from typing import Any
 
 import numpy as np
 from apiflask import APIBlueprint
-from flask import Response, g, jsonify, request
+from flask import Response, jsonify, request
 from PIL import Image
 
 from models import imaging
-from models.errors import ModelError
+from server import metrics
 from server.auth import API_KEY_SECURITY, require_key
 from server.config import get_settings
 from server.services import fetch_url
-from server.services.metering import charge, check
-from server.services.removebg import RemoveBgError, decode_b64, parse_options, remove_background
+from server.services import removebg as service
+from server.services.metering import check
+from server.services.removebg import RemoveBgError, decode_b64, parse_options
 
 bp = APIBlueprint("removebg", __name__, tag="Background removal")
-
-PARAMS = ("size", "type", "type_level", "format", "roi", "crop", "crop_margin", "scale", "position", "channels",
-          "bg_color", "add_shadow", "shadow_type", "shadow_opacity", "semitransparency", "refine")
 
 
 def _request_params() -> tuple[dict[str, Any], dict[str, bytes]]:
@@ -33,12 +32,17 @@ def _request_params() -> tuple[dict[str, Any], dict[str, bytes]]:
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
             raise RemoveBgError("The JSON body must be an object.", code="invalid_parameters")
-        return body, files
-    params = {k: v for k, v in request.form.items()}
+        params = dict(body)
+    else:
+        params = {k: v for k, v in request.form.items()}
+        for name in ("image_file", "bg_image_file"):
+            upload = request.files.get(name)
+            if upload is not None:
+                files[name] = upload.read()
     for name in ("image_file", "bg_image_file"):
-        upload = request.files.get(name)
-        if upload is not None:
-            files[name] = upload.read()
+        if name not in files and params.get(name) not in (None, ""):
+            raise RemoveBgError(f"{name} must be a file upload in a multipart/form-data request (for base64 use "
+                                f"image_file_b64).", code="failed_to_read_image", title="Could not read the image")
     return params, files
 
 
@@ -98,17 +102,23 @@ def removebg() -> Response:
     Multipart, form or JSON. Source: one of `image_file`, `image_file_b64`, `image_url` (URL input only for the
     admin's allow-listed hosts). Parameters as remove.bg: `size`, `type`, `type_level`, `format`, `roi`, `crop`,
     `crop_margin`, `scale`, `position`, `channels`, `bg_color`, `bg_image_file`, `bg_image_url`, `add_shadow`,
-    `shadow_type`, `shadow_opacity`, `semitransparency`; plus `refine=sam` where Segment Anything is installed.
-    Costs 0.25 credits for `preview`, 1 for `full`/`50MP`; nothing on any error.
+    `shadow_type` (car, 3D, drop, none), `shadow_opacity`, `semitransparency`. Plus `refine=sam` where Segment
+    Anything is installed, optionally with `refine_points` (JSON `[[x, y, label], ...]`, x and y as fractions of
+    the image, label 1 keep / 0 remove).
+
+    Sizes: `preview` 0.25 MP for 0.25 credits; `medium` 1.5 MP, `hd` 4 MP, `full` 25 MP and `50MP` for 1 credit
+    (PNG output at most 10 MP); `auto` takes full when the credits allow and the image is larger than a preview.
+    Nothing is charged on any error. `Accept: application/json` gives `{"data": {"result_b64", "foreground_top",
+    "foreground_left", "foreground_width", "foreground_height"}}`.
     """
     check("background_removal")
     max_bytes = get_settings().removebg.max_file_mb * 1024 * 1024
     params, files = _request_params()
     opts = parse_options(params)
     opts.bg_image = _bg_image(params, files, max_bytes)
-    image = imaging.decode(_image_bytes(params, files, max_bytes), max_bytes=max_bytes)
-    with charge("credits", opts.credits):
-        result = remove_background(image, opts)
+    image = imaging.decode(_image_bytes(params, files, max_bytes), max_bytes=max_bytes,
+                           draft_megapixels=opts.draft_megapixels)
+    result = service.run(image, opts)  # charges on success only
     headers = {"X-Credits-Charged": f"{result.credits:g}", "X-Type": result.type, "X-Width": str(result.width),
                "X-Height": str(result.height)}
     fg = result.foreground
@@ -148,30 +158,21 @@ def segment() -> Response:
     labels = _json_param(params, "labels")
     box = _json_param(params, "box")
     if points is None and box is None:
-        raise RemoveBgError("Give points (with labels) and/or a box.", code="invalid_prompt")
-    image = imaging.decode(_image_bytes({k: v for k, v in params.items() if k != "image_url"}, files, max_bytes),
-                           max_bytes=max_bytes)
-    settings = get_settings()
-    from models.sam import get_sam
-
-    try:
-        sam = get_sam(settings.models.sam_model, models_dir=settings.models_dir, device=settings.models.device)
-    except ModelError as exc:
-        if exc.code in ("model_unavailable", "model_corrupt"):
-            raise RemoveBgError(f"Segment Anything is not installed on this server ({exc.detail}). An admin can "
-                                f"install a checkpoint with `forecourt models install {settings.models.sam_model} "
-                                f"FILE`.", code="sam_not_installed", title="Segment Anything not installed",
-                                status=503) from exc
-        raise
+        raise RemoveBgError("Give points (with labels) and/or a box.", code="invalid_prompt",
+                            title="Invalid segmentation prompt")
+    image = imaging.decode(_image_bytes(params, files, max_bytes), max_bytes=max_bytes)
+    sam = service.get_sam()
+    started = time.perf_counter()
     try:
         mask = sam.predict(image.convert("RGB"), points=points, labels=labels, box=box)
     except (TypeError, ValueError) as exc:
-        raise RemoveBgError(f"The prompt could not be used: {exc}", code="invalid_prompt") from exc
+        raise RemoveBgError(f"The prompt could not be used: {exc}", code="invalid_prompt",
+                            title="Invalid segmentation prompt") from exc
+    metrics.observe_inference(sam.name, time.perf_counter() - started)
     buf = io.BytesIO()
-    Image.fromarray((np.asarray(mask) * 255).astype(np.uint8), "L").save(buf, "PNG")
+    Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255, "L").save(buf, "PNG")
     resp = Response(buf.getvalue(), mimetype="image/png")
     resp.headers["X-Width"], resp.headers["X-Height"] = str(image.width), str(image.height)
-    g.setdefault("segment", True)
     return resp
 
 

@@ -4,28 +4,36 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import cv2
 import numpy as np
 from PIL import Image, ImageColor
 
+from licensing.errors import LicensingError
 from models import compose, imaging, shadow
 from models.compose import Box, Margin
+from models.errors import ModelError
 from server import metrics
 from server.config import get_settings
 from server.errors import ApiError
 
-SIZE_ALIASES = {"preview": "preview", "small": "preview", "regular": "preview", "full": "full", "medium": "full",
-                "hd": "full", "4k": "full", "50mp": "50MP", "auto": "auto"}
-SIZE_MEGAPIXELS = {"preview": 0.25, "full": 25.0, "50MP": 50.0}
-SIZE_CREDITS = {"preview": 0.25, "full": 1.0, "50MP": 1.0}
+# remove.bg's sizes: megapixels of the output and credits per image; aliases as remove.bg documents them
+SIZE_ALIASES = {"preview": "preview", "small": "preview", "regular": "preview", "medium": "medium", "hd": "hd",
+                "full": "full", "4k": "full", "50mp": "50MP", "auto": "auto"}
+SIZE_MEGAPIXELS = {"preview": 0.25, "medium": 1.5, "hd": 4.0, "full": 25.0, "50MP": 50.0}
+SIZE_CREDITS = {"preview": 0.25, "medium": 1.0, "hd": 1.0, "full": 1.0, "50MP": 1.0}
+PNG_MEGAPIXELS = 10.0  # PNG output is capped at 10 MP (remove.bg); JPG, WebP and ZIP get the size's limit
 TYPES = ("auto", "person", "product", "car", "animal", "graphic", "transportation")
 FORMATS = ("auto", "png", "jpg", "webp", "zip")
+SHADOW_DEFAULT_OPACITY = {"car": 0.6, "3d": 0.5, "drop": 0.4}
 BOOL_TRUE = {"true", "1", "yes", "on"}
 BOOL_FALSE = {"false", "0", "no", "off", ""}
 NUM = r"(\d+(?:\.\d+)?)"
+MEDIA_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "application/zip": "zip"}
 
 
 class RemoveBgError(ApiError):
@@ -34,16 +42,17 @@ class RemoveBgError(ApiError):
     code, title, status = "invalid_parameters", "Invalid parameters", 400
 
 
-@dataclass
+@dataclass(frozen=True)
 class Roi:
-    """Region of interest: four values, each px or %."""
+    """Region of interest: x1 y1 x2 y2, each px or %."""
 
     values: tuple[float, float, float, float]
     percent: tuple[bool, bool, bool, bool]
 
     def pixels(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """The corners in pixels of a width x height image."""
         dims = (width, height, width, height)
-        return tuple(int(round(v / 100 * d)) if p else int(v)  # type: ignore[return-value]
+        return tuple(int(round(v / 100 * d)) if p else int(round(v))  # type: ignore[return-value]
                      for v, p, d in zip(self.values, self.percent, dims, strict=True))
 
 
@@ -64,19 +73,29 @@ class Options:
     channels: str = "rgba"
     bg_color: tuple[int, int, int, int] | None = None
     bg_image: Image.Image | None = None
-    add_shadow: bool = False
-    shadow_type: str = "car"
-    shadow_opacity: float = 0.5
+    shadow_type: str | None = None  # car, 3d, drop; None: no shadow
+    shadow_opacity: float | None = None
     semitransparency: bool = True
     refine: str = "none"
+    refine_points: list[tuple[float, float, int]] = field(default_factory=list)
+
+    @property
+    def add_shadow(self) -> bool:
+        return self.shadow_type is not None
 
     @property
     def credits(self) -> float:
+        """Credits this request costs (auto: a full-size result's, unless `run` falls back to preview)."""
         return SIZE_CREDITS[self.resolved_size]
 
     @property
     def resolved_size(self) -> str:
         return "full" if self.size == "auto" else self.size
+
+    @property
+    def draft_megapixels(self) -> float | None:
+        """The most megapixels the pipeline will use, for a cheaper JPEG decode; None when it depends on credits."""
+        return None if self.size == "auto" else SIZE_MEGAPIXELS[self.size]
 
 
 def _bad(code: str, detail: str, title: str = "Invalid parameters") -> RemoveBgError:
@@ -96,6 +115,7 @@ def parse_bool(name: str, raw: Any) -> bool:
 
 
 def parse_size(raw: Any) -> str:
+    """preview, medium, hd, full, 50MP or auto (aliases small, regular, 4k)."""
     size = SIZE_ALIASES.get(str(raw).strip().lower())
     if size is None:
         raise _bad("invalid_size", f"size must be one of auto, preview, full, 50MP (or small, regular, medium, hd, "
@@ -103,37 +123,34 @@ def parse_size(raw: Any) -> str:
     return size
 
 
-def parse_roi(raw: str) -> Roi:
+def _lengths(raw: Any, code: str, what: str) -> list[tuple[float, bool]]:
+    values = []
+    for part in str(raw).split():
+        m = re.fullmatch(NUM + r"(px|%)?", part.strip().lower())
+        if not m:
+            raise _bad(code, f"{what} value {part!r} is not a number of px or %.")
+        values.append((float(m.group(1)), m.group(2) == "%"))
+    return values
+
+
+def parse_roi(raw: Any) -> Roi:
     """`x1 y1 x2 y2`, each in px or %."""
-    parts = str(raw).split()
+    parts = _lengths(raw, "invalid_roi", "roi")
     if len(parts) != 4:
         raise _bad("invalid_roi", "roi must be four values 'x1 y1 x2 y2', each in px or %, e.g. '0% 0% 100% 100%'.")
-    values, percent = [], []
-    for part in parts:
-        m = re.fullmatch(NUM + r"(px|%)?", part)
-        if not m:
-            raise _bad("invalid_roi", f"roi value {part!r} is not a number of px or %.")
-        values.append(float(m.group(1)))
-        percent.append(m.group(2) == "%")
-    if any(v > 100 for v, p in zip(values, percent, strict=True) if p):
+    if any(v > 100 for v, pct in parts if pct):
         raise _bad("roi_exceeds_bounds", "roi percentages must be between 0% and 100%.")
-    return Roi(tuple(values), tuple(percent))  # type: ignore[arg-type]
+    return Roi(tuple(v for v, _ in parts), tuple(p for _, p in parts))  # type: ignore[arg-type]
 
 
-def parse_crop_margin(raw: str) -> tuple[Margin, Margin, Margin, Margin]:
-    """1, 2 or 4 values (top right bottom left, CSS order), px or %; at most 50% or 500 px each."""
-    parts = str(raw).split()
+def parse_crop_margin(raw: Any) -> tuple[Margin, Margin, Margin, Margin]:
+    """1, 2 or 4 values (top right bottom left, CSS order), px or % of the subject; at most 50% or 500 px each."""
+    parts = _lengths(raw, "invalid_crop_margin", "crop_margin")
     if len(parts) not in (1, 2, 4):
         raise _bad("invalid_crop_margin", "crop_margin takes 1, 2 or 4 values, each in px or %.")
-    margins = []
-    for part in parts:
-        m = re.fullmatch(NUM + r"(px|%)?", part)
-        if not m:
-            raise _bad("invalid_crop_margin", f"crop_margin value {part!r} is not a number of px or %.")
-        value, pct = float(m.group(1)), m.group(2) == "%"
-        if (pct and value > 50) or (not pct and value > 500):
-            raise _bad("invalid_crop_margin", "crop_margin values are at most 50% or 500px.")
-        margins.append(Margin(value, pct))
+    if any((pct and v > 50) or (not pct and v > 500) for v, pct in parts):
+        raise _bad("invalid_crop_margin", "crop_margin values are at most 50% or 500px.")
+    margins = [Margin(v, pct) for v, pct in parts]
     if len(margins) == 1:
         margins *= 4
     elif len(margins) == 2:
@@ -141,7 +158,8 @@ def parse_crop_margin(raw: str) -> tuple[Margin, Margin, Margin, Margin]:
     return tuple(margins)  # type: ignore[return-value]
 
 
-def parse_scale(raw: str) -> float | None:
+def parse_scale(raw: Any) -> float | None:
+    """'original' (None) or 10%-100% (a fraction)."""
     text = str(raw).strip().lower()
     if text == "original":
         return None
@@ -151,7 +169,8 @@ def parse_scale(raw: str) -> float | None:
     return float(m.group(1)) / 100.0
 
 
-def parse_position(raw: str) -> tuple[float, float] | None | str:
+def parse_position(raw: Any) -> tuple[float, float] | None:
+    """'original' (None), 'center', or one (both axes) or two (horizontal, vertical) percentages."""
     text = str(raw).strip().lower()
     if text == "original":
         return None
@@ -169,8 +188,8 @@ def parse_position(raw: str) -> tuple[float, float] | None | str:
     return (values[0], values[-1])
 
 
-def parse_bg_color(raw: str) -> tuple[int, int, int, int]:
-    """3, 4, 6 or 8 hex digits (with or without #) or a colour name."""
+def parse_bg_color(raw: Any) -> tuple[int, int, int, int]:
+    """3, 4, 6 or 8 hex digits (with or without #) or a CSS colour name; RGBA."""
     text = str(raw).strip()
     hexpart = text[1:] if text.startswith("#") else text
     try:
@@ -181,84 +200,110 @@ def parse_bg_color(raw: str) -> tuple[int, int, int, int]:
         else:
             raise ValueError(text)
     except ValueError as exc:
-        raise _bad("invalid_bg_color", f"bg_color {raw!r} is not a hex colour (e.g. 81d4fa or fff) or a colour "
-                                       f"name.") from exc
+        raise _bad("invalid_bg_color", f"bg_color {raw!r} is not a hex colour (e.g. 81d4fa, fff or 81d4fa77) or a "
+                                       f"colour name.") from exc
     if len(rgba) == 3:
         rgba = (*rgba, 255)
     return tuple(int(c) for c in rgba)  # type: ignore[return-value]
 
 
+def parse_refine_points(raw: Any) -> list[tuple[float, float, int]]:
+    """JSON list of [x, y, label]: x and y as fractions (0-1) of the image's width and height, label 1 = keep
+    (object), 0 = remove (background)."""
+    try:
+        items = json.loads(raw) if isinstance(raw, str) else raw
+        points = [(float(x), float(y), int(label)) for x, y, label in items]
+    except (TypeError, ValueError) as exc:
+        raise _bad("invalid_refine_points", "refine_points must be JSON like [[0.5, 0.6, 1], [0.1, 0.1, 0]]: x and "
+                                            "y as fractions of the image, label 1 keep or 0 remove.") from exc
+    if not points or len(points) > 64:
+        raise _bad("invalid_refine_points", "refine_points takes 1 to 64 points.")
+    if any(not (0 <= x <= 1 and 0 <= y <= 1) or label not in (0, 1) for x, y, label in points):
+        raise _bad("invalid_refine_points", "refine_points: x and y must lie in 0-1, labels must be 0 or 1.")
+    return points
+
+
+def _given(params: dict[str, Any], name: str) -> bool:
+    return params.get(name) not in (None, "")
+
+
 def parse_options(params: dict[str, Any]) -> Options:
-    """Validate every parameter with remove.bg's error codes."""
+    """Validate every parameter with remove.bg's error codes (unknown parameters are ignored, as remove.bg does)."""
     opts = Options()
     get = params.get
-    if get("size") not in (None, ""):
+    if _given(params, "size"):
         opts.size = parse_size(get("size"))
-    if get("type") not in (None, ""):
+    if _given(params, "type"):
         t = str(get("type")).strip().lower()
         if t not in TYPES:
             raise _bad("invalid_type", f"type must be one of {', '.join(TYPES)}, not {get('type')!r}.")
         opts.type = t
-    if get("type_level") not in (None, ""):
+    if _given(params, "type_level"):
         level = str(get("type_level")).strip().lower()
         if level not in ("none", "1", "2", "latest"):
             raise _bad("invalid_type_level", "type_level must be none, 1, 2 or latest.")
         opts.type_level = level
-    if get("format") not in (None, ""):
+    if _given(params, "format"):
         f = str(get("format")).strip().lower()
         f = "jpg" if f == "jpeg" else f
         if f not in FORMATS:
             raise _bad("invalid_format", f"format must be one of {', '.join(FORMATS)}, not {get('format')!r}.")
         opts.format = f
-    if get("roi") not in (None, ""):
+    if _given(params, "roi"):
         opts.roi = parse_roi(get("roi"))
     if get("crop") is not None:
         opts.crop = parse_bool("crop", get("crop"))
-    if get("crop_margin") not in (None, ""):
+    if _given(params, "crop_margin"):
         opts.crop_margin = parse_crop_margin(get("crop_margin"))
-    if get("scale") not in (None, ""):
+    if _given(params, "scale"):
         opts.scale = parse_scale(get("scale"))
-    if get("position") not in (None, ""):
-        opts.position = parse_position(get("position"))  # type: ignore[assignment]
+    if _given(params, "position"):
+        opts.position = parse_position(get("position"))
     elif opts.scale is not None:
-        opts.position = (0.5, 0.5)  # remove.bg centres a scaled subject
-    if get("channels") not in (None, ""):
+        opts.position = (0.5, 0.5)  # remove.bg: scaling implies position=center unless given
+    if _given(params, "channels"):
         ch = str(get("channels")).strip().lower()
         if ch not in ("rgba", "alpha"):
             raise _bad("invalid_channels", "channels must be rgba or alpha.")
         opts.channels = ch
-    if get("bg_color") not in (None, ""):
+    if _given(params, "bg_color"):
         opts.bg_color = parse_bg_color(get("bg_color"))
-    if get("add_shadow") is not None:
-        opts.add_shadow = parse_bool("add_shadow", get("add_shadow"))
-    if get("shadow_type") not in (None, ""):
+    add_shadow = parse_bool("add_shadow", get("add_shadow")) if get("add_shadow") is not None else False
+    shadow_type = None
+    if _given(params, "shadow_type"):
         st = str(get("shadow_type")).strip().lower()
-        if st not in ("car", "3d", "drop"):
-            raise _bad("invalid_shadow_type", "shadow_type must be car, 3D or drop.")
-        opts.shadow_type = st
-    if get("shadow_opacity") not in (None, ""):
+        if st not in (*shadow.SHADOW_TYPES, "none"):
+            raise _bad("invalid_shadow_type", "shadow_type must be car, 3D, drop or none.")
+        shadow_type = None if st == "none" else st
+    opts.shadow_type = shadow_type or ("car" if add_shadow else None)
+    if _given(params, "shadow_opacity"):
         try:
             value = float(get("shadow_opacity"))
         except (TypeError, ValueError):
-            value = -1
+            value = -1.0
         if not 0 <= value <= 100:
             raise _bad("invalid_shadow_opacity", "shadow_opacity must be a number from 0 to 100.")
         opts.shadow_opacity = value / 100.0
     if get("semitransparency") is not None:
         opts.semitransparency = parse_bool("semitransparency", get("semitransparency"))
-    if get("refine") not in (None, ""):
+    if _given(params, "refine"):
         r = str(get("refine")).strip().lower()
         if r not in ("none", "sam"):
             raise _bad("invalid_refine", "refine must be none or sam.")
         opts.refine = r
+    if _given(params, "refine_points"):
+        opts.refine_points = parse_refine_points(get("refine_points"))
+        opts.refine = "sam"
     return opts
 
 
-def decode_b64(raw: str, what: str) -> bytes:
-    """Base64 (optionally a data: URL) to bytes."""
-    text = str(raw).strip()
+def decode_b64(raw: Any, what: str) -> bytes:
+    """Base64 (optionally a data: URL, URL-safe alphabet or unpadded) to bytes."""
+    text = re.sub(r"\s+", "", str(raw))
     if text.startswith("data:") and "," in text:
         text = text.split(",", 1)[1]
+    text = text.replace("-", "+").replace("_", "/")
+    text += "=" * (-len(text) % 4)
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -287,84 +332,145 @@ def _segmenter():  # type: ignore[no-untyped-def]
                          threads=s.models.threads)
 
 
-def cutout_alpha(rgb: np.ndarray, opts: Options) -> np.ndarray:
-    """The alpha matte for the options' type, ROI and refinement."""
+def get_sam():  # type: ignore[no-untyped-def]
+    """The installed Segment Anything predictor, or 503 sam_not_installed."""
+    from models import sam
+
+    s = get_settings()
+    try:
+        return sam.get_sam(s.models.sam_model, models_dir=s.models_dir, device=s.models.device)
+    except ModelError as exc:
+        if exc.code in ("model_unavailable", "model_corrupt"):
+            raise RemoveBgError(
+                f"Segment Anything is not installed on this server ({exc.detail}). An admin can install a checkpoint "
+                f"with `forecourt models install {s.models.sam_model} FILE`.", code="sam_not_installed",
+                title="Segment Anything not installed", status=503) from exc
+        raise
+
+
+def output_format(opts: Options, transparent: bool) -> str:
+    """The format to encode: format=auto gives PNG when the result has transparent regions, else JPG."""
+    if opts.format != "auto":
+        return opts.format
+    if opts.channels == "alpha":
+        return "png"
+    return "png" if transparent else "jpg"
+
+
+def output_megapixels(opts: Options, size: str) -> float:
+    """The output's megapixel cap for a size and the format that will (or may) be PNG."""
+    limit = SIZE_MEGAPIXELS[size]
+    may_be_png = opts.format == "png" or (opts.format == "auto" and (
+        opts.channels == "alpha" or opts.bg_image is None and (opts.bg_color is None or opts.bg_color[3] < 255)))
+    return min(limit, PNG_MEGAPIXELS) if may_be_png else limit
+
+
+def cutout_alpha(rgb: np.ndarray, opts: Options, roi: tuple[int, int, int, int] | None) -> np.ndarray:
+    """The alpha matte for the options' type, ROI, refinement and semitransparency."""
     seg = _segmenter()
-    kind = "car" if opts.type == "car" else "auto"
-    alpha = seg.mask(rgb, kind=kind)
-    if seg.last_model_ms is not None:
+    alpha = seg.mask(rgb, kind="car" if opts.type == "car" else "auto")
+    if getattr(seg, "last_model_ms", None) is not None:
         metrics.observe_inference(seg.name, seg.last_model_ms / 1000.0)
     if opts.refine == "sam":
-        alpha = refine_with_sam(rgb, alpha)
-    if opts.roi is not None:
-        x1, y1, x2, y2 = opts.roi.pixels(rgb.shape[1], rgb.shape[0])
+        alpha = refine_with_sam(rgb, alpha, opts.refine_points)
+    if roi is not None:
+        x1, y1, x2, y2 = roi
         keep = np.zeros_like(alpha)
         keep[y1:y2, x1:x2] = 1.0
         alpha = alpha * keep
     if not opts.semitransparency:
-        alpha = np.clip((alpha - 0.5) * 4.0 + 0.5, 0.0, 1.0)  # hard edges: no see-through glass
-    return alpha
+        alpha = np.clip((alpha - 0.5) * 4.0 + 0.5, 0.0, 1.0)  # only a thin anti-aliased rim stays see-through
+    return alpha.astype(np.float32, copy=False)
 
 
-def refine_with_sam(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Tighten the matte with SAM prompted by its own box; edges keep the matte's softness."""
-    from models.sam import get_sam
-
-    s = get_settings()
-    sam = get_sam(s.models.sam_model, models_dir=s.models_dir, device=s.models.device)
+def refine_with_sam(rgb: np.ndarray, alpha: np.ndarray,
+                    points: list[tuple[float, float, int]] | None = None) -> np.ndarray:
+    """Let SAM, prompted with the matte's box (and the caller's keep/remove points), decide what is the object:
+    the matte is kept (soft edges and all) inside SAM's mask, dropped outside it, and SAM's core fills what the
+    matte missed."""
+    sam = get_sam()
+    h, w = alpha.shape
     box = compose.foreground_box(alpha, 0.5)
-    if box is None:
+    pts = [[x * (w - 1), y * (h - 1)] for x, y, _ in points or []]
+    labels = [label for _, _, label in points or []]
+    if box is None and not pts:
         return alpha
-    mask = sam.predict(rgb, box=[box.left, box.top, box.right, box.bottom]).astype(np.float32)
-    import cv2
+    prompt_box = [box.left, box.top, box.right, box.bottom] if box is not None else None
+    mask = sam.predict(rgb, points=pts or None, labels=labels or None, box=prompt_box).astype(np.uint8)
+    k = max(3, int(round(max(h, w) / 150)) | 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    allowed = cv2.dilate(mask, kernel).astype(np.float32)
+    core = cv2.GaussianBlur(cv2.erode(mask, kernel).astype(np.float32), (k, k), 0)
+    return np.maximum(alpha * allowed, core)
 
-    grown = cv2.dilate(mask, np.ones((9, 9), np.uint8))
-    return alpha * grown
+
+def _check_roi(opts: Options, width: int, height: int) -> tuple[int, int, int, int] | None:
+    if opts.roi is None:
+        return None
+    x1, y1, x2, y2 = opts.roi.pixels(width, height)
+    if x2 > width or y2 > height:
+        raise _bad("roi_exceeds_bounds", f"roi {x1} {y1} {x2} {y2} lies outside the {width}x{height} image.")
+    if x2 <= x1 or y2 <= y1:
+        raise _bad("roi_region_empty", "roi must have x2 > x1 and y2 > y1.")
+    return x1, y1, x2, y2
 
 
 def remove_background(image: Image.Image, opts: Options) -> Result:
-    """Run the whole pipeline on a decoded image."""
+    """Run the whole pipeline on a decoded image (no charging: see `run`)."""
     size = opts.resolved_size
-    limit = SIZE_MEGAPIXELS[size]
-    out_format = opts.format
-    if out_format == "auto":
-        out_format = "png" if opts.bg_color is None and opts.bg_image is None and opts.channels == "rgba" else "jpg"
-    if size == "full" and out_format == "png":
-        limit = 10.0
-    work = imaging.resize_to_megapixels(image, limit)
+    roi = _check_roi(opts, image.width, image.height)
+    work = imaging.resize_to_megapixels(image, output_megapixels(opts, size))
+    if roi is not None and work.size != image.size:  # the ROI follows the image to its working size
+        fx, fy = work.width / image.width, work.height / image.height
+        roi = (int(roi[0] * fx), int(roi[1] * fy), max(int(round(roi[2] * fx)), int(roi[0] * fx) + 1),
+               max(int(round(roi[3] * fy)), int(roi[1] * fy) + 1))
     rgb = np.asarray(work.convert("RGB"))
-    if opts.roi is not None:
-        x1, y1, x2, y2 = opts.roi.pixels(image.width, image.height)
-        if x2 > image.width or y2 > image.height:
-            raise _bad("roi_exceeds_bounds", f"roi {x1} {y1} {x2} {y2} lies outside the {image.width}x{image.height} "
-                                             f"image.")
-        if x2 <= x1 or y2 <= y1:
-            raise _bad("roi_region_empty", "roi must have x2 > x1 and y2 > y1.")
-        if work.size != image.size:  # scale the ROI to the working size
-            fx, fy = work.width / image.width, work.height / image.height
-            opts.roi = Roi((x1 * fx, y1 * fy, x2 * fx, y2 * fy), (False,) * 4)  # type: ignore[arg-type]
-    alpha = cutout_alpha(rgb, opts)
-    if work.mode == "RGBA":  # an input that was already transparent stays so
-        alpha = np.minimum(alpha, np.asarray(work.getchannel("A"), dtype=np.float32) / 255.0)
-    box = compose.foreground_box(alpha)
-    if box is None:
+    alpha = cutout_alpha(rgb, opts, roi)
+    if work.mode == "RGBA":  # an input that was transparent already stays so
+        alpha = np.minimum(alpha, np.asarray(work.getchannel("A"), dtype=np.float32) * (1.0 / 255.0))
+    if compose.foreground_box(alpha) is None:
         raise _bad("unknown_foreground", "Could not identify a foreground in the image.", "Unknown foreground")
     from models.refine import decontaminate
 
-    fg = decontaminate(rgb, alpha)
-    rgba = np.dstack([fg, np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)])
-    if opts.add_shadow:
-        rgba = shadow.add_shadow(rgba, opts.shadow_opacity)
+    alpha_u8 = np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    layers = np.dstack([decontaminate(rgb, alpha), alpha_u8, alpha_u8])  # RGBA + the subject's own alpha
+    if opts.shadow_type is not None:
+        opacity = opts.shadow_opacity if opts.shadow_opacity is not None else SHADOW_DEFAULT_OPACITY[opts.shadow_type]
+        layers[..., :4] = shadow.add_shadow(layers[..., :4], opacity, opts.shadow_type)
     if opts.crop:
-        rgba = compose.crop_with_margin(rgba, compose.foreground_box(rgba[..., 3] / 255.0) or box, opts.crop_margin)
+        layers = compose.crop_with_margin(layers, compose.foreground_box(layers[..., 3]) or Box(0, 0, 1, 1),
+                                          opts.crop_margin)
     if opts.scale is not None or opts.position is not None:
-        rgba = compose.place(rgba, (rgba.shape[1], rgba.shape[0]), opts.scale, opts.position)
-    fg_box = compose.foreground_box(rgba[..., 3].astype(np.float32) / 255.0 * (1.0 if not opts.add_shadow else 1.0))
-    if opts.bg_image is not None:
-        rgba = compose.composite(rgba, compose.cover(opts.bg_image, (rgba.shape[1], rgba.shape[0])))
-    elif opts.bg_color is not None:
-        rgba = compose.composite(rgba, opts.bg_color)
-    body, media = compose.encode(rgba, out_format, channels=opts.channels)
-    ext = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "application/zip": "zip"}[media]
-    detected = opts.type if opts.type != "auto" else "other"
-    return Result(body, media, rgba.shape[1], rgba.shape[0], fg_box, detected, opts.credits, ext)
+        layers = compose.place(layers, (layers.shape[1], layers.shape[0]), opts.scale, opts.position)
+    rgba = np.ascontiguousarray(layers[..., :4])
+    fg_box = compose.foreground_box(layers[..., 4])
+    if opts.channels == "rgba":
+        if opts.bg_image is not None:
+            rgba = compose.composite(rgba, compose.cover(opts.bg_image, (rgba.shape[1], rgba.shape[0])))
+        elif opts.bg_color is not None:
+            rgba = compose.composite(rgba, opts.bg_color)
+    fmt = output_format(opts, compose.has_transparency(rgba))
+    body, media = compose.encode(rgba, fmt, channels=opts.channels)
+    return Result(body, media, rgba.shape[1], rgba.shape[0], fg_box, opts.type if opts.type != "auto" else "other",
+                  SIZE_CREDITS[size], MEDIA_EXTENSIONS[media])
+
+
+def run(image: Image.Image, opts: Options) -> Result:
+    """Charge the request's credits and remove the background; any error refunds them. size=auto takes the full
+    size when the credits allow it and the image is larger than a preview, else the preview."""
+    from server.services.metering import charge
+
+    if opts.refine == "sam":
+        get_sam()  # 503 before any work when it is not installed
+    sizes = [opts.size]
+    if opts.size == "auto":
+        sizes = ["preview"] if image.width * image.height <= SIZE_MEGAPIXELS["preview"] * 1e6 else ["full", "preview"]
+    for i, size in enumerate(sizes):
+        sized = replace(opts, size=size)
+        try:
+            with charge("credits", sized.credits):
+                return remove_background(image, sized)
+        except LicensingError as exc:
+            if exc.code != "insufficient_credits" or i == len(sizes) - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
