@@ -85,10 +85,12 @@ class RemovebgSettings(Section):
     max_file_mb: int = Field(22, ge=1, le=200, description="Largest input image file in MB (file_too_large above).")
     url_allow_hosts: list[str] = Field(
         default_factory=list,
-        description="Hosts image_url / bg_image_url may fetch from; empty turns URL inputs off. Hosts that "
-        "resolve to private or loopback addresses are always refused.",
+        description="Hosts image_url / bg_image_url may fetch from (`*.example.com` allows its subdomains); empty "
+        "turns URL inputs off. Hosts that resolve to private or loopback addresses are always refused.",
     )
     url_timeout_seconds: int = Field(15, ge=1, le=120, description="Time limit for fetching an image_url.")
+    batch_workers: int = Field(
+        2, ge=1, le=64, description="Images in parallel for `forecourt removebg` (its --workers overrides).")
 
 
 class RecognitionSettings(Section):
