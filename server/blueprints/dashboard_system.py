@@ -1,0 +1,66 @@
+"""Dashboard: the System page (models installed and verified, readiness, disk use, version)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from pathlib import Path
+from typing import Any
+
+from flask import render_template
+
+from models.registry import model_status
+from server.blueprints.dashboard import admin_required, bp
+from server.config import get_settings
+from server.readiness import run_checks
+from server.version import __version__
+
+CHECK_LABELS = {"database": "Database", "segmenter": "Background-removal model", "sam": "Segment Anything (optional)",
+                "license": "License"}
+
+
+def folder_bytes(path: Path) -> int:
+    """Total size of the files under a folder (0 when it does not exist)."""
+    total = 0
+    if path.is_file():
+        return path.stat().st_size
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += (Path(root) / name).stat().st_size
+            except OSError:
+                pass  # a file removed while we walk
+    return total
+
+
+def human_bytes(n: float) -> str:
+    """1234567 -> '1.2 MB'."""
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+@bp.get("/system")
+@admin_required
+def system() -> Any:
+    """Is the box healthy: readiness checks, models, disk, version."""
+    s = get_settings()
+    checks = [{"name": CHECK_LABELS.get(c.name, c.name.replace("_", " ").capitalize()), "ok": c.ok,
+               "detail": c.detail, "required": c.required} for c in run_checks()]
+    ready = all(c["ok"] for c in checks if c["required"])
+    disk = shutil.disk_usage(s.data_dir)
+    db_files = [s.db_path, s.db_path.with_name(s.db_path.name + "-wal")]
+    parts = [("Database", sum(p.stat().st_size for p in db_files if p.exists())),
+             ("Images", folder_bytes(s.data_dir / "images")),
+             ("Indexes", folder_bytes(s.data_dir / "indexes")),
+             ("Models", folder_bytes(s.models_dir))]
+    return render_template(
+        "system.html", checks=checks, ready=ready, models=model_status(s.models_dir),
+        disk={"total": human_bytes(disk.total), "free": human_bytes(disk.free), "used_pct":
+              round(100 * (disk.total - disk.free) / disk.total) if disk.total else 0,
+              "low": disk.total > 0 and disk.free / disk.total < 0.1},
+        parts=[(name, human_bytes(size)) for name, size in parts], version=__version__,
+        python=platform.python_version(), data_dir=str(s.data_dir), models_dir=str(s.models_dir))

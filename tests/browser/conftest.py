@@ -1,0 +1,131 @@
+"""Browser fixtures: one real gunicorn for the module (trusting a throwaway vendor key), Debian's Chromium driven by
+Playwright, signed-in pages, and screenshots under test-artifacts/screenshots/."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, LiveServer, start_live_server, stop_live_server
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+PASSWORD = "correct horse battery"
+WIDE, NARROW = (1280, 800), (390, 844)
+
+
+@dataclass
+class Dashboard:
+    """The server under test, its vendor (signs license files) and its two users."""
+
+    server: LiveServer
+    vendor: object
+    admin_email: str = "admin@dealer.example"
+    member_email: str = "sales@dealer.example"
+    password: str = PASSWORD
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+@pytest.fixture(scope="module")
+def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
+    """gunicorn (2 workers x 4 threads) on a fresh data folder, with an admin and a member."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `bash scripts/install_chromium.sh` (make browser)")
+    from licensing.testing import ThrowawayVendor
+
+    vendor = ThrowawayVendor()
+    data = tmp_path_factory.mktemp("dash") / "data"
+    data.mkdir()
+    server = start_live_server(data, extra_env={"FORECOURT_LICENSING__PUBLIC_KEYS": json.dumps([vendor.public_key])})
+    dash = Dashboard(server, vendor)
+    try:
+        from server.services import accounts
+        from server.store import open_db
+
+        db = open_db(data / "forecourt.db")
+        for email, role in ((dash.admin_email, "admin"), (dash.member_email, "member")):
+            accounts.create_user(db, email, PASSWORD, role)
+        db.close()
+        yield dash
+    finally:
+        stop_live_server(server)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """Headless Debian Chromium (Playwright never downloads a browser here)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def new_page(browser, dash: Dashboard, *, viewport: tuple[int, int] = WIDE,  # type: ignore[no-untyped-def]
+             storage_state: dict | None = None):
+    """A fresh browser context (own cookies, or a saved session's) and page; JavaScript errors are collected."""
+    context = browser.new_context(base_url=dash.url, viewport={"width": viewport[0], "height": viewport[1]},
+                                  accept_downloads=True, storage_state=storage_state)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=dash.url)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.js_errors = errors  # type: ignore[attr-defined]
+    return page
+
+
+def sign_in(page, email: str, password: str = PASSWORD) -> None:  # type: ignore[no-untyped-def]
+    """Sign in through the form, as a person would."""
+    page.goto("/login")
+    page.get_by_label("E-mail").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/$"))
+
+
+@pytest.fixture(scope="module")
+def sessions(browser, dashboard: Dashboard) -> dict[str, dict]:
+    """Sign in once per role through the form; later pages start from the saved cookies."""
+    out = {}
+    for role, email in (("admin", dashboard.admin_email), ("member", dashboard.member_email)):
+        page = new_page(browser, dashboard)
+        sign_in(page, email)
+        out[role] = page.context.storage_state()
+        page.context.close()
+    return out
+
+
+def _signed_in_page(browser, dashboard: Dashboard, state: dict) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    page = new_page(browser, dashboard, storage_state=state)
+    page.goto("/")
+    yield page
+    assert page.js_errors == [], page.js_errors  # type: ignore[attr-defined]
+    page.context.close()
+
+
+@pytest.fixture
+def admin_page(browser, dashboard: Dashboard, sessions: dict[str, dict]) -> Iterator[object]:
+    yield from _signed_in_page(browser, dashboard, sessions["admin"])
+
+
+@pytest.fixture
+def member_page(browser, dashboard: Dashboard, sessions: dict[str, dict]) -> Iterator[object]:
+    yield from _signed_in_page(browser, dashboard, sessions["member"])
+
+
+@pytest.fixture(scope="session")
+def screenshots_dir() -> Path:
+    d = REPO / "test-artifacts" / "screenshots"
+    d.mkdir(parents=True, exist_ok=True)
+    return d

@@ -1,0 +1,328 @@
+"""The dashboard in a real browser: headless Chromium (Playwright) against real gunicorn, as dealership staff use it.
+
+Sign in, API keys, the license file, Try it with the real model, usage growing after API calls, and every page at
+1280 and 390 px (screenshots to test-artifacts/screenshots/), keyboard-reachable and without sideways scrolling."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from pathlib import Path
+
+import pytest
+import requests
+from PIL import Image
+
+from tests.browser.conftest import NARROW, WIDE, Dashboard, new_page, sign_in
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CAR_PHOTO = "carvana/images/0ce66b539f52_01.jpg"
+_state: dict[str, str] = {}
+
+# Every visible control a person may use, and the one that has the keyboard focus.
+CONTROLS_JS = """() => {
+  const sel = 'a[href], button, input:not([type=hidden]), select, textarea, summary';
+  const key = el => el.type === 'radio' ? 'radio:' + el.name : (el.id || el.name || el.textContent.trim().slice(0, 40)
+                     || el.outerHTML.slice(0, 60));
+  return [...document.querySelectorAll(sel)].filter(el => el.checkVisibility() && !el.disabled).map(key);
+}"""
+WIDE_JS = """() => [...document.querySelectorAll('body *')].filter(el => el.getBoundingClientRect().right >
+  window.innerWidth + 0.5).slice(0, 5).map(el => el.tagName + '.' + el.className + ' ' + el.getBoundingClientRect().right)"""
+FOCUSED_JS = """() => { const el = document.activeElement; if (!el || el === document.body) return null;
+  return el.type === 'radio' ? 'radio:' + el.name : (el.id || el.name || el.textContent.trim().slice(0, 40)
+         || el.outerHTML.slice(0, 60)); }"""
+
+
+def _nav(page, name: str):  # type: ignore[no-untyped-def]
+    return page.get_by_role("navigation", name="Main").get_by_role("link", name=name, exact=True)
+
+
+def _figure(page, selector: str, attr: str) -> float:  # type: ignore[no-untyped-def]
+    return float(page.locator(selector).first.get_attribute(attr))
+
+
+@pytest.fixture(scope="module")
+def tryit_url(browser, dashboard: Dashboard, sessions: dict[str, dict], shared_data: Path) -> str:
+    """Upload a car photo on Try it once (real model), as the admin; the result page's address."""
+    page = new_page(browser, dashboard, storage_state=sessions["admin"])
+    page.goto("/try")
+    page.set_input_files("#photo", str(shared_data / CAR_PHOTO))
+    page.get_by_label("A car (drops everything else)").check()
+    page.get_by_label("Transparent").check()
+    page.get_by_role("button", name="Remove background").click()
+    page.wait_for_url(re.compile(r"/try/[A-Za-z0-9_-]{20,}$"), timeout=120_000)
+    assert page.js_errors == []  # type: ignore[attr-defined]
+    url = page.url
+    page.context.close()
+    return url
+
+
+def test_sign_in_with_the_keyboard_and_plain_words_on_failure(browser, dashboard: Dashboard) -> None:
+    page = new_page(browser, dashboard)
+    page.goto("/keys")
+    assert "/login?next=/keys" in page.url  # a dashboard page without a session goes to sign in
+    page.keyboard.type(dashboard.admin_email)  # the e-mail field has the focus
+    page.keyboard.press("Tab")
+    page.keyboard.type("not the password")
+    page.keyboard.press("Enter")
+    alert = page.get_by_role("alert")
+    assert "e-mail address or password is wrong" in alert.inner_text()
+    assert "{" not in page.content().split("<main", 1)[1]  # no JSON in the page
+    page.get_by_label("Password").fill(dashboard.password)
+    page.get_by_label("Password").press("Enter")
+    page.wait_for_url(re.compile(r"/keys$"))  # back where the visitor wanted to go
+    assert page.get_by_role("heading", name="API keys").is_visible()
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(re.compile(r"/login$"))
+    assert "You are signed out" in page.inner_text("main")
+    page.goto("/")
+    assert "/login" in page.url
+    page.context.close()
+
+
+def test_member_gets_a_friendly_403_and_no_admin_links(member_page) -> None:
+    page = member_page
+    nav = page.get_by_role("navigation", name="Main")
+    assert nav.get_by_role("link", name="Try it").is_visible()
+    for admin_link in ("Users", "License", "System"):
+        assert nav.get_by_role("link", name=admin_link).count() == 0
+    for path in ("/users", "/license", "/system"):
+        resp = page.goto(path)
+        assert resp.status == 403
+        assert page.get_by_role("heading", name="This page is for admins").is_visible()
+        assert "Traceback" not in page.content() and '"errors"' not in page.content()
+
+
+def test_create_copy_use_and_revoke_a_key(admin_page, dashboard: Dashboard) -> None:
+    page = admin_page
+    _nav(page, "API keys").click()
+    page.get_by_label("Name").fill("Website uploads")
+    page.get_by_role("button", name="Create key").click()
+    secret = page.locator("#new-key-value").input_value()
+    assert re.fullmatch(r"fc_[A-Za-z0-9_-]{40,}", secret)
+    page.get_by_role("button", name="Copy").click()
+    page.get_by_text("Copied.").wait_for()
+    assert page.evaluate("navigator.clipboard.readText()") == secret
+    assert requests.get(dashboard.url + "/v1/me", headers={"X-Api-Key": secret}, timeout=10).status_code == 200
+    page.goto("/keys")
+    assert secret not in page.content()  # shown once only
+    row = page.locator("tr.active", has_text="Website uploads")
+    assert row.count() == 1
+    page.once("dialog", lambda d: d.accept())
+    row.get_by_role("button", name="Revoke").click()
+    page.get_by_role("status").filter(has_text="is revoked").wait_for()
+    assert page.locator("tr.revoked", has_text="Website uploads").count() == 1
+    assert requests.get(dashboard.url + "/v1/me", headers={"X-Api-Key": secret}, timeout=10).status_code == 403
+
+
+def test_install_a_license_file_and_a_credit_pack_and_see_the_state_change(admin_page, dashboard: Dashboard,
+                                                                           tmp_path: Path) -> None:
+    page = admin_page
+    state = page.locator("#license-state")
+    assert state.get_attribute("data-state") == "trial"
+    assert re.search(r"Trial: 2[01] days left", state.inner_text())
+    _nav(page, "License").click()
+    fingerprint = page.locator("#fingerprint").input_value()
+    assert fingerprint
+    # a file that is not a license: refused in plain words, the trial stays
+    junk = tmp_path / "photo.lic"
+    junk.write_text("hello, this is not a license")
+    page.set_input_files("#license-file", str(junk))
+    page.get_by_role("button", name="Install file").click()
+    assert "not a Forecourt license file" in page.get_by_role("alert").inner_text()
+    # a license for another box: refused, with what to do
+    other = tmp_path / "other.lic"
+    other.write_text(dashboard.vendor.license("FC-0000-0000-0000", "standard"))  # type: ignore[attr-defined]
+    page.set_input_files("#license-file", str(other))
+    page.get_by_role("button", name="Install file").click()
+    assert "fingerprint" in page.get_by_role("alert").inner_text()
+    assert page.locator("#license-state").get_attribute("data-state") == "trial"
+    # the vendor's license for this box
+    lic = tmp_path / "acme.lic"
+    lic.write_text(dashboard.vendor.license(fingerprint, "starter", customer="Acme Motors"))  # type: ignore[attr-defined]
+    page.set_input_files("#license-file", str(lic))
+    page.get_by_role("button", name="Install file").click()
+    assert "installed" in page.get_by_role("status").first.inner_text()
+    assert page.locator("#license-state").get_attribute("data-state") == "active"
+    assert page.locator("#plan-name").inner_text() == "starter"
+    # a credit pack, pasted as text
+    page.get_by_text("Or paste the text").click()
+    page.get_by_label("License text").fill(dashboard.vendor.pack(fingerprint, 300, customer="Acme Motors"))  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Install file").click()
+    assert "300 credits" in page.get_by_role("status").first.inner_text()
+    _nav(page, "Overview").click()
+    assert page.locator("#license-state").get_attribute("data-state") == "active"
+    assert page.locator("#license-state h2").inner_text() == "Licensed"
+    assert page.locator("#payg-left").inner_text() == "300"
+    assert page.locator(".notice-item", has_text="License installed").count() == 1
+
+
+def test_try_it_shows_the_result_over_a_checkerboard_and_downloads_it(admin_page, tryit_url: str,
+                                                                      tmp_path: Path) -> None:
+    page = admin_page
+    page.goto(tryit_url)
+    compare = page.locator("#compare")
+    assert "conic-gradient" in compare.evaluate("el => getComputedStyle(el).backgroundImage")
+    assert page.locator("#result-image").evaluate("img => img.complete && img.naturalWidth") > 0
+    # the slider works with the keyboard
+    slider = page.get_by_label("Compare before and after")
+    slider.focus()
+    for _ in range(5):
+        page.keyboard.press("ArrowLeft")
+    assert page.locator("#before-layer").evaluate("el => el.style.clipPath") == "inset(0px 55% 0px 0px)"
+    with page.expect_download() as info:
+        page.get_by_role("link", name="Download PNG").click()
+    download = info.value
+    assert download.suggested_filename == "0ce66b539f52_01-no-bg.png"
+    path = tmp_path / download.suggested_filename
+    download.save_as(path)
+    img = Image.open(path)
+    assert img.mode == "RGBA" and img.width * img.height <= 250_000
+    alpha = img.getchannel("A")
+    assert alpha.getextrema() == (0, 255)  # background gone, car kept
+    assert "charged 0.25 credits" in page.inner_text("#result")
+
+
+def test_try_it_says_plainly_what_is_wrong_with_a_bad_file(admin_page, tmp_path: Path) -> None:
+    page = admin_page
+    page.goto("/try")
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("this is a shopping list, not a photo")
+    page.set_input_files("#photo", str(bad))
+    page.get_by_role("button", name="Remove background").click()
+    alert = page.get_by_role("alert")
+    assert "photo" in alert.inner_text() and "JPG" in alert.inner_text()
+    assert "{" not in alert.inner_text() and "Traceback" not in page.content()
+
+
+def test_usage_grows_after_api_calls(admin_page, dashboard: Dashboard, shared_data: Path, tryit_url: str) -> None:
+    page = admin_page
+    page.goto("/keys")
+    page.get_by_label("Name").fill("Photo studio")
+    page.get_by_role("button", name="Create key").click()
+    secret = page.locator("#new-key-value").input_value()
+    page.goto("/usage")
+    before = {m: _figure(page, f"section[data-metric={m}] [data-total]", "data-total") for m in ("credits", "scans")}
+    page.goto("/")
+    used_before = _figure(page, ".bar-row[data-metric=credits] .bar-figures", "data-used")
+
+    with open(shared_data / CAR_PHOTO, "rb") as f:
+        resp = requests.post(dashboard.url + "/v1.0/removebg", headers={"X-Api-Key": secret},
+                             files={"image_file": f}, data={"size": "preview", "type": "car"}, timeout=120)
+    assert resp.status_code == 200, resp.text[:300]
+    assert resp.headers["X-Credits-Charged"] == "0.25"
+    resp = requests.post(dashboard.url + "/v1/metering/probe", headers={"X-Api-Key": secret},
+                         json={"metric": "scans", "amount": 3}, timeout=30)
+    assert resp.status_code == 200, resp.text[:300]
+
+    page.goto("/usage")
+    page.locator("#chart-credits[data-rendered=yes]").wait_for()
+    after = {m: _figure(page, f"section[data-metric={m}] [data-total]", "data-total") for m in ("credits", "scans")}
+    assert after["credits"] == pytest.approx(before["credits"] + 0.25)
+    assert after["scans"] == pytest.approx(before["scans"] + 3)
+    # per key: only this key's use
+    page.get_by_role("combobox", name="API key").select_option(label=f"Photo studio ({secret[:10]}…)")
+    page.get_by_role("button", name="Show").click()
+    assert _figure(page, "section[data-metric=credits] [data-total]", "data-total") == pytest.approx(0.25)
+    assert _figure(page, "section[data-metric=scans] [data-total]", "data-total") == pytest.approx(3)
+    with page.expect_download() as info:
+        page.get_by_role("link", name="Download CSV").click()
+    rows = list(csv.DictReader(io.StringIO(Path(info.value.path()).read_text())))
+    assert {(r["metric"], float(r["amount"])) for r in rows} == {("credits", 0.25), ("scans", 3.0)}
+    assert {r["key_name"] for r in rows} == {f"Photo studio ({secret[:10]}…)"}
+    # months view counts the same, and the overview's bar moved
+    page.get_by_label("Months").check()
+    page.get_by_role("button", name="Show").click()
+    assert _figure(page, "section[data-metric=credits] [data-total]", "data-total") == pytest.approx(0.25)
+    page.goto("/")
+    assert _figure(page, ".bar-row[data-metric=credits] .bar-figures", "data-used") == pytest.approx(used_before + 0.25)
+
+
+def test_admin_manages_users(admin_page, browser, dashboard: Dashboard) -> None:
+    page = admin_page
+    page.goto("/users")
+    page.get_by_label("E-mail").fill("new.hire@dealer.example")
+    page.get_by_label("First password").fill("short")
+    page.evaluate("document.querySelector('input[name=password]').removeAttribute('minlength')")
+    page.get_by_role("button", name="Add user").click()
+    assert "too short" in page.get_by_role("alert").inner_text()
+    page.get_by_label("First password").fill("a long first password")
+    page.get_by_role("button", name="Add user").click()
+    row = page.locator("tr", has_text="new.hire@dealer.example")
+    assert row.count() == 1
+    row.get_by_label("Role of new.hire@dealer.example").select_option("admin")
+    row.get_by_role("button", name="Save").click()
+    assert "is now an admin" in page.get_by_role("status").first.inner_text()
+    page.locator("tr", has_text="new.hire@dealer.example").get_by_role("button", name="Reset link").click()
+    link = page.locator("#reset-link-value").input_value()
+    assert "/reset/" in link
+    # the new user follows the link and sets a password
+    other = new_page(browser, dashboard)
+    other.goto(link)
+    other.locator("input[name=new_password]").fill("chosen by the new hire")
+    other.get_by_label("New password again").fill("chosen by the new hire")
+    other.get_by_role("button", name="Set password").click()
+    sign_in(other, "new.hire@dealer.example", "chosen by the new hire")
+    assert other.get_by_role("link", name="System").is_visible()  # admin now
+    other.context.close()
+    page.goto("/users")
+    page.once("dialog", lambda d: d.accept())
+    page.locator("tr", has_text="new.hire@dealer.example").get_by_role("button", name="Delete").click()
+    assert "was deleted" in page.get_by_role("status").first.inner_text()
+    assert page.locator("tr", has_text="new.hire@dealer.example").count() == 0
+
+
+def test_system_page_shows_models_readiness_disk_and_version(admin_page) -> None:
+    page = admin_page
+    page.goto("/system")
+    model = page.locator("tr[data-model=isnet-general]")
+    assert model.locator("td[data-label=Verified]").inner_text() == "yes"
+    assert page.locator("tr[data-model=sam-vit-b] td[data-label=Installed]").inner_text() == "no"
+    assert page.locator("#readiness").get_attribute("data-ready") == "yes"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", page.locator("#version").inner_text())
+    assert "free of" in page.inner_text("main")
+
+
+def _pages(tryit_url: str) -> list[tuple[str, str, str]]:
+    """(name, who, path) of every page."""
+    return [("login", "nobody", "/login"), ("forgot", "nobody", "/forgot"), ("reset", "nobody", "/reset/not-a-token"),
+            ("overview", "admin", "/"), ("usage", "admin", "/usage"), ("keys", "admin", "/keys"),
+            ("users", "admin", "/users"), ("license", "admin", "/license"), ("tryit", "admin", "/try"),
+            ("tryit-result", "admin", tryit_url), ("system", "admin", "/system"), ("account", "admin", "/account"),
+            ("overview-member", "member", "/"), ("forbidden-member", "member", "/system")]
+
+
+def test_every_page_at_1280_and_390_px_keyboard_reachable(browser, dashboard: Dashboard, sessions: dict[str, dict],
+                                                          tryit_url: str, screenshots_dir: Path) -> None:
+    pages = {"nobody": new_page(browser, dashboard),
+             "admin": new_page(browser, dashboard, storage_state=sessions["admin"]),
+             "member": new_page(browser, dashboard, storage_state=sessions["member"])}
+    shots = []
+    for name, who, path in _pages(tryit_url):
+        page = pages[who]
+        for width, height in (WIDE, NARROW):
+            page.set_viewport_size({"width": width, "height": height})
+            page.goto(path)
+            page.wait_for_load_state("load")
+            if name == "usage":
+                page.locator("canvas[data-rendered=yes]").first.wait_for()
+            shot = screenshots_dir / f"{name}-{width}.png"
+            page.screenshot(path=str(shot), full_page=True)
+            overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0, f"{name} scrolls sideways by {overflow}px at {width}px: {page.evaluate(WIDE_JS)}"
+            shots.append(shot)
+        # keyboard: Tab reaches every visible control (a radio group counts once: arrows move inside it)
+        page.set_viewport_size({"width": WIDE[0], "height": WIDE[1]})
+        page.goto(path)
+        controls = set(page.evaluate(CONTROLS_JS))
+        reached = set()
+        for _ in range(len(controls) * 2 + 5):
+            page.keyboard.press("Tab")
+            reached.add(page.evaluate(FOCUSED_JS))
+        assert controls <= reached, f"{name}: not reachable by Tab: {controls - reached}"
+    for page in pages.values():
+        assert page.js_errors == [], page.js_errors  # type: ignore[attr-defined]
+        page.context.close()
+    assert len(shots) == 2 * len(_pages(tryit_url)) and all(s.stat().st_size > 5000 for s in shots)

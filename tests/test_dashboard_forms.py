@@ -1,0 +1,206 @@
+"""Dashboard access control and CSRF with the Flask test client: who may open or post what, and a form without a
+valid token changes nothing."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+
+from licensing.testing import ThrowawayVendor
+from tests.conftest import Account, make_account
+
+PAGES = ["/", "/keys", "/users", "/license", "/try", "/usage", "/usage.csv", "/system", "/account"]
+ADMIN_PAGES = ["/users", "/license", "/system"]
+
+
+@pytest.fixture
+def vendor() -> ThrowawayVendor:
+    return ThrowawayVendor()
+
+
+@pytest.fixture
+def settings_dict(settings_dict: dict, vendor: ThrowawayVendor) -> dict:
+    """The test app trusts a throwaway vendor's key."""
+    settings_dict["licensing"]["public_keys"] = [vendor.public_key]
+    return settings_dict
+
+
+def csrf_token(client, path: str = "/login") -> str:
+    """The CSRF token from a dashboard page's form."""
+    match = re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).get_data(as_text=True))
+    assert match, f"no CSRF token on {path}"
+    return match.group(1)
+
+
+def sign_in(client, account: Account) -> None:
+    resp = client.post("/login", data={"email": account.email, "password": account.password,
+                                       "csrf_token": csrf_token(client)})
+    assert resp.status_code == 302, resp.get_data(as_text=True)[-1000:]
+
+
+def keys_of(app, user_id: int | None = None) -> list[dict]:
+    from server.services import accounts
+    from server.store import get_db
+
+    with app.app_context():
+        return accounts.list_keys(get_db(), user_id)
+
+
+def user_emails(app) -> list[str]:
+    from server.services import accounts
+    from server.store import get_db
+
+    with app.app_context():
+        return sorted(u["email"] for u in accounts.list_users(get_db()))
+
+
+def role_of(app, user_id: int) -> str:
+    from server.services import accounts
+    from server.store import get_db
+
+    with app.app_context():
+        return accounts.get_user(get_db(), user_id)["role"]
+
+
+def license_state(app) -> str:
+    from server.services import licensing
+
+    with app.app_context():
+        return licensing.box().state()["state"]
+
+
+def test_signed_out_visitors_are_sent_to_sign_in(client) -> None:
+    for path in PAGES:
+        resp = client.get(path)
+        assert resp.status_code == 302, path
+        assert resp.headers["Location"].startswith("/login?next="), path
+
+
+def test_signed_out_posts_change_nothing(client, app, admin: Account) -> None:
+    token = csrf_token(client)
+    assert client.post("/keys", data={"name": "x", "csrf_token": token}).status_code == 302
+    assert client.post("/users", data={"email": "n@dealer.example", "password": "correct horse battery",
+                                       "csrf_token": token}).status_code == 302
+    assert [k["name"] for k in keys_of(app)] == ["admin key"]
+    assert user_emails(app) == [admin.email]
+
+
+def test_members_get_a_friendly_403_html_page_on_admin_pages(client, member: Account) -> None:
+    sign_in(client, member)
+    for path in ADMIN_PAGES:
+        resp = client.get(path)
+        assert resp.status_code == 403, path
+        assert resp.mimetype == "text/html", path
+        assert "<html" in resp.get_data(as_text=True) and '"errors"' not in resp.get_data(as_text=True)
+    for path in set(PAGES) - set(ADMIN_PAGES):
+        assert client.get(path).status_code == 200, path
+    overview = client.get("/").get_data(as_text=True)
+    assert 'href="/keys"' in overview and 'href="/users"' not in overview and 'href="/system"' not in overview
+
+
+def test_admin_opens_every_page(client, admin: Account) -> None:
+    sign_in(client, admin)
+    for path in PAGES:
+        assert client.get(path).status_code == 200, path
+
+
+def test_members_cannot_post_admin_forms(client, app, member: Account, admin: Account,
+                                         vendor: ThrowawayVendor) -> None:
+    sign_in(client, member)
+    token = csrf_token(client, "/keys")
+    posts = [
+        ("/users", {"email": "n@dealer.example", "password": "correct horse battery", "role": "admin"}),
+        (f"/users/{member.user_id}/role", {"role": "admin"}),
+        (f"/users/{admin.user_id}/delete", {}),
+        (f"/users/{admin.user_id}/reset-link", {}),
+        ("/license", {"license_text": vendor.license(None)}),
+    ]
+    for path, data in posts:
+        assert client.post(path, data={**data, "csrf_token": token}).status_code == 403, path
+    assert role_of(app, member.user_id) == "member"
+    assert user_emails(app) == sorted([admin.email, member.email])
+    assert license_state(app) == "trial"
+
+
+def test_members_cannot_revoke_someone_elses_key(client, app, member: Account) -> None:
+    other = make_account(app, "boss@dealer.example", "admin")
+    sign_in(client, member)
+    resp = client.post(f"/keys/{other.key_id}/revoke", data={"csrf_token": csrf_token(client, "/keys")})
+    assert resp.status_code == 404
+    assert client.get("/v1/account", headers=other.headers).status_code == 200
+
+
+def _forms(admin: Account, member: Account, vendor: ThrowawayVendor) -> list[tuple[str, dict]]:
+    """Every form the dashboard posts, with fields that would succeed given a valid token."""
+    return [
+        ("/keys", {"name": "sneaky"}),
+        (f"/keys/{admin.key_id}/revoke", {}),
+        ("/users", {"email": "n@dealer.example", "password": "correct horse battery", "role": "member"}),
+        (f"/users/{member.user_id}/role", {"role": "admin"}),
+        (f"/users/{member.user_id}/delete", {}),
+        (f"/users/{member.user_id}/reset-link", {}),
+        ("/license", {"license_text": vendor.license(None)}),
+        ("/try", {"photo": (io.BytesIO(b"\xff\xd8 not really"), "car.jpg")}),
+        ("/try/abc/refine", {"points": "[]"}),
+        ("/account", {"action": "email", "email": "z@dealer.example", "password": admin.password}),
+        ("/logout", {}),
+    ]
+
+
+@pytest.mark.parametrize("bad_token", [None, "forged"])
+def test_every_form_refuses_a_missing_or_wrong_csrf_token(client, app, admin: Account, member: Account,
+                                                          vendor: ThrowawayVendor, bad_token: str | None) -> None:
+    sign_in(client, admin)
+    for path, data in _forms(admin, member, vendor):
+        extra = {} if bad_token is None else {"csrf_token": bad_token}
+        resp = client.post(path, data={**data, **extra}, content_type="multipart/form-data")
+        assert resp.status_code == 400, path
+        assert resp.mimetype == "text/html", path
+    # Nothing happened: no key made or revoked, no user added, changed or deleted, no license, still signed in.
+    assert [(k["name"], k["revoked_at"]) for k in keys_of(app)] == [("admin key", None), ("member key", None)]
+    assert user_emails(app) == sorted([admin.email, member.email])
+    assert role_of(app, member.user_id) == "member"
+    assert license_state(app) == "trial"
+    assert client.get("/").status_code == 200
+
+
+def test_forms_with_the_token_do_their_work(client, app, admin: Account, member: Account,
+                                            vendor: ThrowawayVendor) -> None:
+    """The same forms succeed with a valid token (so the refusals above are the token's doing)."""
+    sign_in(client, admin)
+    token = csrf_token(client, "/keys")
+    resp = client.post("/keys", data={"name": "Website uploader", "csrf_token": token})
+    assert resp.status_code == 201
+    secret = re.search(r"fc_[A-Za-z0-9_-]{20,}", resp.get_data(as_text=True))
+    assert secret, "the new key's secret is shown once"
+    assert client.get("/v1/account", headers={"X-Api-Key": secret.group(0)}).status_code == 200
+    assert secret.group(0) not in client.get("/keys").get_data(as_text=True)
+    new_key = [k for k in keys_of(app) if k["name"] == "Website uploader"][0]
+    assert client.post(f"/keys/{new_key['id']}/revoke", data={"csrf_token": token}).status_code == 302
+    assert client.get("/v1/account", headers={"X-Api-Key": secret.group(0)}).status_code == 403
+
+    assert client.post("/users", data={"email": "n@dealer.example", "password": "correct horse battery",
+                                       "role": "member", "csrf_token": token}).status_code == 302
+    assert client.post(f"/users/{member.user_id}/role", data={"role": "admin",
+                                                              "csrf_token": token}).status_code == 302
+    assert role_of(app, member.user_id) == "admin"
+    resp = client.post(f"/users/{member.user_id}/reset-link", data={"csrf_token": token})
+    assert resp.status_code == 200 and re.search(r"/reset/[\w-]{20,}", resp.get_data(as_text=True))
+    assert client.post(f"/users/{member.user_id}/delete", data={"csrf_token": token}).status_code == 302
+    assert user_emails(app) == sorted([admin.email, "n@dealer.example"])
+
+    fingerprint = re.search(r"FC(?:-[A-Z0-9]{4}){5}", client.get("/license").get_data(as_text=True)).group(0)
+    resp = client.post("/license", data={"license_text": vendor.license(fingerprint), "csrf_token": token})
+    assert resp.status_code == 302
+    assert license_state(app) == "active"
+
+
+def test_admins_cannot_demote_or_delete_themselves(client, app, admin: Account) -> None:
+    sign_in(client, admin)
+    token = csrf_token(client, "/users")
+    assert client.post(f"/users/{admin.user_id}/role", data={"role": "member",
+                                                             "csrf_token": token}).status_code == 400
+    assert client.post(f"/users/{admin.user_id}/delete", data={"csrf_token": token}).status_code == 400
+    assert role_of(app, admin.user_id) == "admin"
