@@ -8,12 +8,14 @@ from apiflask import APIBlueprint
 from flask import Flask, Response, jsonify, request
 from PIL import Image
 
+from licensing.errors import LicensingError
 from server.auth import API_KEY_SECURITY, require_key
 from server.services import recognition as svc
 from server.services.metering import charge, check, release
 
 bp = APIBlueprint("recognition", __name__, tag="Recognition", url_prefix="/v1/collections")
-_ERRORS = {400: "Invalid parameters", 403: "Missing key or not allowed", 404: "Not found", 429: "Too many requests"}
+_ERRORS = {400: "Invalid parameters", 402: "Allowance exhausted", 403: "Missing key or not allowed", 404: "Not found",
+           413: "Image too large", 429: "Too many requests"}
 DOC = dict(security=API_KEY_SECURITY, responses={200: "OK", **_ERRORS})
 CREATE_DOC = dict(security=API_KEY_SECURITY, responses={200: "Replaced", 201: "Created", **_ERRORS})
 
@@ -174,7 +176,8 @@ def delete_object(collection_id: str, object_id: str) -> Response:
 @require_key
 def add_images(collection_id: str, object_id: str) -> Response:
     """Add one or many reference images (multipart image_file, repeatable, or base64); each gets a 0-5 rating,
-    the duplicates found, and status added, duplicate (matches another object; force=true adds it) or failed."""
+    the duplicates found, and status added, duplicate (matches another object; force=true adds it), failed (no
+    usable features) or refused (the upload allowance ran out mid-batch). Only added images are charged."""
     check("collection_manage")
     svc.get_object(collection_id, object_id)
     uploads = _uploaded_images()
@@ -183,15 +186,29 @@ def add_images(collection_id: str, object_id: str) -> Response:
                                    code="missing_source")
     force = _flag(_params().get("force"))
     decoded: list[tuple[str, Image.Image]] = [(name, svc.decode_image(data, name)) for name, data in uploads]
-    results = []
-    with charge("uploads", len(decoded)):
-        for name, image in decoded:
-            with charge("stored_images", 1):
+    results: list[dict[str, Any]] = []
+    for n, (name, image) in enumerate(decoded):
+        try:
+            with charge("uploads", 1), charge("stored_images", 1):
                 result = svc.add_image(collection_id, object_id, image, force=force)
                 if result["status"] != "added":
-                    release("stored_images", 1)
-            results.append({"name": name, **result})
+                    raise _NotStored(result)  # refunds both: nothing is charged for an image not stored
+        except _NotStored as exc:
+            result = exc.result
+        except LicensingError as exc:
+            if n == 0:
+                raise  # 402/403 for the request when not even the first image may be stored
+            result = {"status": "refused", "id": None, "code": exc.code, "detail": exc.detail}
+        results.append({"name": name, **result})
     return jsonify({"images": results})
+
+
+class _NotStored(Exception):
+    """An image that was examined but not stored (duplicate, no features): its reservations are refunded."""
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        super().__init__(result.get("status", ""))
+        self.result = result
 
 
 @bp.get("/<collection_id>/objects/<object_id>/images")

@@ -8,6 +8,7 @@ import binascii
 import datetime as dt
 import fcntl
 import json
+import logging
 import secrets
 import threading
 import time
@@ -34,6 +35,7 @@ MAX_OBJECT_ID = 255
 MAX_METADATA_BYTES = 1_000_000
 MODES = ("single", "multi", "all")
 
+log = logging.getLogger("forecourt.recognition")
 migrations = Migrations("forecourt_recognition")
 
 
@@ -134,24 +136,36 @@ def rebuild_index(db: sqlite_utils.Database, settings: Settings, collection_id: 
 
 
 def _load_index(db: sqlite_utils.Database, settings: Settings, collection_id: str, gen: int) -> FeatureIndex:
-    """This process's copy of the index at generation gen: cached, else from the file, else rebuilt."""
+    """This process's copy of the index at generation gen: cached, else from the file, else rebuilt.
+
+    The cache lock is never held while waiting for the database's write lock (a writer in this process calls
+    this from inside its write transaction); a rebuild runs inside a write transaction so that no upload lands
+    between reading the features and saving the file."""
     key = (str(settings.data_dir), collection_id)
     with _cache_lock:
         cached = _cache.get(key)
         if cached is not None and cached.gen == gen:
             return cached.index
-        path = index_path(settings, collection_id)
-        expected = _descriptor_total(db, collection_id)
-        index = None
-        if path.exists():
-            try:
-                index = FeatureIndex.load(path)
-            except IndexCorrupt:
-                index = None
-        if index is None or index.ntotal != expected:
+    path = index_path(settings, collection_id)
+    index = None
+    if path.exists():
+        try:
+            index = FeatureIndex.load(path)
+        except IndexCorrupt:
+            log.warning("recognition index %s is unreadable; rebuilding it from the database", path)
+            index = None
+    if index is None or index.ntotal != _descriptor_total(db, collection_id):
+        with write_txn(db):
             index = rebuild_index(db, settings, collection_id)
+            gen = _index_gen(db, collection_id)
+    with _cache_lock:
         _cache[key] = _Cached(index, gen)
-        return index
+    return index
+
+
+def _index_gen(db: sqlite_utils.Database, collection_id: str) -> int:
+    row = db.execute("SELECT index_gen FROM rec_collections WHERE id = ?", [collection_id]).fetchone()
+    return int(row[0]) if row else 0
 
 
 def forget_cached_indexes() -> None:
