@@ -1,12 +1,17 @@
 """Number-plate masking: regions given by the uploader are always blurred out before a photo is processed.
 
-Automatic detection needs a plate detector; the pip build of OpenCV (opencv-python-headless) ships no plate
-cascade, so `detector_available()` is False here and only given regions are masked.
+Automatic detection uses an OpenCV Haar cascade for plates. The pip build of OpenCV ships none, so detection is
+offered only where one is installed: a path in the settings, or OpenCV's data folders (Debian/Ubuntu's
+`opencv-data` package puts `haarcascade_russian_plate_number.xml` in /usr/share/opencv4/haarcascades). Its limits:
+trained on Russian-style plates seen roughly head-on, so it finds front and rear plates of level photos, misses
+many plates at three-quarter angles, small or tilted ones, and can fire on grilles or badges.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
 
 import cv2
 import numpy as np
@@ -14,33 +19,57 @@ import numpy as np
 from models.errors import ModelError
 
 Region = tuple[int, int, int, int]
+_detect_lock = threading.Lock()
 
 
 class InvalidPlateRegion(ModelError):
+    """A plate region that is not a box inside the photo."""
+
     code, title, status = "invalid_plate_region", "Invalid plate region", 400
 
 
-def _cascade_path() -> str | None:
-    folder = getattr(getattr(cv2, "data", None), "haarcascades", "")
-    for name in ("haarcascade_russian_plate_number.xml", "haarcascade_licence_plate_rus_16stages.xml"):
-        path = os.path.join(folder, name)
-        if folder and os.path.exists(path):
-            return path
+CASCADE_NAMES = ("haarcascade_russian_plate_number.xml", "haarcascade_licence_plate_rus_16stages.xml")
+SYSTEM_FOLDERS = ("/usr/share/opencv4/haarcascades", "/usr/share/opencv/haarcascades",
+                  "/usr/local/share/opencv4/haarcascades")
+
+
+def cascade_path(configured: str | None = None) -> str | None:
+    """The plate cascade to use: the configured file, else the first one found in OpenCV's data folders."""
+    if configured:
+        return configured if os.path.isfile(configured) else None
+    folders = [getattr(getattr(cv2, "data", None), "haarcascades", ""), *SYSTEM_FOLDERS]
+    for folder in filter(None, folders):
+        for name in CASCADE_NAMES:
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                return path
     return None
 
 
-def detector_available() -> bool:
-    """Whether the installed OpenCV ships a plate cascade (Russian-style plates only, front/rear views)."""
-    return _cascade_path() is not None
+def detector_available(configured: str | None = None) -> bool:
+    """Whether a plate cascade is installed (see the module's note on its limits)."""
+    return cascade_path(configured) is not None
 
 
-def detect(rgb: np.ndarray) -> list[Region]:
-    """Plate boxes found by OpenCV's cascade, or none where no cascade is installed."""
-    path = _cascade_path()
+@functools.cache
+def _classifier(path: str) -> cv2.CascadeClassifier:
+    classifier = cv2.CascadeClassifier(path)
+    if classifier.empty():
+        raise ModelError(f"The plate cascade {path} could not be loaded.", code="plate_detector_broken",
+                         title="Plate detector broken", status=500)
+    return classifier
+
+
+def detect(rgb: np.ndarray, configured: str | None = None) -> list[Region]:
+    """Plate boxes (x1, y1, x2, y2) found by the cascade, or none where no cascade is installed."""
+    path = cascade_path(configured)
     if path is None:
         return []
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    found = cv2.CascadeClassifier(path).detectMultiScale(gray, scaleFactor=1.1, minNeighbors=4)
+    gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+    min_side = max(24, min(gray.shape) // 40)
+    with _detect_lock:  # a CascadeClassifier is not safe to share between threads
+        found = _classifier(path).detectMultiScale(gray, scaleFactor=1.1, minNeighbors=4,
+                                                   minSize=(min_side * 2, min_side // 2))
     return [(int(x), int(y), int(x + w), int(y + h)) for x, y, w, h in found]
 
 

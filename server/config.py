@@ -113,8 +113,12 @@ class CatalogSettings(Section):
 
     render_workers: int = Field(1, ge=0, le=16, description="Render threads per worker process; 0 runs none.")
     poll_seconds: float = Field(1.0, gt=0, le=60, description="How often an idle render thread looks for jobs.")
-    render_size: Literal["preview", "full"] = Field(
-        "preview", description="Segmentation size for renders: preview (0.25 MP, fast) or full.")
+    render_size: Literal["auto", "preview", "medium", "hd", "full"] = Field(
+        "auto", description="Working size of renders (remove.bg sizes: preview 0.25 MP, medium 1.5, hd 4, full); "
+        "auto takes the smallest with at least twice the profile canvas's pixels.")
+    plate_cascade: str = Field(
+        "", description="OpenCV plate cascade XML for automatic plate detection; empty looks in OpenCV's data "
+        "folders (e.g. Debian's opencv-data). Without one only given plate regions are masked.")
     max_photo_mb: int = Field(30, ge=1, le=200, description="Largest uploaded photo in MB.")
     duplicate_distance: int = Field(
         4, ge=0, le=32, description="Perceptual-hash bits two photos of one vehicle may differ by and be duplicates.")

@@ -300,3 +300,130 @@ def test_frame_fills_scale_of_the_canvas_at_position() -> None:
     low = np.asarray(catalog_jobs.frame(cut, {**profile, "position": "50% 100%"}))
     ys, _ = np.nonzero((low != 255).any(axis=2))
     assert ys.max() + 1 == 400  # sits on the bottom edge
+
+
+# --- HEIC, background images, plate detection, angles -----------------------------------------------------------
+def test_heic_from_a_phone_is_kept_as_sent_and_rendered(app, client, admin, data_dir) -> None:
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(photo(7))).save(buf, "HEIF", quality=90)
+    heic = buf.getvalue()
+    v = new_vehicle(client, admin.headers)
+    resp = upload(client, admin.headers, v["id"], [(heic, "front_left")])
+    assert resp.status_code == 201, resp.get_data(as_text=True)
+    p = resp.get_json()["photos"][0]
+    assert (p["width"], p["height"], p["angle"]) == (640, 480, "front_left")
+    (original,) = (data_dir / "images" / "originals" / str(v["id"])).iterdir()
+    assert original.read_bytes() == heic and original.suffix == ".heif"
+    assert catalog_jobs.run_pending(app) == 1
+    img = client.get(f"/v1/vehicles/{v['id']}/images", headers=admin.headers).get_json()["data"][0]
+    assert (img["width"], img["height"]) == (1200, 800)
+
+
+def test_profile_background_image_rerenders_and_can_be_removed(app, client, admin) -> None:
+    v = new_vehicle(client, admin.headers)
+    upload(client, admin.headers, v["id"], [(photo(1), "front")])
+    catalog_jobs.run_pending(app)
+    pid = v["profile_id"]
+    backdrop = io.BytesIO()
+    Image.new("RGB", (300, 300), (10, 120, 200)).save(backdrop, "PNG")
+    resp = client.put(f"/v1/profiles/{pid}/background", data={"image": (io.BytesIO(backdrop.getvalue()), "bg.png")},
+                      headers=admin.headers, content_type="multipart/form-data")
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert resp.get_json()["bg_image"] is True and resp.get_json()["progress"]["queued"] == 1
+    catalog_jobs.run_pending(app)
+    url = client.get(f"/v1/vehicles/{v['id']}/images", headers=admin.headers).get_json()["data"][0]["url"]
+    corner = np.asarray(Image.open(io.BytesIO(client.get(url, headers=admin.headers).data)).convert("RGB"))[4, 4]
+    assert np.abs(corner.astype(int) - (10, 120, 200)).max() <= 3  # JPEG
+    member_try = client.delete(f"/v1/profiles/{pid}/background", headers={"X-Api-Key": "nope"})
+    assert member_try.status_code == 403
+    gone = client.delete(f"/v1/profiles/{pid}/background", headers=admin.headers)
+    assert gone.status_code == 200 and gone.get_json()["bg_image"] is False and gone.get_json()["version"] == 3
+    catalog_jobs.run_pending(app)
+    url = client.get(f"/v1/vehicles/{v['id']}/images", headers=admin.headers).get_json()["data"][0]["url"]
+    assert np.asarray(Image.open(io.BytesIO(client.get(url, headers=admin.headers).data)))[4, 4].min() >= 245
+    missing = client.put(f"/v1/profiles/{pid}/background", data={}, headers=admin.headers,
+                         content_type="multipart/form-data")
+    assert missing.status_code == 400 and missing.get_json()["errors"][0]["code"] == "missing_source"
+
+
+def test_plate_detection_needs_an_installed_cascade(client, admin, app) -> None:
+    app.extensions["forecourt.settings"].catalog.plate_cascade = "/nonexistent/plates.xml"
+    resp = client.patch("/v1/profiles/1", json={"detect_plates": True}, headers=admin.headers)
+    assert resp.status_code == 400 and resp.get_json()["errors"][0]["code"] == "plate_detector_unavailable"
+
+
+def test_detected_plates_are_masked_and_reported(app, client, admin, monkeypatch) -> None:
+    from models import plates
+
+    def fake_plate_detector(rgb, configured=None):  # noqa: ANN001
+        return [(400, 300, 560, 360)]
+
+    monkeypatch.setattr(plates, "detector_available", lambda configured=None: True)
+    monkeypatch.setattr(plates, "detect", fake_plate_detector)
+    seen = {}
+    real = catalog_jobs.remove_background
+
+    def spy(image, opts):  # noqa: ANN001
+        seen["rgb"] = np.asarray(image.convert("RGB")).copy()
+        return real(image, opts)
+
+    monkeypatch.setattr(catalog_jobs, "remove_background", spy)
+    assert client.patch("/v1/profiles/1", json={"detect_plates": True}, headers=admin.headers).status_code == 200
+    v = new_vehicle(client, admin.headers)
+    src = photo(9)
+    upload(client, admin.headers, v["id"], [(src, "rear")], plate_regions=["[[0, 0, 80, 40]]"])
+    catalog_jobs.run_pending(app)
+    img = client.get(f"/v1/vehicles/{v['id']}/images", headers=admin.headers).get_json()["data"][0]
+    assert img["masked_regions"] == [[0, 0, 80, 40], [400, 300, 560, 360]]  # given ones always, detected ones too
+    diff = np.abs(seen["rgb"].astype(int) - np.asarray(Image.open(io.BytesIO(src)).convert("RGB")).astype(int))
+    assert diff[300:360, 400:560].mean() > 5 and diff[100:250, 100:350].mean() == 0
+
+
+def test_images_by_angle_and_photo_order(app, client, admin) -> None:
+    v = new_vehicle(client, admin.headers)
+    body = upload(client, admin.headers, v["id"], [(photo(1), "front"), (photo(2), "rear"), (photo(3), "left")])
+    ids = [p["id"] for p in body.get_json()["photos"]]
+    catalog_jobs.run_pending(app)
+    h = admin.headers
+    client.patch(f"/v1/photos/{ids[2]}", json={"position": 0, "primary": True}, headers=h)
+    images = client.get(f"/v1/vehicles/{v['id']}/images", headers=h).get_json()["data"]
+    assert [(i["angle"], i["primary"]) for i in images] == [("left", True), ("front", False), ("rear", False)]
+    rear = client.get(f"/v1/vehicles/{v['id']}/images?angle=rear", headers=h).get_json()["data"]
+    assert [i["photo_id"] for i in rear] == [ids[1]]
+    bad = client.get(f"/v1/vehicles/{v['id']}/images?angle=roof", headers=h)
+    assert bad.status_code == 400 and bad.get_json()["errors"][0]["code"] == "invalid_angle"
+
+
+def test_patch_with_a_bad_vin_is_refused(client, admin) -> None:
+    v = new_vehicle(client, admin.headers)
+    resp = client.patch(f"/v1/vehicles/{v['id']}", json={"vin": "1HGCM82643A004352"}, headers=admin.headers)
+    assert resp.status_code == 400 and resp.get_json()["errors"][0]["code"] == "invalid_vin_check_digit"
+    assert client.get(f"/v1/vehicles/{v['id']}", headers=admin.headers).get_json()["vin"] == VIN_HONDA
+
+
+@pytest.mark.parametrize(("setting", "size", "expected"), [
+    ("auto", (600, 400), "medium"), ("auto", (1200, 800), "hd"), ("auto", (300, 200), "preview"),
+    ("auto", (3000, 2000), "full"), ("preview", (3000, 2000), "preview")])
+def test_working_size_follows_the_canvas(setting, size, expected) -> None:
+    assert catalog_jobs.working_size(setting, {"width": size[0], "height": size[1]}) == expected
+
+
+def test_uploads_charge_per_new_photo_at_the_working_size(client, admin) -> None:
+    def credits() -> float:
+        return client.get("/v1.0/account", headers=admin.headers).get_json()["data"]["attributes"]["credits"]["total"]
+
+    v = new_vehicle(client, admin.headers)
+    before = credits()
+    upload(client, admin.headers, v["id"], [(photo(1), "front"), (photo(2), "rear")])
+    assert credits() == pytest.approx(before - 2)  # the default 1200x800 canvas renders at hd: 1 credit each
+    upload(client, admin.headers, v["id"], [(photo(1), "front")])  # a duplicate costs nothing
+    assert credits() == pytest.approx(before - 2)
+    small = client.post("/v1/profiles", json={"name": "thumbs", "width": 300, "height": 200},
+                        headers=admin.headers).get_json()
+    client.patch(f"/v1/vehicles/{v['id']}", json={"profile_id": small["id"]}, headers=admin.headers)
+    assert credits() == pytest.approx(before - 2)  # re-renders are free
+    upload(client, admin.headers, v["id"], [(photo(3), "left")])
+    assert credits() == pytest.approx(before - 2.25)  # a 300x200 canvas renders at preview

@@ -44,7 +44,8 @@ def crop_to_box(mask: np.ndarray) -> np.ndarray:
 
 @pytest.fixture
 def settings_dict(settings_dict: dict) -> dict:
-    return {**settings_dict, "catalog": {"render_workers": 1, "poll_seconds": 0.2}}
+    # preview working size (0.25 MP) keeps the test to a couple of minutes on 2 cores
+    return {**settings_dict, "catalog": {"render_workers": 1, "poll_seconds": 0.2, "render_size": "preview"}}
 
 
 def test_one_car_sixteen_angles_end_to_end(app, client, admin, shared_data) -> None:

@@ -18,6 +18,7 @@ from server.errors import BadRequest
 from server.schemas import Strict
 from server.services import catalog, catalog_jobs, signed_urls
 from server.services.metering import charge, check
+from server.services.removebg import SIZE_CREDITS
 from server.store import get_db, open_db, register_migrations
 
 bp = APIBlueprint("catalog", __name__, tag="Vehicle catalog")
@@ -72,6 +73,8 @@ class ProfileIn(Strict):
     width: int | None = Field(None, ge=16, le=8000)
     height: int | None = Field(None, ge=16, le=8000)
     format: str | None = Field(None, description="jpg, png or webp.")
+    detect_plates: bool | None = Field(None, description="Also mask plates an installed OpenCV plate cascade finds "
+                                                         "(400 plate_detector_unavailable without one).")
 
 
 class PhotoPatch(Strict):
@@ -87,6 +90,10 @@ class SignIn(Strict):
     height: int | None = Field(None, ge=1, le=16384)
     format: str | None = None
     fit: str | None = None
+
+
+class ImagesQuery(Strict):
+    angle: str | None = Field(None, description="Only this angle (front, front_left, ... interior, detail).")
 
 
 class VehicleQuery(Strict):
@@ -163,7 +170,8 @@ def delete_vehicle(vehicle_id: int) -> tuple[str, int]:
 def upload_photos(vehicle_id: int) -> tuple[dict[str, Any], int]:
     """Upload one or many photos (multipart `photo` files, an `angle` field per file in the same order, optional
     `plate_regions` JSON per file). Originals are kept untouched; duplicates are reported, not stored; each stored
-    photo is queued for a studio render (1 credit each, preview renders 0.25)."""
+    photo is queued for a studio render, charged as remove.bg charges its working size (1 credit, preview 0.25);
+    re-renders after a profile change are free."""
     check("background_removal")
     files = request.files.getlist("photo")
     angles = request.form.getlist("angle")
@@ -187,9 +195,10 @@ def upload_photos(vehicle_id: int) -> tuple[dict[str, Any], int]:
                              code="invalid_plate_region") from exc
         uploads.append((f.filename or f"photo-{i + 1}", f.read(), angles[i].strip().lower(), regions))
     settings = get_settings()
-    per_photo = 0.25 if settings.catalog.render_size == "preview" else 1.0
     db = get_db()
     prepared = catalog.prepare_photos(db, settings, vehicle_id, uploads)
+    size = catalog_jobs.working_size(settings.catalog.render_size, catalog.vehicle_profile(db, vehicle_id))
+    per_photo = SIZE_CREDITS[size]
     new = sum(1 for p in prepared if p.duplicate_of is None)
     if not new:  # nothing to render, nothing to charge
         return catalog.store_photos(db, settings, vehicle_id, prepared), 201
@@ -267,14 +276,39 @@ def patch_profile(profile_id: int, json_data: ProfileIn) -> dict[str, Any]:
     return {**out, "progress": catalog.job_progress(db, profile_id=profile_id)}
 
 
+@bp.put("/v1/profiles/<int:profile_id>/background")
+@bp.doc(**DOC)
+@require_admin_key
+def put_profile_background(profile_id: int) -> dict[str, Any]:
+    """Set a profile's background image (multipart `image`; cropped to fill the canvas); re-renders its photos."""
+    upload = request.files.get("image")
+    if upload is None:
+        raise BadRequest("Send the background as a multipart file named `image`.", code="missing_source")
+    db = get_db()
+    out = catalog.set_profile_background(db, get_settings(), profile_id, upload.read())
+    return {**out, "progress": catalog.job_progress(db, profile_id=profile_id)}
+
+
+@bp.delete("/v1/profiles/<int:profile_id>/background")
+@bp.doc(**DOC)
+@require_admin_key
+def delete_profile_background(profile_id: int) -> dict[str, Any]:
+    """Go back to the profile's background colour; re-renders its photos."""
+    db = get_db()
+    out = catalog.set_profile_background(db, get_settings(), profile_id, None)
+    return {**out, "progress": catalog.job_progress(db, profile_id=profile_id)}
+
+
 # --- delivery --------------------------------------------------------------------------------------------------
 @bp.get("/v1/vehicles/<int:vehicle_id>/images")
+@bp.input(ImagesQuery, location="query")
 @bp.doc(**DOC)
 @require_key
-def vehicle_images(vehicle_id: int) -> dict[str, Any]:
-    """The current render of each photo, by angle in photo order."""
+def vehicle_images(vehicle_id: int, query_data: ImagesQuery) -> dict[str, Any]:
+    """The current render of each photo with its angle, in photo order (`angle` keeps one angle)."""
     db = get_db()
-    return {"data": catalog.vehicle_images(db, vehicle_id), "progress": catalog.job_progress(db, vehicle_id=vehicle_id)}
+    return {"data": catalog.vehicle_images(db, vehicle_id, angle=query_data.angle),
+            "progress": catalog.job_progress(db, vehicle_id=vehicle_id)}
 
 
 def _send(render: dict[str, Any], params: dict[str, Any], cache_control: str) -> Response:

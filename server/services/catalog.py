@@ -93,6 +93,14 @@ def m001_catalog(db: sqlite_utils.Database) -> None:
     db["catalog_jobs"].create_index(["photo_id"])
 
 
+@migrations()
+def m002_profile_background_and_plates(db: sqlite_utils.Database) -> None:
+    """Profiles get a background image and automatic plate detection; renders record the regions they masked."""
+    db["catalog_profiles"].add_column("bg_image", str)
+    db["catalog_profiles"].add_column("detect_plates", int, not_null_default=0)
+    db["catalog_renders"].add_column("masked_regions", str)
+
+
 def migrate(db: sqlite_utils.Database) -> None:
     """Apply the catalog's schema steps."""
     migrations.apply(db)
@@ -239,12 +247,15 @@ def search_vehicles(db: sqlite_utils.Database, *, make: str | None = None, model
 
 
 # --- studio profiles --------------------------------------------------------------------------------------------
-PROFILE_FIELDS = ("name", "bg_color", "add_shadow", "scale", "position", "width", "height", "format")
+PROFILE_FIELDS = ("name", "bg_color", "add_shadow", "scale", "position", "width", "height", "format",
+                  "detect_plates")
 
 
 def _profile_out(db: sqlite_utils.Database, row: dict[str, Any]) -> dict[str, Any]:
     out = dict(row)
     out["add_shadow"], out["is_default"] = bool(row["add_shadow"]), bool(row["is_default"])
+    out["detect_plates"] = bool(row.get("detect_plates"))
+    out["bg_image"] = bool(row.get("bg_image"))  # the file itself stays private
     return out
 
 
@@ -277,6 +288,12 @@ def _check_profile(fields: dict[str, Any]) -> dict[str, Any]:
             raise BadRequest(f"format must be one of {', '.join(OUTPUT_FORMATS)}.", code="invalid_format")
     if "add_shadow" in clean:
         clean["add_shadow"] = int(bool(clean["add_shadow"]))
+    if "detect_plates" in clean:
+        clean["detect_plates"] = int(bool(clean["detect_plates"]))
+        if clean["detect_plates"] and not plates.detector_available(get_settings().catalog.plate_cascade):
+            raise BadRequest("No plate detector is installed on this server (OpenCV's pip build ships no plate "
+                             "cascade; see catalog.plate_cascade). Give plate regions with each photo instead.",
+                             code="plate_detector_unavailable", title="Plate detector unavailable")
     # the remove.bg parsers own the meaning of colour and position; colours are stored as 6 hex digits
     if "bg_color" in clean:
         clean["bg_color"] = "{:02x}{:02x}{:02x}".format(*parse_bg_color(str(clean["bg_color"]))[:3])
@@ -305,13 +322,56 @@ def update_profile(db: sqlite_utils.Database, profile_id: int, fields: dict[str,
     clean = _check_profile(fields)
     changed = {k: v for k, v in clean.items() if before.get(k) != v and k != "name"}
     with write_txn(db):
+        if "name" in clean and clean["name"] != before["name"] and db["catalog_profiles"].count_where(
+                "name = ?", [clean["name"]]):
+            raise CatalogError(f"A profile named {clean['name']!r} exists.", code="duplicate_profile",
+                               title="Duplicate profile", status=409)
         db["catalog_profiles"].update(profile_id, {**clean, "updated_at": now()})
         if changed:
-            db.execute("UPDATE catalog_profiles SET version = version + 1 WHERE id = ?", [profile_id])
-            profile = get_profile(db, profile_id)
-            for photo_id in affected_photos(db, profile):
-                enqueue(db, photo_id, profile)
+            _new_version(db, profile_id)
     return get_profile(db, profile_id)
+
+
+def _new_version(db: sqlite_utils.Database, profile_id: int) -> None:
+    """Inside a write transaction: bump a profile's version and queue a re-render of every affected photo."""
+    db.execute("UPDATE catalog_profiles SET version = version + 1 WHERE id = ?", [profile_id])
+    profile = get_profile(db, profile_id)
+    for photo_id in affected_photos(db, profile):
+        enqueue(db, photo_id, profile)
+
+
+def set_profile_background(db: sqlite_utils.Database, settings: Settings, profile_id: int,
+                           data: bytes | None) -> dict[str, Any]:
+    """Give a profile a background image (bytes; cropped to fill the canvas) or take it away (None); re-renders."""
+    before = get_profile(db, profile_id)
+    path = None
+    if data is not None:
+        img = imaging.decode(data, max_bytes=settings.catalog.max_photo_mb * 1024 * 1024, what="background image")
+        folder = settings.data_dir / "images" / "backgrounds"
+        folder.mkdir(parents=True, exist_ok=True)
+        file = folder / f"{uuid.uuid4().hex}.png"
+        img.convert("RGB").save(file, "PNG")
+        path = str(file.relative_to(settings.data_dir))
+    with write_txn(db):
+        db["catalog_profiles"].update(profile_id, {"bg_image": path, "updated_at": now()})
+        if path or before["bg_image"]:
+            _new_version(db, profile_id)
+    # the old file is kept: renders made with it stay valid and jobs already claimed may still read it
+    return get_profile(db, profile_id)
+
+
+def profile_row(db: sqlite_utils.Database, profile_id: int) -> dict[str, Any]:
+    """A profile as stored (with its background image's path), for the renderer."""
+    get_profile(db, profile_id)
+    return dict(db["catalog_profiles"].get(profile_id))
+
+
+def profile_background(settings: Settings, row: dict[str, Any]) -> Image.Image | None:
+    """A stored profile's background image, or None for a plain colour."""
+    if not row.get("bg_image"):
+        return None
+    with Image.open(settings.data_dir / row["bg_image"]) as img:
+        return img.convert("RGB")
 
 
 def affected_photos(db: sqlite_utils.Database, profile: dict[str, Any]) -> list[int]:
@@ -372,7 +432,8 @@ def _photo_out(db: sqlite_utils.Database, row: dict[str, Any]) -> dict[str, Any]
 def _render_out(render: dict[str, Any]) -> dict[str, Any]:
     return {"id": render["id"], "url": f"/v1/images/{render['id']}", "width": render["width"],
             "height": render["height"], "format": render["format"], "profile_id": render["profile_id"],
-            "profile_version": render["profile_version"], "created_at": render["created_at"]}
+            "profile_version": render["profile_version"],
+            "masked_regions": json.loads(render.get("masked_regions") or "[]"), "created_at": render["created_at"]}
 
 
 def get_photo(db: sqlite_utils.Database, photo_id: int) -> dict[str, Any]:
@@ -465,7 +526,7 @@ def list_photos(db: sqlite_utils.Database, vehicle_id: int) -> list[dict[str, An
     """A vehicle's photos in order, each with its current render and job."""
     _vehicle_row(db, vehicle_id)
     return [_photo_out(db, r) for r in db["catalog_photos"].rows_where("vehicle_id = ?", [vehicle_id],
-                                                                       order_by="position")]
+                                                                       order_by="position, id")]
 
 
 def update_photo(db: sqlite_utils.Database, photo_id: int, fields: dict[str, Any]) -> dict[str, Any]:
@@ -514,11 +575,13 @@ def current_render(db: sqlite_utils.Database, photo_id: int) -> dict[str, Any] |
                                                  limit=1), None)
 
 
-def vehicle_images(db: sqlite_utils.Database, vehicle_id: int) -> list[dict[str, Any]]:
-    """The current render of every photo, by angle in photo order."""
+def vehicle_images(db: sqlite_utils.Database, vehicle_id: int, angle: str | None = None) -> list[dict[str, Any]]:
+    """The current render of every photo (or of one angle's), in photo order."""
+    if angle is not None and angle not in ANGLES:
+        raise BadRequest(f"angle must be one of {', '.join(ANGLES)}.", code="invalid_angle")
     out = []
     for photo in list_photos(db, vehicle_id):
-        if photo["render"]:
+        if photo["render"] and angle in (None, photo["angle"]):
             out.append({"photo_id": photo["id"], "angle": photo["angle"], "primary": photo["primary"],
                         **photo["render"]})
     return out

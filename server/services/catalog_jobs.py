@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import io
 import json
 import logging
+import os
 import threading
+import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from flask import Flask
-from PIL import Image
+from PIL import Image, ImageOps
 
 from models import imaging, plates
 from server.config import Settings, get_settings
 from server.services import catalog
-from server.services.removebg import parse_options, parse_position, remove_background
+from server.services.removebg import SIZE_MEGAPIXELS, parse_options, parse_position, remove_background
 from server.store import get_db, write_txn
 
 log = logging.getLogger(__name__)
@@ -44,11 +48,14 @@ def claim(db: Any) -> dict[str, Any] | None:
     return db["catalog_jobs"].get(row[0])
 
 
-def frame(cutout: Image.Image, profile: dict[str, Any]) -> Image.Image:
+def frame(cutout: Image.Image, profile: dict[str, Any], background: Image.Image | None = None) -> Image.Image:
     """Place a transparent cutout on the profile's canvas: the car (its alpha box) fills `scale` of the canvas on
-    the tighter side, at `position` of the free space, over the background colour."""
+    the tighter side, at `position` of the free space, over the background image (cropped to fill) or colour."""
     width, height = profile["width"], profile["height"]
-    canvas = Image.new("RGB", (width, height), f"#{profile['bg_color']}")
+    if background is not None:
+        canvas = ImageOps.fit(background.convert("RGB"), (width, height), Image.LANCZOS)
+    else:
+        canvas = Image.new("RGB", (width, height), f"#{profile['bg_color']}")
     alpha = cutout.getchannel("A")
     box = alpha.point(lambda a: 255 if a > 12 else 0).getbbox() or (0, 0, cutout.width, cutout.height)
     subject = cutout.crop(box)
@@ -61,34 +68,56 @@ def frame(cutout: Image.Image, profile: dict[str, Any]) -> Image.Image:
     return canvas
 
 
-def render_photo(settings: Settings, photo: dict[str, Any], profile: dict[str, Any]) -> tuple[bytes, int, int]:
-    """The studio render of one photo: plates masked, background removed (car type), framed on the profile's
-    canvas and encoded in its format."""
+def working_size(setting: str, profile: dict[str, Any]) -> str:
+    """The remove.bg size to segment at: the setting, or for auto the smallest size with at least twice the
+    canvas's pixels (the car fills only part of a photo)."""
+    if setting != "auto":
+        return setting
+    need = 2 * profile["width"] * profile["height"] / 1e6
+    return next((s for s in ("preview", "medium", "hd") if SIZE_MEGAPIXELS[s] >= need), "full")
+
+
+@dataclass
+class Rendered:
+    """An encoded studio render and the plate regions that were masked in it."""
+
+    body: bytes
+    width: int
+    height: int
+    masked: list[plates.Region]
+
+
+def render_photo(settings: Settings, photo: dict[str, Any], profile: dict[str, Any]) -> Rendered:
+    """The studio render of one photo: plates masked (given regions always, detected ones when the profile asks),
+    background removed (car type), framed on the profile's canvas and encoded in its format."""
     data = (settings.data_dir / photo["path"]).read_bytes()
     image = imaging.decode(data, max_bytes=len(data) + 1)
-    regions = [tuple(r) for r in json.loads(photo["plate_regions"] or "[]")]
+    regions: list[plates.Region] = [tuple(r) for r in json.loads(photo["plate_regions"] or "[]")]  # type: ignore[misc]
+    if profile.get("detect_plates"):
+        regions += plates.detect(np.asarray(image.convert("RGB")), settings.catalog.plate_cascade)
     if regions:
-        image = Image.fromarray(plates.mask(np.asarray(image.convert("RGB")), regions))  # type: ignore[arg-type]
-    opts = parse_options({"type": "car", "size": settings.catalog.render_size, "format": "png",
-                          "add_shadow": "true" if profile["add_shadow"] else "false"})
+        image = Image.fromarray(plates.mask(np.asarray(image.convert("RGB")), regions))
+    opts = parse_options({"type": "car", "size": working_size(settings.catalog.render_size, profile),
+                          "format": "png", "add_shadow": "true" if profile["add_shadow"] else "false"})
     result = remove_background(image, opts)
     with Image.open(io.BytesIO(result.body)) as cut:
-        framed = frame(cut.convert("RGBA"), profile)
+        framed = frame(cut.convert("RGBA"), profile, catalog.profile_background(settings, profile))
     buf = io.BytesIO()
     fmt = profile["format"]
     framed.save(buf, catalog.PIL_FORMATS[fmt], **({"quality": 90} if fmt != "png" else {"optimize": True}))
-    return buf.getvalue(), framed.width, framed.height
+    return Rendered(buf.getvalue(), framed.width, framed.height, regions)
 
 
 def process(db: Any, settings: Settings, job: dict[str, Any]) -> str:
     """Run one claimed job; returns its final status."""
     try:
         photo = catalog.get_photo(db, job["photo_id"])
-        profile = catalog.get_profile(db, job["profile_id"])
+        profile = catalog.profile_row(db, job["profile_id"])
         if profile["version"] != job["profile_version"]:
             status, error = "superseded", None  # a newer version is queued behind it
         else:
-            body, width, height = render_photo(settings, photo, profile)
+            rendered = render_photo(settings, photo, profile)
+            body = rendered.body
 
             rid = uuid.uuid4().hex
             folder = settings.data_dir / "images" / "renders"
@@ -99,9 +128,9 @@ def process(db: Any, settings: Settings, job: dict[str, Any]) -> str:
                 db["catalog_renders"].insert({
                     "id": rid, "photo_id": photo["id"], "profile_id": profile["id"],
                     "profile_version": profile["version"], "path": str(path.relative_to(settings.data_dir)),
-                    "width": width, "height": height, "format": profile["format"],
+                    "width": rendered.width, "height": rendered.height, "format": profile["format"],
                     "sha256": hashlib.sha256(body).hexdigest(), "bg_color": profile["bg_color"],
-                    "created_at": catalog.now()})
+                    "masked_regions": json.dumps([list(r) for r in rendered.masked]), "created_at": catalog.now()})
             status, error = "done", None
     except Exception as exc:  # noqa: BLE001 - a failed render is recorded on its job, never lost
         log.warning("render job %s failed: %s", job["id"], exc)
@@ -150,14 +179,21 @@ def start_workers(app: Flask) -> None:
         app.extensions["forecourt.catalog.workers"] = (stop, threads)
         for t in threads:
             t.start()
+        # a worker that exits (gunicorn's graceful stop) lets the job in hand finish instead of cutting it off;
+        # a job cut off anyway (kill -9) is queued again once it is STALE_MINUTES old
+        atexit.register(stop_workers, app, app.extensions["forecourt.settings"].server.graceful_timeout * 0.8)
+        log.info("started %d render thread(s) in process %d", len(threads), os.getpid())
 
 
 def stop_workers(app: Flask, timeout: float = 30) -> None:
-    """Stop the render threads (tests, shutdown)."""
+    """Stop the render threads and wait for the jobs in hand (tests, shutdown); they are not started again."""
     entry = app.extensions.get("forecourt.catalog.workers")
     if not entry:
         return
     stop, threads = entry
     stop.set()
+    deadline = time.monotonic() + timeout
     for t in threads:
-        t.join(timeout)
+        t.join(max(0.0, deadline - time.monotonic()))
+    alive = sum(t.is_alive() for t in threads)
+    log.info("render threads stopped in process %d (%d still busy)", os.getpid(), alive)

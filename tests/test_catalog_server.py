@@ -1,0 +1,83 @@
+"""The catalog under real gunicorn: render threads start in the worker (never in the master, which must not touch
+CUDA), render real photos with the real model, and stop cleanly on a graceful shutdown."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from PIL import Image
+
+from tests.conftest import start_live_server, stop_live_server
+
+pytestmark = pytest.mark.slow
+
+
+def small_jpeg(path: Path, width: int = 480) -> bytes:
+    with Image.open(path) as img:
+        img = img.convert("RGB").resize((width, round(width * img.height / img.width)), Image.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def log_events(text: str) -> list[dict]:
+    events = []
+    for line in text.splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            events.append({"msg": line})
+    return events
+
+
+def test_render_threads_live_in_workers_and_stop_cleanly(tmp_path: Path, shared_data: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    server = start_live_server(data, workers=1, threads=2, extra_env={
+        "FORECOURT_CATALOG__RENDER_SIZE": "preview", "FORECOURT_CATALOG__POLL_SECONDS": "0.2"})
+    try:
+        made = server.cli("users", "create", "admin@dealer.example", "--role", "admin", "--password",
+                          "long enough password")
+        assert made.returncode == 0, made.stderr
+        key = server.cli("keys", "create", "admin@dealer.example", "--name", "catalog").stdout.strip()
+        h = {"X-Api-Key": key}
+        prof = requests.post(server.url + "/v1/profiles", json={"name": "small", "width": 300, "height": 200,
+                                                                 "format": "png", "add_shadow": False},
+                             headers=h, timeout=30).json()
+        v = requests.post(server.url + "/v1/vehicles", json={"vin": "WBA3A5C51CF256651", "profile_id": prof["id"]},
+                          headers=h, timeout=30).json()
+        assert v["make"] == "BMW" and v["year"] == 2012
+        folder = shared_data / "carvana" / "images"
+        files = [("photo", (f"{n}.jpg", small_jpeg(folder / f"0ce66b539f52_{n}.jpg"), "image/jpeg"))
+                 for n in ("01", "05")]
+        up = requests.post(f"{server.url}/v1/vehicles/{v['id']}/photos", files=files,
+                           data={"angle": ["front", "left"]}, headers=h, timeout=60)
+        assert up.status_code == 201, up.text
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            progress = requests.get(f"{server.url}/v1/vehicles/{v['id']}", headers=h, timeout=30).json()["renders"]
+            if progress["done"] + progress["failed"] == 2:
+                break
+            time.sleep(0.5)
+        assert progress["done"] == 2, progress
+        images = requests.get(f"{server.url}/v1/vehicles/{v['id']}/images", headers=h, timeout=30).json()["data"]
+        served = requests.get(server.url + images[0]["url"] + "?width=150&format=webp", headers=h, timeout=30)
+        assert served.status_code == 200 and Image.open(io.BytesIO(served.content)).size == (150, 100)
+    finally:
+        master = server.proc.pid
+        stop_live_server(server)
+    assert server.proc.returncode == 0  # exited on its own, within the graceful timeout
+    events = log_events(server.log())
+    started = [e for e in events if "render thread(s) in process" in str(e.get("msg", ""))]
+    stopped = [e for e in events if "render threads stopped in process" in str(e.get("msg", ""))]
+    assert started and stopped, server.log()[-3000:]
+    pids = {int(str(e["msg"]).split("process ")[1].split()[0]) for e in started}
+    assert master not in pids and os.getpid() not in pids  # only gunicorn's worker ran render threads
+    assert "(0 still busy)" in str(stopped[-1]["msg"])
+    assert "Traceback" not in server.log()
