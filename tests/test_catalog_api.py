@@ -265,6 +265,7 @@ def test_signed_url_serves_without_key_and_expires(client, admin, render_url, ti
                        headers=admin.headers)
     assert resp.status_code == 200, resp.get_data(as_text=True)
     url = resp.get_json()["url"]
+    assert url.startswith("http://localhost/v1/public/images/") and url.endswith(resp.get_json()["path"])
     served = client.get(url)
     assert served.status_code == 200 and served.mimetype == "image/webp"
     assert Image.open(io.BytesIO(served.data)).width == 240

@@ -8,7 +8,7 @@ import pytest
 
 from server.services import catalog_jobs
 from server.store import open_db
-from tests.test_catalog_api import new_vehicle, photo, upload
+from tests.test_catalog_api import fake_segmenter, new_vehicle, photo, upload  # noqa: F401 - autouse fake
 
 
 @pytest.fixture
@@ -51,4 +51,23 @@ def test_a_lost_job_is_retried_then_failed(app, client, admin) -> None:
     assert catalog_jobs.claim(db) is None
     row = db["catalog_jobs"].get(job["id"])
     assert row["status"] == "failed" and row["error"].startswith("worker_lost")
+    db.close()
+
+
+def test_an_older_job_finishing_last_does_not_replace_a_newer_render(app, client, admin) -> None:
+    v = new_vehicle(client, admin.headers)
+    upload(client, admin.headers, v["id"], [(photo(1), "front")])
+    settings = app.extensions["forecourt.settings"]
+    db = open_db(settings.db_path)
+    old_job = catalog_jobs.claim(db)  # worker A takes version 1 ...
+    client.patch(f"/v1/profiles/{v['profile_id']}", json={"bg_color": "000000"}, headers=admin.headers)
+    new_job = catalog_jobs.claim(db)  # ... worker B takes version 2 and finishes first
+    assert new_job["profile_version"] == 2
+    with app.app_context():
+        assert catalog_jobs.process(db, settings, new_job) == "done"
+        db.execute("UPDATE catalog_profiles SET version = 1")  # make A's version look current to reach the race
+        db.conn.commit()
+        assert catalog_jobs.process(db, settings, old_job) == "superseded"
+    renders = list(db["catalog_renders"].rows)
+    assert [r["profile_version"] for r in renders] == [2]
     db.close()

@@ -48,6 +48,13 @@ def settings_dict(settings_dict: dict) -> dict:
     return {**settings_dict, "catalog": {"render_workers": 1, "poll_seconds": 0.2, "render_size": "preview"}}
 
 
+@pytest.fixture(autouse=True)
+def stop_render_threads(app):
+    """The background threads end with the test, pass or fail."""
+    yield
+    catalog_jobs.stop_workers(app)
+
+
 def test_one_car_sixteen_angles_end_to_end(app, client, admin, shared_data) -> None:
     h = admin.headers
     green = (0, 200, 0)
@@ -103,4 +110,3 @@ def test_one_car_sixteen_angles_end_to_end(app, client, admin, shared_data) -> N
     corner = np.asarray(Image.open(io.BytesIO(client.get(fresh[4]["url"], headers=h).data)).convert("RGB"))[2, 2]
     assert tuple(corner) == (255, 0, 255)
     assert client.get(images[4]["url"], headers=h).status_code == 200
-    catalog_jobs.stop_workers(app)

@@ -347,8 +347,8 @@ def sign_image(render_id: str, json_data: SignIn) -> dict[str, Any]:
     params = {k: str(v) for k, v in json_data.model_dump(exclude_none=True, exclude={"expires_in"}).items()}
     catalog.parse_variant(params, render, settings)
     ttl = json_data.expires_in or settings.catalog.signed_url_ttl_seconds
-    url = signed_urls.sign(current_app.config["SECRET_KEY"], f"/v1/public/images/{render_id}", params, ttl)
-    return {"url": url, "expires_at": int(time.time()) + ttl}
+    path = signed_urls.sign(current_app.config["SECRET_KEY"], f"/v1/public/images/{render_id}", params, ttl)
+    return {"url": request.host_url.rstrip("/") + path, "path": path, "expires_at": int(time.time()) + ttl}
 
 
 @bp.get("/v1/public/images/<render_id>")

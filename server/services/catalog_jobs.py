@@ -30,6 +30,10 @@ MAX_ATTEMPTS = 3
 _start_lock = threading.Lock()
 
 
+class _Overtaken(Exception):
+    """A newer render of the same photo finished first."""
+
+
 def claim(db: Any) -> dict[str, Any] | None:
     """Take the oldest queued job (one writer at a time, so two workers never take the same job)."""
     with write_txn(db):
@@ -125,6 +129,9 @@ def process(db: Any, settings: Settings, job: dict[str, Any]) -> str:
             path = folder / f"{rid}.{profile['format']}"
             path.write_bytes(body)
             with write_txn(db):
+                if db.execute("SELECT 1 FROM catalog_jobs WHERE photo_id = ? AND id > ? AND status = 'done'",
+                              [photo["id"], job["id"]]).fetchone():
+                    raise _Overtaken  # a newer job's render landed first (another worker): it stays current
                 db["catalog_renders"].insert({
                     "id": rid, "photo_id": photo["id"], "profile_id": profile["id"],
                     "profile_version": profile["version"], "path": str(path.relative_to(settings.data_dir)),
@@ -132,6 +139,9 @@ def process(db: Any, settings: Settings, job: dict[str, Any]) -> str:
                     "sha256": hashlib.sha256(body).hexdigest(), "bg_color": profile["bg_color"],
                     "masked_regions": json.dumps([list(r) for r in rendered.masked]), "created_at": catalog.now()})
             status, error = "done", None
+    except _Overtaken:
+        path.unlink(missing_ok=True)
+        status, error = "superseded", None
     except Exception as exc:  # noqa: BLE001 - a failed render is recorded on its job, never lost
         log.warning("render job %s failed: %s", job["id"], exc)
         status, error = "failed", f"{getattr(exc, 'code', type(exc).__name__)}: {getattr(exc, 'detail', exc)}"
