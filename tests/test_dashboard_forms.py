@@ -11,7 +11,8 @@ import pytest
 from licensing.testing import ThrowawayVendor
 from tests.conftest import Account, make_account
 
-PAGES = ["/", "/keys", "/users", "/license", "/try", "/usage", "/usage.csv", "/system", "/account"]
+PAGES = ["/", "/keys", "/users", "/license", "/try", "/usage", "/usage.csv", "/system", "/account", "/collections",
+         "/vehicles"]
 ADMIN_PAGES = ["/users", "/license", "/system"]
 
 
@@ -204,3 +205,56 @@ def test_admins_cannot_demote_or_delete_themselves(client, app, admin: Account) 
                                                              "csrf_token": token}).status_code == 400
     assert client.post(f"/users/{admin.user_id}/delete", data={"csrf_token": token}).status_code == 400
     assert role_of(app, admin.user_id) == "admin"
+
+
+def test_collections_browse_and_scan_draws_the_match(client, app, admin: Account, shared_data) -> None:
+    """A collection stocked through the API; the dashboard lists it, and scanning the same photo outlines the match
+    and charges one scan to the signed-in user."""
+    photo = (shared_data / "carvana/images/0ce66b539f52_01.jpg").read_bytes()
+    cid = client.post("/v1/collections", json={"name": "Lot A", "object_type": "generic"},
+                      headers=admin.headers).json["id"]
+    assert client.put(f"/v1/collections/{cid}/objects/stock-123", json={"name": "Silver sedan"},
+                      headers=admin.headers).status_code == 201
+    added = client.post(f"/v1/collections/{cid}/objects/stock-123/images",
+                        data={"image_file": (io.BytesIO(photo), "ref.jpg")}, headers=admin.headers)
+    assert added.json["images"][0]["status"] == "added", added.json
+    sign_in(client, admin)
+    page = client.get("/collections").get_data(as_text=True)
+    assert "Lot A" in page and f'data-collection="{cid}"' in page
+    page = client.get(f"/collections/{cid}").get_data(as_text=True)
+    assert 'data-object="stock-123"' in page and "Silver sedan" in page
+    token = csrf_token(client, f"/collections/{cid}")
+    resp = client.post(f"/collections/{cid}/scan", data={"photo": (io.BytesIO(photo), "lot.jpg"), "mode": "single",
+                                                         "csrf_token": token})
+    html = resp.get_data(as_text=True)
+    assert resp.status_code == 200, html[-2000:]
+    assert "1 match;" in html and "Silver sedan" in html
+    points = re.search(r'<polygon class="match match-0" points="([^"]+)"', html)
+    assert points and len(points.group(1).split()) >= 4  # the outline, in the preview's pixels
+    with app.app_context():
+        from server.services import licensing
+
+        assert licensing.box().usage()["metrics"]["scans"]["used"] == 1
+    # a file that is not a photo: plain words, nothing charged
+    resp = client.post(f"/collections/{cid}/scan", data={"photo": (io.BytesIO(b"not a photo"), "x.jpg"),
+                                                         "csrf_token": token})
+    assert resp.status_code == 400 and "not a photo this box can read" in resp.get_data(as_text=True)
+    with app.app_context():
+        assert licensing.box().usage()["metrics"]["scans"]["used"] == 1
+    assert client.get("/collections/col_missing").status_code == 404
+
+
+def test_vehicles_browse_and_search(client, admin: Account) -> None:
+    made = client.post("/v1/vehicles", json={"vin": "1HGCM82633A004352", "model": "Accord", "color": "Blue",
+                                             "stock_number": "A-17"}, headers=admin.headers)
+    assert made.status_code == 201, made.json
+    vid = made.json["id"]
+    sign_in(client, admin)
+    page = client.get("/vehicles").get_data(as_text=True)
+    assert f'data-vehicle="{vid}"' in page and "Accord" in page
+    assert f'data-vehicle="{vid}"' in client.get("/vehicles?q=A-17").get_data(as_text=True)
+    assert "No vehicle matches" in client.get("/vehicles?q=nothing-like-this").get_data(as_text=True)
+    page = client.get(f"/vehicles/{vid}").get_data(as_text=True)
+    assert "1HGCM82633A004352" in page and "No photos yet" in page
+    assert client.get("/vehicles/999999").status_code == 404
+    assert client.get("/vehicles/images/nope").status_code == 404

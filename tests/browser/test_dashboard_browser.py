@@ -285,27 +285,78 @@ def test_system_page_shows_models_readiness_disk_and_version(admin_page) -> None
     assert "free of" in page.inner_text("main")
 
 
+@pytest.fixture(scope="module")
+def stock(dashboard: Dashboard, shared_data: Path) -> dict[str, str]:
+    """A recognition collection with one object and a vehicle with one photo, made through the API."""
+    api, headers = dashboard.url, {"X-Api-Key": dashboard.admin_key}
+    photo = (shared_data / CAR_PHOTO).read_bytes()
+    cid = requests.post(f"{api}/v1/collections", json={"name": "Lot A", "object_type": "generic"}, headers=headers,
+                        timeout=30).json()["id"]
+    requests.put(f"{api}/v1/collections/{cid}/objects/stock-123", json={"name": "Silver sedan"}, headers=headers,
+                 timeout=30).raise_for_status()
+    added = requests.post(f"{api}/v1/collections/{cid}/objects/stock-123/images", headers=headers,
+                          files={"image_file": ("ref.jpg", photo)}, timeout=120).json()
+    assert added["images"][0]["status"] == "added", added
+    vehicle = requests.post(f"{api}/v1/vehicles", json={"vin": "1HGCM82633A004352", "model": "Accord",
+                                                         "color": "Silver", "stock_number": "A-17"},
+                            headers=headers, timeout=30).json()
+    requests.post(f"{api}/v1/vehicles/{vehicle['id']}/photos", headers=headers, data={"angle": "front"},
+                  files={"photo": ("front.jpg", photo)}, timeout=120).raise_for_status()
+    return {"collection": cid, "vehicle": str(vehicle["id"])}
+
+
+def test_scan_a_photo_and_see_the_match_drawn(admin_page, stock: dict[str, str], shared_data: Path) -> None:
+    page = admin_page
+    _nav(page, "Collections").click()
+    page.get_by_role("link", name="Lot A").click()
+    assert page.locator("tr[data-object=stock-123]").count() == 1
+    page.set_input_files("#scan-photo", str(shared_data / CAR_PHOTO))
+    page.get_by_role("button", name="Scan").click()
+    page.locator("#scan-result").wait_for()
+    outline = page.locator("#scan-result polygon.match")
+    assert outline.count() == 1
+    box = outline.bounding_box()
+    figure = page.locator("#scan-result svg").bounding_box()
+    assert box and figure and box["width"] > 0.3 * figure["width"]  # the whole photo matched, so a large outline
+    assert "Silver sedan" in page.locator("#matches").inner_text()
+
+
+def test_vehicles_search_and_open_one(admin_page, stock: dict[str, str]) -> None:
+    page = admin_page
+    _nav(page, "Vehicles").click()
+    page.get_by_role("searchbox").fill("A-17")
+    page.get_by_role("button", name="Search").click()
+    page.get_by_role("link", name=re.compile("Accord")).click()
+    assert "1HGCM82633A004352" in page.locator("#vehicle-facts").inner_text()
+    assert page.locator("#photos li").count() == 1
+
+
 def _pages(tryit_url: str) -> list[tuple[str, str, str]]:
     """(name, who, path) of every page."""
     return [("login", "nobody", "/login"), ("forgot", "nobody", "/forgot"), ("reset", "nobody", "/reset/not-a-token"),
             ("overview", "admin", "/"), ("usage", "admin", "/usage"), ("keys", "admin", "/keys"),
             ("users", "admin", "/users"), ("license", "admin", "/license"), ("tryit", "admin", "/try"),
             ("tryit-result", "admin", tryit_url), ("system", "admin", "/system"), ("account", "admin", "/account"),
-            ("overview-member", "member", "/"), ("forbidden-member", "member", "/system")]
+            ("overview-member", "member", "/"), ("forbidden-member", "member", "/system"),
+            ("collections", "admin", "/collections"), ("vehicles", "admin", "/vehicles")]
 
 
 def test_every_page_at_1280_and_390_px_keyboard_reachable(browser, dashboard: Dashboard, sessions: dict[str, dict],
-                                                          tryit_url: str, screenshots_dir: Path) -> None:
+                                                          tryit_url: str, stock: dict[str, str],
+                                                          screenshots_dir: Path) -> None:
     pages = {"nobody": new_page(browser, dashboard),
              "admin": new_page(browser, dashboard, storage_state=sessions["admin"]),
              "member": new_page(browser, dashboard, storage_state=sessions["member"])}
     shots = []
-    for name, who, path in _pages(tryit_url):
+    extra = [("collection", "admin", f"/collections/{stock['collection']}"),
+             ("vehicle", "admin", f"/vehicles/{stock['vehicle']}")]
+    for name, who, path in _pages(tryit_url) + extra:
         page = pages[who]
         for width, height in (WIDE, NARROW):
             page.set_viewport_size({"width": width, "height": height})
             page.goto(path)
             page.wait_for_load_state("load")
+            page.wait_for_function("[...document.images].every(img => img.complete)")
             if name == "usage":
                 page.locator("canvas[data-rendered=yes]").first.wait_for()
             shot = screenshots_dir / f"{name}-{width}.png"
@@ -325,4 +376,4 @@ def test_every_page_at_1280_and_390_px_keyboard_reachable(browser, dashboard: Da
     for page in pages.values():
         assert page.js_errors == [], page.js_errors  # type: ignore[attr-defined]
         page.context.close()
-    assert len(shots) == 2 * len(_pages(tryit_url)) and all(s.stat().st_size > 5000 for s in shots)
+    assert len(shots) == 2 * (len(_pages(tryit_url)) + len(extra)) and all(s.stat().st_size > 5000 for s in shots)
