@@ -258,3 +258,66 @@ def test_vehicles_browse_and_search(client, admin: Account) -> None:
     assert "1HGCM82633A004352" in page and "No photos yet" in page
     assert client.get("/vehicles/999999").status_code == 404
     assert client.get("/vehicles/images/nope").status_code == 404
+
+
+@pytest.fixture
+def sam_checkpoint(tmp_path):  # type: ignore[no-untyped-def]
+    """A tiny randomly initialised Segment Anything checkpoint, biased to predict some foreground."""
+    import torch
+
+    from tests.test_models_sam import tiny_sam
+
+    torch.manual_seed(0)
+    model = tiny_sam()
+    with torch.no_grad():
+        for mlp in model.mask_decoder.output_hypernetworks_mlps:
+            mlp.layers[-1].bias.add_(0.5)
+    path = tmp_path / "tiny_sam.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def test_try_it_refine_with_clicks_passes_the_points_to_segment_anything(client, app, admin: Account,
+                                                                          monkeypatch, sam_checkpoint) -> None:
+    """Try it, then refine with two clicks: Segment Anything (a tiny real predictor) gets them as keep/remove
+    points in photo pixels, and each run charges its credits; without SAM the refine says so in plain words."""
+    from server.services import removebg as service
+    from tests.fakes_removebg import FakeSegmenter, photo
+
+    monkeypatch.setattr(service, "_segmenter", lambda: FakeSegmenter())
+    sign_in(client, admin)
+    token = csrf_token(client, "/try")
+    resp = client.post("/try", data={"photo": (io.BytesIO(photo(400, 300)), "car.jpg"), "type": "auto",
+                                     "size": "preview", "background": "transparent", "format": "png",
+                                     "csrf_token": token})
+    assert resp.status_code == 302, resp.get_data(as_text=True)[-1500:]
+    result = resp.headers["Location"]
+    assert re.fullmatch(r"/try/[A-Za-z0-9_-]{20,}", result)
+    points = "[[0.5, 0.5, 1], [0.02, 0.02, 0]]"
+    # no checkpoint installed: a plain sentence, nothing charged
+    before = used_credits(app)
+    resp = client.post(f"{result}/refine", data={"points": points, "csrf_token": token})
+    assert resp.status_code == 503 and "Segment Anything is not installed" in resp.get_data(as_text=True)
+    assert used_credits(app) == before
+    from models import sam as sam_module
+    from tests.test_models_sam import tiny_sam
+    from tests.test_removebg_sam import RecordingSam
+
+    sam = RecordingSam(sam_checkpoint, tiny_sam, device="cpu", name="sam-tiny")
+    monkeypatch.setattr(sam_module, "get_sam", lambda *a, **kw: sam)
+    resp = client.post(f"{result}/refine", data={"points": points, "csrf_token": token})
+    assert resp.status_code == 302, resp.get_data(as_text=True)[-1500:]
+    refined = resp.headers["Location"]
+    assert refined != result and sam.prompts[-1]["labels"] == [1, 0]
+    assert sam.prompts[-1]["points"][0] == pytest.approx([199.5, 149.5])
+    assert used_credits(app) == pytest.approx(before + 0.25)
+    assert "refined with 2 clicks" in client.get(refined).get_data(as_text=True)
+    download = client.get(f"{refined}/download")
+    assert download.mimetype == "image/png" and "car-no-bg.png" in download.headers["Content-Disposition"]
+
+
+def used_credits(app) -> float:
+    from server.services import licensing
+
+    with app.app_context():
+        return licensing.box().usage()["metrics"]["credits"]["used"]

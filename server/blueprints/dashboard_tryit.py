@@ -20,8 +20,8 @@ from models.registry import model_status
 from server.blueprints.dashboard import bp, friendly_message, login_required
 from server.config import get_settings
 from server.errors import ApiError
-from server.services.metering import charge, check
-from server.services.removebg import Options, Result, parse_options, remove_background
+from server.services.metering import check
+from server.services.removebg import Options, parse_options, run
 
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{20,64}$")
 KEEP_SECONDS = 2 * 3600
@@ -78,14 +78,6 @@ def _clean_old(store: Path) -> None:
             pass
 
 
-def _remove_background(image: Image.Image, opts: Options) -> Result:
-    """Charge the credits and remove the background; any error refunds them (as the remove.bg endpoint does)."""
-    if opts.refine == "sam" and not sam_installed():
-        raise ApiError("Segment Anything is not installed on this box.", code="sam_not_installed", status=503)
-    with charge("credits", opts.credits):
-        return remove_background(image, opts)
-
-
 def _run(source: bytes, filename: str, choice: dict[str, Any], points: list[list[float]] | None = None) -> str:
     """Remove the background (charging the signed-in user's credits) and keep the files for the result page."""
     s = get_settings()
@@ -94,7 +86,7 @@ def _run(source: bytes, filename: str, choice: dict[str, Any], points: list[list
     opts: Options = parse_options(removebg_params(choice, points))
     image = imaging.decode(source, max_bytes=max_bytes)
     g.principal = g.user  # charges from the dashboard are the user's, without an API key
-    result = _remove_background(image, opts)
+    result = run(image, opts)  # the removebg service charges the credits; any error refunds them
     store = _store()
     _clean_old(store)
     token = secrets.token_urlsafe(18)
