@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -321,3 +322,47 @@ def used_credits(app) -> float:
 
     with app.app_context():
         return licensing.box().usage()["metrics"]["credits"]["used"]
+
+
+def overview_state(client) -> tuple[str, str]:
+    """(data-state, headline) of the Overview's license card."""
+    html = client.get("/").get_data(as_text=True)
+    match = re.search(r'id="license-state" data-state="(\w+)">\s*<h2 id="state-h">([^<]+)</h2>', html)
+    assert match, html[-2000:]
+    return match.group(1), match.group(2)
+
+
+def test_overview_shows_each_license_state_in_words(client, app, admin: Account, vendor: ThrowawayVendor) -> None:
+    """Trial with days left, active, limits exhausted, grace with days left, expired: driven by real license files
+    and a travelling clock."""
+    import time_machine
+
+    from licensing.options import GRACE_DAYS, TRIAL_DAYS
+
+    start = datetime.now(UTC).replace(microsecond=0)
+    with time_machine.travel(start, tick=False) as clock:
+        sign_in(client, admin)
+        assert overview_state(client) == ("trial", f"Trial: {TRIAL_DAYS} days left")
+        with app.app_context():
+            from server.services import licensing
+
+            fingerprint = licensing.box().fingerprint
+        lic = vendor.license(fingerprint, "starter", valid_until=(start + timedelta(days=10)).isoformat())
+        resp = client.post("/license", data={"license_text": lic, "csrf_token": csrf_token(client, "/license")})
+        assert resp.status_code == 302
+        assert overview_state(client) == ("active", "Licensed")
+        probe = client.post("/v1/metering/probe", json={"metric": "credits", "amount": 500}, headers=admin.headers)
+        assert probe.status_code == 200, probe.get_json()
+        state, headline = overview_state(client)
+        assert (state, headline) == ("active", "Limits exhausted")
+        html = client.get("/").get_data(as_text=True)
+        assert 'class="bar full"' in html and "Used up this month: Background-removal credits" in html
+
+        clock.move_to(start + timedelta(days=12))
+        sign_in(client, admin)
+        assert overview_state(client)[0] == "grace"
+        assert overview_state(client)[1] == f"License expired: {GRACE_DAYS - 2} days of grace left"
+        clock.move_to(start + timedelta(days=10 + GRACE_DAYS + 1))
+        sign_in(client, admin)
+        assert overview_state(client) == ("expired", "Expired")
+        assert "Install a new license" in client.get("/").get_data(as_text=True)

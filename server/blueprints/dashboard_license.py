@@ -8,6 +8,7 @@ from flask import flash, redirect, render_template, request, url_for
 
 from licensing.clock import now
 from licensing.errors import LicensingError
+from licensing.plans import ROLLOVER_CAP
 from server.blueprints.dashboard import (
     METRIC_LABELS,
     admin_required,
@@ -35,7 +36,8 @@ def _license_page(error: str | None = None, status_code: int = 200) -> Any:
     plan = status["plan"]
     terms = [{"metric": m, "label": METRIC_LABELS[m], "value": plan.get(m)} for m in METRIC_LABELS]
     return render_template("license.html", status=status, summary=license_summary(status, now()), terms=terms,
-                           packs=status["balances"]["credits"].get("payg", []), error=error), status_code
+                           packs=status["balances"]["credits"].get("payg", []), error=error,
+                           rollover_cap=ROLLOVER_CAP), status_code
 
 
 @bp.get("/license")
