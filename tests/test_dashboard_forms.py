@@ -366,3 +366,73 @@ def test_overview_shows_each_license_state_in_words(client, app, admin: Account,
         sign_in(client, admin)
         assert overview_state(client) == ("expired", "Expired")
         assert "Install a new license" in client.get("/").get_data(as_text=True)
+
+
+def test_make_a_collection_and_add_objects_with_photos(client, app, admin: Account, shared_data) -> None:
+    """Staff stock a collection from the browser; uploads are charged per stored photo, duplicates are not."""
+    first = (shared_data / "carvana/images/0ce66b539f52_01.jpg").read_bytes()
+    sign_in(client, admin)
+    token = csrf_token(client, "/collections")
+    resp = client.post("/collections", data={"name": "Lot B", "object_type": "generic", "csrf_token": token})
+    assert resp.status_code == 302
+    cid = resp.headers["Location"].rsplit("/", 1)[1]
+    assert "was made" in client.get(f"/collections/{cid}").get_data(as_text=True)
+    resp = client.post(f"/collections/{cid}/objects", data={"object_id": "A-1", "name": "Silver sedan",
+                                                            "photos": [(io.BytesIO(first), "a.jpg")],
+                                                            "csrf_token": token})
+    assert resp.status_code == 302
+    page = client.get(f"/collections/{cid}").get_data(as_text=True)
+    assert "A-1: 1 photo added." in page and 'data-object="A-1"' in page
+    # the same photo for another object: skipped as a duplicate, not charged
+    resp = client.post(f"/collections/{cid}/objects", data={"object_id": "B-2", "photos": [(io.BytesIO(first),
+                                                                                            "b.jpg")],
+                                                            "csrf_token": token})
+    page = client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "B-2: 0 photos added, 1 skipped because another object already has them." in page
+    with app.app_context():
+        from server.services import licensing
+
+        metrics = licensing.box().usage()["metrics"]
+    assert metrics["uploads"]["used"] == 1 and metrics["stored_images"]["used"] == 1
+    # plain words for a missing id or photo, and for a file that is not a photo
+    resp = client.post(f"/collections/{cid}/objects", data={"object_id": "", "csrf_token": token})
+    assert resp.status_code == 400 and "Give the object an id" in resp.get_data(as_text=True)
+    resp = client.post(f"/collections/{cid}/objects", data={"object_id": "C-3", "csrf_token": token,
+                                                            "photos": [(io.BytesIO(b"nope"), "c.jpg")]})
+    assert resp.status_code == 400 and "not a photo this box can read" in resp.get_data(as_text=True)
+    resp = client.post("/collections", data={"name": " ", "csrf_token": token})
+    assert resp.status_code == 400 and "name is required" in resp.get_data(as_text=True)
+
+
+def test_add_a_vehicle_and_upload_its_photos(client, app, admin: Account, shared_data) -> None:
+    photo = (shared_data / "carvana/images/0ce66b539f52_01.jpg").read_bytes()
+    sign_in(client, admin)
+    token = csrf_token(client, "/vehicles")
+    bad = client.post("/vehicles", data={"vin": "1HGCM82633A004353", "csrf_token": token})
+    assert bad.status_code == 400 and "check digit" in bad.get_data(as_text=True).lower()
+    assert 'value="1HGCM82633A004353"' in bad.get_data(as_text=True)  # the form keeps what was typed
+    resp = client.post("/vehicles", data={"vin": "1HGCM82633A004352", "model": "Accord", "stock_number": "A-17",
+                                          "csrf_token": token})
+    assert resp.status_code == 302
+    page = client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "2003 Honda Accord" in page and "was added" in page
+    vid = int(resp.headers["Location"].rsplit("/", 1)[1])
+    with app.app_context():
+        from server.services import licensing
+
+        before = licensing.box().usage()["metrics"]["credits"]["used"]
+    resp = client.post(f"/vehicles/{vid}/photos", data={"angle": "front", "csrf_token": token,
+                                                        "photos": [(io.BytesIO(photo), "front.jpg")]})
+    assert resp.status_code == 302
+    page = client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "1 photo uploaded" in page and page.count("<li data-photo=") == 1
+    resp = client.post(f"/vehicles/{vid}/photos", data={"angle": "front", "csrf_token": token,
+                                                        "photos": [(io.BytesIO(photo), "again.jpg")]})
+    assert "1 skipped: already uploaded" in client.get(resp.headers["Location"]).get_data(as_text=True)
+    with app.app_context():
+        assert licensing.box().usage()["metrics"]["credits"]["used"] > before  # one render, charged once
+        charged = licensing.box().usage()["metrics"]["credits"]["used"] - before
+    assert charged in (0.25, 1.0)
+    resp = client.post(f"/vehicles/{vid}/photos", data={"angle": "sideways", "csrf_token": token,
+                                                        "photos": [(io.BytesIO(photo), "x.jpg")]})
+    assert resp.status_code == 400 and "angle must be one of" in resp.get_data(as_text=True)

@@ -1,5 +1,6 @@
-"""Dashboard: recognition collections (browse objects, scan a photo and see the match drawn) and vehicles (browse the
-catalog with its photos). Both call the recognition and catalog services' public functions."""
+"""Dashboard: recognition collections (make one, add objects with reference photos, scan a photo and see the match
+drawn) and vehicles (add one, upload photos, browse the catalog). Both call the recognition and catalog services'
+public functions and charge as their API endpoints do."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import base64
 import io
 from typing import Any
 
-from flask import abort, g, render_template, request, send_file
+from flask import abort, flash, g, redirect, render_template, request, send_file, url_for
 from PIL import Image
 
 from licensing.errors import LicensingError
@@ -15,9 +16,10 @@ from models.errors import ModelError
 from server.blueprints.dashboard import bp, friendly_message, login_required
 from server.config import get_settings
 from server.errors import ApiError
-from server.services import catalog
+from server.services import catalog, catalog_jobs
 from server.services import recognition as rec
 from server.services.metering import charge, check
+from server.services.removebg import SIZE_CREDITS
 from server.store import get_db
 
 PAGE = 50
@@ -58,6 +60,78 @@ def collections() -> Any:
     return render_template("collections.html", rows=rows)
 
 
+@bp.post("/collections")
+@login_required
+def create_collection() -> Any:
+    """Make an empty collection."""
+    try:
+        check("collection_manage")
+        coll = rec.create_collection(request.form.get("name", ""),
+                                     "car" if request.form.get("object_type") == "car" else "generic")
+    except (ApiError, LicensingError) as exc:
+        rows = [{**c, **counts(c["id"])} for c in rec.list_collections()]
+        return render_template("collections.html", rows=rows, error=friendly_message(exc)), int(exc.status)
+    flash(f"The collection “{coll['name']}” was made. Add objects with their reference photos below.")
+    return redirect(url_for("dashboard.collection", collection_id=coll["id"]))
+
+
+class _NotStored(Exception):
+    """A photo examined but not stored (duplicate, no features): leaving the charge block refunds it."""
+
+
+def add_reference_photos(collection_id: str, object_id: str, uploads: list[tuple[str, bytes]]) -> dict[str, int]:
+    """Store reference photos of one object as POST /v1/collections/.../images does: each added photo costs one
+    upload and one stored image; duplicates and featureless photos are refunded. Counts per outcome."""
+    tally = {"added": 0, "duplicate": 0, "failed": 0}
+    images = [rec.decode_image(data, name) for name, data in uploads]  # a bad file stops the batch before any work
+    for n, image in enumerate(images):
+        try:
+            with charge("uploads", 1), charge("stored_images", 1):
+                result = rec.add_image(collection_id, object_id, image)
+                if result["status"] != "added":
+                    raise _NotStored(result["status"])
+        except _NotStored as exc:
+            tally[str(exc) if str(exc) in tally else "failed"] += 1
+            continue
+        except LicensingError:
+            if n == 0:
+                raise
+            tally["refused"] = len(uploads) - n  # the allowance ran out part-way
+            break
+        tally["added"] += 1
+    return tally
+
+
+@bp.post("/collections/<collection_id>/objects")
+@login_required
+def add_object(collection_id: str) -> Any:
+    """Add (or update) an object with reference photos."""
+    rec.get_collection(collection_id)
+    object_id = request.form.get("object_id", "").strip()
+    uploads = [(f.filename or "photo", f.read()) for f in request.files.getlist("photos") if f and f.filename]
+    if not object_id:
+        return _collection_page(collection_id, error="Give the object an id, e.g. its stock number.", status=400)
+    if not uploads:
+        return _collection_page(collection_id, error="Choose at least one reference photo of the object.",
+                                status=400)
+    try:
+        check("collection_manage")
+        rec.put_object(collection_id, object_id, {"name": request.form.get("name", "").strip() or None})
+        g.principal = g.user  # uploads are charged to the signed-in user, without an API key
+        tally = add_reference_photos(collection_id, object_id, uploads)
+    except (ApiError, LicensingError, ModelError) as exc:
+        return _collection_page(collection_id, error=friendly_message(exc), status=int(getattr(exc, "status", 400)))
+    words = [f"{tally['added']} photo{'s' if tally['added'] != 1 else ''} added"]
+    if tally["duplicate"]:
+        words.append(f"{tally['duplicate']} skipped because another object already has them")
+    if tally["failed"]:
+        words.append(f"{tally['failed']} skipped because they show too little detail to recognise")
+    if tally.get("refused"):
+        words.append(f"{tally['refused']} not added because this month's uploads are used up")
+    flash(f"{object_id}: {', '.join(words)}.")
+    return redirect(url_for("dashboard.collection", collection_id=collection_id))
+
+
 @bp.get("/collections/<collection_id>")
 @login_required
 def collection(collection_id: str) -> Any:
@@ -93,24 +167,77 @@ def collection_scan(collection_id: str) -> Any:
 @login_required
 def vehicles() -> Any:
     """Search the vehicle catalog (free text and status), a page at a time."""
+    return _vehicles_page()
+
+
+def _vehicles_page(error: str | None = None, status: int = 200, form: dict[str, str] | None = None) -> Any:
     check("collection_read")
     q = request.args.get("q", "").strip()
-    status = request.args.get("status", "")
-    status = status if status in catalog.STATUSES else ""
-    rows, nxt = catalog.search_vehicles(get_db(), q=q or None, status=status or None,
+    wanted = request.args.get("status", "")
+    wanted = wanted if wanted in catalog.STATUSES else ""
+    rows, nxt = catalog.search_vehicles(get_db(), q=q or None, status=wanted or None,
                                         cursor=request.args.get("cursor") or None, limit=PAGE)
-    return render_template("vehicles.html", rows=rows, next_cursor=nxt, q=q, status=status,
-                           statuses=catalog.STATUSES)
+    return render_template("vehicles.html", rows=rows, next_cursor=nxt, q=q, status=wanted,
+                           statuses=catalog.STATUSES, error=error, form=form or {}), status
+
+
+@bp.post("/vehicles")
+@login_required
+def create_vehicle() -> Any:
+    """Add a vehicle by its VIN (year and make are read from the VIN)."""
+    fields = {k: request.form.get(k, "").strip() for k in ("vin", "stock_number", "model", "trim", "color")}
+    try:
+        check("collection_manage")
+        v = catalog.create_vehicle(get_db(), {k: val for k, val in fields.items() if val})
+    except (ApiError, LicensingError, ModelError) as exc:  # models.vin.InvalidVin is a ModelError
+        return _vehicles_page(error=friendly_message(exc), status=int(getattr(exc, "status", 400)), form=fields)
+    flash(f"The {v.get('year') or ''} {v.get('make') or ''} {v.get('model') or ''} was added. Upload its photos below.")
+    return redirect(url_for("dashboard.vehicle", vehicle_id=v["id"]))
+
+
+@bp.post("/vehicles/<int:vehicle_id>/photos")
+@login_required
+def upload_vehicle_photos(vehicle_id: int) -> Any:
+    """Upload photos of one angle; each new one is queued for a studio render and charged as the API charges it."""
+    db = get_db()
+    catalog.get_vehicle(db, vehicle_id)
+    angle = request.form.get("angle", "")
+    uploads = [(f.filename or "photo", f.read(), angle, []) for f in request.files.getlist("photos")
+               if f and f.filename]
+    if not uploads:
+        return _vehicle_page(vehicle_id, "Choose at least one photo of the vehicle.", 400)
+    try:
+        check("background_removal")
+        settings = get_settings()
+        prepared = catalog.prepare_photos(db, settings, vehicle_id, uploads)
+        new = sum(1 for p in prepared if p.duplicate_of is None)
+        size = catalog_jobs.working_size(settings.catalog.render_size, catalog.vehicle_profile(db, vehicle_id))
+        g.principal = g.user
+        if new:
+            with charge("credits", SIZE_CREDITS[size] * new):
+                result = catalog.store_photos(db, settings, vehicle_id, prepared)
+        else:
+            result = catalog.store_photos(db, settings, vehicle_id, prepared)
+    except (ApiError, LicensingError, ModelError) as exc:
+        return _vehicle_page(vehicle_id, friendly_message(exc), int(getattr(exc, "status", 400)))
+    stored, dupes = len(result["photos"]), len(result["duplicates"])
+    flash(f"{stored} photo{'s' if stored != 1 else ''} uploaded; the studio versions appear here when ready."
+          + (f" {dupes} skipped: already uploaded." if dupes else ""))
+    return redirect(url_for("dashboard.vehicle", vehicle_id=vehicle_id))
+
+
+def _vehicle_page(vehicle_id: int, error: str | None = None, status: int = 200) -> Any:
+    check("collection_read")
+    db = get_db()
+    return render_template("vehicle.html", v=catalog.get_vehicle(db, vehicle_id),
+                           photos=catalog.list_photos(db, vehicle_id), angles=catalog.ANGLES, error=error), status
 
 
 @bp.get("/vehicles/<int:vehicle_id>")
 @login_required
 def vehicle(vehicle_id: int) -> Any:
     """One vehicle: its details and its photos with their studio renders."""
-    check("collection_read")
-    db = get_db()
-    return render_template("vehicle.html", v=catalog.get_vehicle(db, vehicle_id),
-                           photos=catalog.list_photos(db, vehicle_id))
+    return _vehicle_page(vehicle_id)
 
 
 @bp.get("/vehicles/images/<render_id>")

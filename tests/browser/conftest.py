@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, LiveServer, start_live_server, stop_live_server
+from tests.conftest import MODELS_DIR, REPO, LiveServer, start_live_server, stop_live_server
 
 CHROMIUM = os.environ.get("FORECOURT_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -54,6 +56,16 @@ class Dashboard:
         return self.server.url
 
 
+def create_schema(data: Path, env: dict[str, str]) -> None:
+    """Apply every blueprint's migrations once, in a throwaway process, before gunicorn starts: two workers
+    migrating a brand-new database at the same moment can fail to boot with "database is locked"."""
+    full = {**os.environ, **env, "FORECOURT_STORAGE__DATA_DIR": str(data), "FORECOURT_MODELS__DIR": str(MODELS_DIR),
+            "FORECOURT_LICENSING__STATE_DIR": str(data.parent / f"{data.name}-state"),
+            "FORECOURT_LOGGING__LEVEL": "WARNING"}
+    code = "import os; from server import create_app; create_app(); os._exit(0)"
+    subprocess.run([sys.executable, "-c", code], env=full, cwd=REPO, check=True, capture_output=True, timeout=120)
+
+
 @pytest.fixture(scope="module")
 def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     """gunicorn (2 workers x 4 threads) on a fresh data folder, with an admin and a member."""
@@ -61,17 +73,10 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
 
     vendor = ThrowawayVendor()
     env = {"FORECOURT_LICENSING__PUBLIC_KEYS": json.dumps([vendor.public_key])}
-    for attempt in (1, 2):
-        data = tmp_path_factory.mktemp("dash") / "data"
-        data.mkdir()
-        try:
-            server = start_live_server(data, extra_env=env)
-            break
-        except RuntimeError:
-            # Two workers applying other blueprints' migrations to a brand-new database at once can fail to boot
-            # ("database is locked"); a second fresh start is the workaround until those migrations run once.
-            if attempt == 2:
-                raise
+    data = tmp_path_factory.mktemp("dash") / "data"
+    data.mkdir()
+    create_schema(data, env)
+    server = start_live_server(data, extra_env=env)
     dash = Dashboard(server, vendor)
     try:
         from server.services import accounts

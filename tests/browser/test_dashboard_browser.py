@@ -305,11 +305,22 @@ def stock(dashboard: Dashboard, shared_data: Path) -> dict[str, str]:
     return {"collection": cid, "vehicle": str(vehicle["id"])}
 
 
-def test_scan_a_photo_and_see_the_match_drawn(admin_page, stock: dict[str, str], shared_data: Path) -> None:
+def test_stock_a_collection_then_scan_a_photo_and_see_the_match_drawn(admin_page, stock: dict[str, str],
+                                                                        shared_data: Path,
+                                                                        screenshots_dir: Path) -> None:
     page = admin_page
     _nav(page, "Collections").click()
-    page.get_by_role("link", name="Lot A").click()
-    assert page.locator("tr[data-object=stock-123]").count() == 1
+    assert page.locator(f"tr[data-collection={stock['collection']}]").count() == 1  # the one made through the API
+    page.get_by_label("Name").fill("Lot B")
+    page.get_by_label("It holds").select_option("generic")
+    page.get_by_role("button", name="Make collection").click()
+    page.get_by_role("heading", name="Lot B").wait_for()
+    page.get_by_label("Object id").fill("B-7")
+    page.get_by_label("Name").fill("Silver sedan")
+    page.set_input_files("#object-photos", str(shared_data / CAR_PHOTO))
+    page.get_by_role("button", name="Add", exact=True).click()
+    assert "B-7: 1 photo added." in page.get_by_role("status").first.inner_text()
+    assert page.locator("tr[data-object=B-7]").count() == 1
     page.set_input_files("#scan-photo", str(shared_data / CAR_PHOTO))
     page.get_by_role("button", name="Scan").click()
     page.locator("#scan-result").wait_for()
@@ -319,16 +330,29 @@ def test_scan_a_photo_and_see_the_match_drawn(admin_page, stock: dict[str, str],
     figure = page.locator("#scan-result svg").bounding_box()
     assert box and figure and box["width"] > 0.3 * figure["width"]  # the whole photo matched, so a large outline
     assert "Silver sedan" in page.locator("#matches").inner_text()
+    page.screenshot(path=str(screenshots_dir / "collection-scan-1280.png"), full_page=True)
 
 
-def test_vehicles_search_and_open_one(admin_page, stock: dict[str, str]) -> None:
+def test_add_a_vehicle_upload_a_photo_and_find_it(admin_page, stock: dict[str, str], shared_data: Path) -> None:
     page = admin_page
+    _nav(page, "Vehicles").click()
+    page.get_by_text("Add a vehicle").click()
+    page.get_by_role("textbox", name="VIN").fill("1FTFW1ET9DFC10312")
+    page.get_by_label("Stock number", exact=True).fill("F-150-9")
+    page.get_by_label("Model", exact=True).fill("F-150")
+    page.get_by_role("button", name="Add vehicle").click()
+    assert "was added" in page.get_by_role("status").first.inner_text()
+    page.set_input_files("#vehicle-photos", str(shared_data / CAR_PHOTO))
+    page.get_by_label("Angle").select_option("front_left")
+    page.get_by_role("button", name="Upload").click()
+    assert "1 photo uploaded" in page.get_by_role("status").first.inner_text()
+    assert page.locator("#photos li").count() == 1
     _nav(page, "Vehicles").click()
     page.get_by_role("searchbox").fill("A-17")
     page.get_by_role("button", name="Search").click()
+    assert page.locator("#vehicles tbody tr").count() == 1  # only the vehicle made through the API
     page.get_by_role("link", name=re.compile("Accord")).click()
     assert "1HGCM82633A004352" in page.locator("#vehicle-facts").inner_text()
-    assert page.locator("#photos li").count() == 1
 
 
 def _pages(tryit_url: str) -> list[tuple[str, str, str]]:
