@@ -56,50 +56,73 @@ def decontaminate(image: np.ndarray, alpha: np.ndarray, *, radius: int | None = 
     background colours are local alpha-weighted means, and each edge pixel's foreground is corrected so that
     alpha * F + (1 - alpha) * B reproduces the photo. Two passes, a wide and a narrow one.
     """
-    rgb = np.asarray(image)
+    rgb = np.ascontiguousarray(image)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError("decontaminate needs an RGB image")
-    a = np.clip(alpha.astype(np.float32), 0.0, 1.0)
+    a = np.clip(alpha.astype(np.float32, copy=False), 0.0, 1.0)
     if rgb.shape[:2] != a.shape:
         raise ValueError(f"image is {rgb.shape[:2]}, alpha is {a.shape}")
+    height, width = a.shape
     wide = radius or max(8, int(round(0.04 * max(a.shape))))
     narrow = max(2, wide // 15)
     # Near-0 pixels are invisible and near-1 pixels keep the photo's colour: only the real edge band needs work.
-    edge = (a > 0.01) & (a < 0.99)
+    flat = np.flatnonzero((a > 0.01) & (a < 0.99))
     out = rgb.copy()
-    rows, cols = np.nonzero(edge.any(axis=1))[0], np.nonzero(edge.any(axis=0))[0]
-    if len(rows) == 0:
+    if flat.size == 0:
         return out
+    ey, ex = np.divmod(flat, width)
     # Only pixels within reach of an edge pixel matter: work on that window (same result, far less work).
     pad = wide + narrow + 2
-    y0, y1 = max(rows[0] - pad, 0), min(rows[-1] + pad + 1, a.shape[0])
-    x0, x1 = max(cols[0] - pad, 0), min(cols[-1] + pad + 1, a.shape[1])
+    y0, y1 = max(int(ey[0]) - pad, 0), min(int(ey[-1]) + pad + 1, height)
+    x0, x1 = max(int(ex.min()) - pad, 0), min(int(ex.max()) + pad + 1, width)
     aw = np.ascontiguousarray(a[y0:y1, x0:x1])
-    window_edge = edge[y0:y1, x0:x1]
-    ey, ex = np.nonzero(window_edge)
-    # Large photos: estimate the (smooth) colours at half size, then solve each full-size edge pixel exactly.
-    half = max(aw.shape) > 1200
-    if half:
+    ea = a.ravel()[flat][:, None]
+    pix = rgb.reshape(-1, 3)[flat].astype(np.float32) * (1.0 / 255.0)
+    if max(aw.shape) > 1200:
+        # Large photos: the (smooth) background is estimated at half size and sampled bilinearly at each edge
+        # pixel, whose foreground then solves alpha * F + (1 - alpha) * B = I exactly. The blur-fusion background
+        # never depends on its foreground estimate, so only the background is computed.
         size = ((x1 - x0 + 1) // 2, (y1 - y0 + 1) // 2)
-        img_s = cv2.resize(rgb[y0:y1, x0:x1], size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+        img_s = cv2.resize(rgb[y0:y1, x0:x1], size, interpolation=cv2.INTER_AREA).astype(np.float32) * (1.0 / 255.0)
         a_s = cv2.resize(aw, size, interpolation=cv2.INTER_AREA)
-        radii = (max(2, wide // 2), max(1, narrow // 2))
+        bg = _background(img_s, a_s, (max(2, wide // 2), max(1, narrow // 2)))
+        fx, fy = size[0] / (x1 - x0), size[1] / (y1 - y0)  # the grid of a resize to the window's size
+        bg_at = _sample(bg, (ex - x0 + 0.5) * fx - 0.5, (ey - y0 + 0.5) * fy - 0.5)
+        values = (pix - (1.0 - ea) * bg_at) / np.maximum(ea, 0.05)
     else:
-        img_s, a_s, radii = rgb[y0:y1, x0:x1].astype(np.float32) / 255.0, aw, (wide, narrow)
-    fg, bg = img_s, img_s
-    for r in radii:
-        fg, bg = _blur_fusion_step(img_s, fg, bg, a_s, r)
-    if half:
-        # background estimate at the edge pixels (bilinear from the half-size grid), then
-        # alpha * F + (1 - alpha) * B = I solved for F
-        bg_full = cv2.resize(bg, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-        ea = aw[ey, ex][:, None]
-        pix = rgb[y0:y1, x0:x1][ey, ex].astype(np.float32) / 255.0
-        values = (pix - (1.0 - ea) * bg_full[ey, ex]) / np.maximum(ea, 0.05)
-    else:
-        values = fg[ey, ex]
-    out[y0 + ey, x0 + ex] = (np.clip(values, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        img_w = rgb[y0:y1, x0:x1].astype(np.float32) * (1.0 / 255.0)
+        fg, bg = img_w, img_w
+        for r in (wide, narrow):
+            fg, bg = _blur_fusion_step(img_w, fg, bg, aw, r)
+        values = fg.reshape(-1, 3)[(ey - y0) * (x1 - x0) + (ex - x0)]
+    out.reshape(-1, 3)[flat] = (np.clip(values, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     return out
+
+
+def _sample(img: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Bilinear samples (N x channels) of `img` at the points (xs, ys), edges replicated."""
+    n, cols = len(xs), 4096  # remap's maps must stay under 32767 pixels a side
+    rows = -(-n // cols)
+    map_x = np.zeros(rows * cols, np.float32)
+    map_y = np.zeros(rows * cols, np.float32)
+    map_x[:n], map_y[:n] = xs, ys
+    sampled = cv2.remap(img, map_x.reshape(rows, cols), map_y.reshape(rows, cols), cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REPLICATE)
+    return sampled.reshape(rows * cols, -1)[:n]
+
+
+def _background(img: np.ndarray, a: np.ndarray, radii: tuple[int, ...]) -> np.ndarray:
+    """The background half of the blur-fusion passes: B = blur(B * (1 - a)) / blur(1 - a), radius by radius."""
+    inv = 1.0 - a
+    weighted_img = img * inv[..., None]
+    bg = img
+    for r in radii:
+        ksize = (2 * r + 1, 2 * r + 1)
+        weight = cv2.blur(inv, ksize)
+        weight += 1e-5
+        bg = cv2.blur(weighted_img if bg is img else bg * inv[..., None], ksize)
+        bg /= weight[..., None]
+    return bg
 
 
 def _blur_fusion_step(img: np.ndarray, fg: np.ndarray, bg: np.ndarray, a: np.ndarray,

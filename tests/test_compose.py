@@ -90,6 +90,17 @@ def test_encodings() -> None:
     assert compose.has_transparency(rgba) and not compose.has_transparency(compose.composite(rgba, (0, 0, 0, 255)))
 
 
+def test_png_drops_the_colour_of_invisible_pixels_only() -> None:
+    rgba = cutout()
+    rgba[0, 0] = (10, 20, 30, 0)  # invisible: its colour is dropped
+    rgba[0, 1] = (10, 20, 30, 1)  # barely visible: kept exactly
+    png = np.asarray(Image.open(io.BytesIO(compose.encode(rgba, "png")[0])))
+    assert tuple(png[0, 0]) == (0, 0, 0, 0) and tuple(png[0, 1]) == (10, 20, 30, 1)
+    assert np.array_equal(png[1:], rgba[1:]) and tuple(png[30, 60]) == (0, 0, 255, 255)  # RGBA order kept
+    webp = np.asarray(Image.open(io.BytesIO(compose.encode(rgba, "webp")[0])).convert("RGBA"))
+    assert webp[0, 0, 3] == 0 and webp[30, 60, 3] == 255
+
+
 def car_like(h: int = 300, w: int = 600, tilt: int = 0) -> np.ndarray:
     """A body floating above two wheels; with tilt the rear wheel stands higher (a three-quarter view)."""
     alpha = np.zeros((h, w), np.float32)

@@ -380,7 +380,7 @@ def cutout_alpha(rgb: np.ndarray, opts: Options, roi: tuple[int, int, int, int] 
         alpha = alpha * keep
     if not opts.semitransparency:
         alpha = np.clip((alpha - 0.5) * 4.0 + 0.5, 0.0, 1.0)  # only a thin anti-aliased rim stays see-through
-    return alpha.astype(np.float32, copy=False)
+    return np.clip(alpha, 0.0, 1.0).astype(np.float32, copy=False)
 
 
 def refine_with_sam(rgb: np.ndarray, alpha: np.ndarray,
@@ -424,17 +424,20 @@ def remove_background(image: Image.Image, opts: Options) -> Result:
         fx, fy = work.width / image.width, work.height / image.height
         roi = (int(roi[0] * fx), int(roi[1] * fy), max(int(round(roi[2] * fx)), int(roi[0] * fx) + 1),
                max(int(round(roi[3] * fy)), int(roi[1] * fy) + 1))
-    rgb = np.asarray(work.convert("RGB"))
+    rgb = np.asarray(work if work.mode == "RGB" else work.convert("RGB"))
     alpha = cutout_alpha(rgb, opts, roi)
     if work.mode == "RGBA":  # an input that was transparent already stays so
         alpha = np.minimum(alpha, np.asarray(work.getchannel("A"), dtype=np.float32) * (1.0 / 255.0))
-    if compose.foreground_box(alpha) is None:
+    alpha_u8 = cv2.convertScaleAbs(alpha, alpha=255.0)  # rounded and saturated to 0-255
+    if compose.foreground_box(alpha_u8) is None:
         raise _bad("unknown_foreground", "Could not identify a foreground in the image.", "Unknown foreground")
     from models.refine import decontaminate
 
-    alpha_u8 = np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    layers = np.dstack([decontaminate(rgb, alpha), alpha_u8, alpha_u8])  # RGBA + the subject's own alpha
-    if opts.shadow_type is not None:
+    if opts.shadow_type is None:  # RGBA; the subject is its alpha
+        layers = cv2.cvtColor(decontaminate(rgb, alpha), cv2.COLOR_RGB2RGBA)
+        layers[..., 3] = alpha_u8
+    else:  # RGBA (subject and shadow) + the subject's own alpha
+        layers = np.dstack([decontaminate(rgb, alpha), alpha_u8, alpha_u8])
         opacity = opts.shadow_opacity if opts.shadow_opacity is not None else SHADOW_DEFAULT_OPACITY[opts.shadow_type]
         layers[..., :4] = shadow.add_shadow(layers[..., :4], opacity, opts.shadow_type)
     if opts.crop:
@@ -442,8 +445,8 @@ def remove_background(image: Image.Image, opts: Options) -> Result:
                                           opts.crop_margin)
     if opts.scale is not None or opts.position is not None:
         layers = compose.place(layers, (layers.shape[1], layers.shape[0]), opts.scale, opts.position)
-    rgba = np.ascontiguousarray(layers[..., :4])
-    fg_box = compose.foreground_box(layers[..., 4])
+    rgba = layers if layers.shape[2] == 4 else np.ascontiguousarray(layers[..., :4])
+    fg_box = compose.foreground_box(layers[..., -1])
     if opts.channels == "rgba":
         if opts.bg_image is not None:
             rgba = compose.composite(rgba, compose.cover(opts.bg_image, (rgba.shape[1], rgba.shape[0])))
