@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 from tqdm import tqdm
 
@@ -35,3 +37,24 @@ def rebuild_command(obj, collection_id: str | None) -> None:  # type: ignore[no-
                 index = svc.rebuild_index(db, settings, row["id"], progress=bar.update)
             svc.forget_cached_indexes()
             click.echo(f"{row['id']}: {row['n']} images, {index.ntotal} descriptors, {index.kind} index")
+
+
+@index_group.command("install-embedding")
+@click.argument("arch")
+@click.argument("weights", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", default=None, help="Folder name under <models_dir>/recognition (default: ARCH).")
+@click.option("--input-size", default=224, show_default=True, help="Square input side in pixels.")
+@click.pass_obj
+def install_embedding_command(obj, arch: str, weights: Path, name: str | None, input_size: int) -> None:  # type: ignore[no-untyped-def]
+    """Install a torchvision backbone (ARCH, e.g. resnet50) from a WEIGHTS file downloaded by hand as the
+    global-embedding model: writes its TorchScript trunk and a sha256 manifest, then prints the setting to use."""
+    from models.recognition.embedding import MANIFEST, export_torchvision
+
+    folder = obj.settings.models_dir / "recognition" / (name or arch)
+    try:
+        export_torchvision(arch, weights, folder, input_size=input_size)
+    except (AttributeError, RuntimeError, ValueError) as exc:
+        raise click.ClickException(f"{arch}: {exc}") from exc
+    click.echo(f"installed {folder} ({MANIFEST} lists its sha256)")
+    click.echo(f'set [recognition] embedding = "{folder.name}", then run `forecourt index rebuild`; images stored '
+               "before keep the vote shortlist until they are uploaded again")

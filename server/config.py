@@ -104,8 +104,19 @@ class RecognitionSettings(Section):
     max_query_megapixels: float = Field(25.0, gt=0, le=100, description="Largest query or reference image.")
     max_file_mb: int = Field(22, ge=1, le=200, description="Largest query or reference image file in MB.")
     ivf_threshold: int = Field(
-        2_000_000, ge=1000, description="Past this many descriptors a rebuild makes an IVF index instead of a flat one."
-    )
+        2_000_000, ge=1000, description="Past this many descriptors a rebuild makes an IVF-PQ index (16 bytes a "
+        "descriptor) instead of an exact flat one (512 bytes); `forecourt index rebuild` applies a change.")
+    nprobe: int = Field(16, ge=1, le=1024, description="IVF lists searched per query vector (speed vs recall).")
+    index_keypoints: int = Field(
+        0, ge=0, le=4000, description="Strongest keypoints of each reference image put in the index (0: all); "
+        "every kept keypoint is still used by RANSAC.")
+    vote_keypoints: int = Field(
+        0, ge=0, le=4000, description="Strongest query keypoints that vote for the shortlist (0: all).")
+    embedding: str = Field(
+        "", description="Global-embedding model (folder under <models_dir>/recognition with a manifest.json of "
+        "sha256 sums) whose nearest neighbours make the shortlist; empty: descriptor votes.")
+    global_ivf_threshold: int = Field(
+        200_000, ge=1000, description="Past this many images a rebuild makes the embedding index IVF (8-bit).")
 
 
 class CatalogSettings(Section):

@@ -99,7 +99,7 @@ def test_save_load_round_trip_and_corrupt_file(tmp_path: Path, refs: dict[int, F
 
 def test_ivf_index_past_the_threshold_still_finds_the_image(refs: dict[int, Features]) -> None:
     index = FeatureIndex.build(((i, f.descriptors) for i, f in refs.items()), ivf_threshold=100)
-    assert index.kind == "ivf"
+    assert index.kind == "ivfpq"
     assert max(index.vote(refs[1].descriptors).items(), key=lambda kv: kv[1])[0] == 1
     index.remove([1])
     assert 1 not in index.vote(refs[1].descriptors)

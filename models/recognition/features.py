@@ -15,7 +15,8 @@ _local = threading.local()
 
 @dataclass
 class Features:
-    """Keypoint positions (N,2 float32, in the source image's pixels) and RootSIFT descriptors (N,128 float32)."""
+    """Keypoint positions (N,2 float32, in the source image's pixels) and RootSIFT descriptors (N,128 float32),
+    strongest keypoint first."""
 
     points: np.ndarray
     descriptors: np.ndarray
@@ -77,7 +78,9 @@ def extract(rgb: np.ndarray, mask: np.ndarray | None = None, *, max_side: int = 
     kps, desc = _sift(max_keypoints).detectAndCompute(grey, m)
     if desc is None or not kps:
         return Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32), w, h)
-    kps, desc = kps[:max_keypoints], desc[:max_keypoints]
+    # Strongest first, so that the first N descriptors of an image are its N best (index_keypoints, vote_keypoints).
+    order = np.argsort([-kp.response for kp in kps], kind="stable")[:max_keypoints]
+    kps, desc = [kps[i] for i in order], desc[order]
     pts = np.array([kp.pt for kp in kps], dtype=np.float32) / scale
     return Features(pts, rootsift(desc), w, h)
 

@@ -30,7 +30,7 @@ class IndexCorrupt(Exception):
 class FeatureIndex:
     """Descriptors of many reference images: add/remove by image, search, vote, save/load atomically.
 
-    Exact inner-product search (IndexIDMap2 over IndexFlatIP) below `ivf_threshold` descriptors; an IndexIVFFlat
+    Exact inner-product search (IndexIDMap2 over IndexFlatIP) below `ivf_threshold` descriptors; an IVF-PQ index
     (trained on the descriptors present at build time) above it. Both take incremental adds and removes.
     """
 
@@ -41,8 +41,11 @@ class FeatureIndex:
     # --- building --------------------------------------------------------------------------------------------
     @classmethod
     def build(cls, items: Iterable[tuple[int, np.ndarray]], *, ivf_threshold: int = 2_000_000,
-              nprobe: int = 16) -> FeatureIndex:
-        """A fresh index from (image id, descriptors) pairs; IVF when the total passes ivf_threshold."""
+              nprobe: int = 16, pq_m: int = 32) -> FeatureIndex:
+        """A fresh index from (image id, descriptors) pairs: exact (flat) up to ivf_threshold descriptors, past it
+        an IVF index with 4-bit fast-scan product-quantised codes (`pq_m` / 2 bytes per descriptor instead of 512,
+        plus its 8-byte id), trained on a sample
+        of the descriptors present now; later adds go into the trained lists."""
         ids_l, vecs_l = [], []
         for image_id, desc in items:
             if len(desc):
@@ -50,25 +53,38 @@ class FeatureIndex:
                 vecs_l.append(np.ascontiguousarray(desc, dtype=np.float32))
         total = sum(len(v) for v in vecs_l)
         if total > ivf_threshold:
-            vecs = np.concatenate(vecs_l)
-            nlist = int(min(65536, max(64, np.sqrt(total))))
-            quantizer = faiss.IndexFlatIP(DIM)
-            ivf = faiss.IndexIVFFlat(quantizer, DIM, nlist, faiss.METRIC_INNER_PRODUCT)
-            rng = np.random.default_rng(0)
-            sample = vecs[rng.choice(total, size=min(total, nlist * 40), replace=False)]
-            ivf.train(sample)
-            ivf.nprobe = nprobe
-            out = cls(ivf)
+            out = cls(cls.trained_ivf(np.concatenate(vecs_l), nprobe=nprobe, pq_m=pq_m))
         else:
             out = cls()
         for ids, vecs in zip(ids_l, vecs_l, strict=True):
             out.index.add_with_ids(vecs, ids)
         return out
 
+    @staticmethod
+    def trained_ivf(sample: np.ndarray, *, nprobe: int = 16, pq_m: int = 32,
+                    nlist: int | None = None) -> faiss.Index:
+        """An empty IVF-PQ (4-bit fast scan) inner-product index trained on (a random subset of) sample."""
+        total = len(sample)
+        nlist = nlist or int(min(8192, max(64, np.sqrt(total))))
+        index = faiss.index_factory(DIM, f"IVF{nlist},PQ{pq_m}x4fs", faiss.METRIC_INNER_PRODUCT)
+        ivf = faiss.extract_index_ivf(index)
+        ivf.cp.niter = 10
+        rng = np.random.default_rng(0)
+        n = min(total, max(nlist * 30, 4096))
+        index.train(np.ascontiguousarray(sample[rng.choice(total, size=n, replace=False)], dtype=np.float32))
+        ivf.nprobe = nprobe
+        return index
+
     @property
     def kind(self) -> str:
-        """flat or ivf."""
-        return "ivf" if isinstance(self.index, faiss.IndexIVF) else "flat"
+        """flat or ivfpq."""
+        return "ivfpq" if isinstance(self.index, faiss.IndexIVF) else "flat"
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes the index takes in memory (its serialised size, which tracks it closely)."""
+        with self.lock:
+            return int(faiss.serialize_index(self.index).nbytes)
 
     @property
     def ntotal(self) -> int:
@@ -116,26 +132,121 @@ class FeatureIndex:
     # --- persistence -----------------------------------------------------------------------------------------
     def save(self, path: Path) -> None:
         """Write atomically: a temporary file in the same folder, fsync, then rename over the old file."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            with self.lock:
-                faiss.write_index(self.index, tmp)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with self.lock:
+            _atomic_write(self.index, path)
 
     @classmethod
     def load(cls, path: Path) -> FeatureIndex:
         """Read an index file; raise IndexCorrupt when it is unreadable or not a descriptor index."""
-        try:
-            index = faiss.read_index(str(path))
-        except Exception as exc:  # faiss raises RuntimeError with a C++ message
-            raise IndexCorrupt(f"{path}: {exc}") from exc
+        index = _read(path)
         if index.d != DIM:
             raise IndexCorrupt(f"{path}: dimension {index.d}, expected {DIM}")
         return cls(index)
+
+
+class GlobalIndex:
+    """One global embedding per reference image (id = image id): exact inner product up to ivf_threshold
+    images, an IVF index with 8-bit scalar-quantised vectors past it (`build`); adds, removes, atomic saves."""
+
+    def __init__(self, dim: int, index: faiss.Index | None = None) -> None:
+        self.dim = dim
+        self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self.lock = threading.RLock()
+
+    @classmethod
+    def build(cls, dim: int, items: Iterable[tuple[int, np.ndarray]], *, ivf_threshold: int = 200_000,
+              nprobe: int = 16) -> GlobalIndex:
+        """A fresh index from (image id, vector) pairs."""
+        pairs = [(i, v) for i, v in items]
+        if len(pairs) > ivf_threshold:
+            vecs = np.stack([v for _, v in pairs]).astype(np.float32)
+            out = cls(dim, cls.trained_ivf(vecs, nprobe=nprobe))
+        else:
+            out = cls(dim)
+        if pairs:
+            out.index.add_with_ids(np.stack([v for _, v in pairs]).astype(np.float32),
+                                   np.array([i for i, _ in pairs], dtype=np.int64))
+        return out
+
+    @staticmethod
+    def trained_ivf(sample: np.ndarray, *, nprobe: int = 16, nlist: int | None = None) -> faiss.Index:
+        """An empty IVF (SQ8) inner-product index trained on (a random subset of) sample."""
+        total, dim = sample.shape
+        nlist = nlist or int(min(16384, max(64, 4 * np.sqrt(total))))
+        index = faiss.index_factory(dim, f"IVF{nlist},SQ8", faiss.METRIC_INNER_PRODUCT)
+        ivf = faiss.extract_index_ivf(index)
+        ivf.cp.niter = 10
+        rng = np.random.default_rng(0)
+        n = min(total, max(nlist * 30, 4096))
+        index.train(np.ascontiguousarray(sample[rng.choice(total, size=n, replace=False)], dtype=np.float32))
+        ivf.nprobe = nprobe
+        return index
+
+    @property
+    def kind(self) -> str:
+        return "ivfsq8" if isinstance(self.index, faiss.IndexIVF) else "flat"
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def memory_bytes(self) -> int:
+        with self.lock:
+            return int(faiss.serialize_index(self.index).nbytes)
+
+    def add(self, image_id: int, vector: np.ndarray) -> None:
+        with self.lock:
+            self.index.add_with_ids(np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32),
+                                    np.array([image_id], dtype=np.int64))
+
+    def remove(self, image_ids: Iterable[int]) -> int:
+        ids = np.array(list(image_ids), dtype=np.int64)
+        if not len(ids):
+            return 0
+        with self.lock:
+            return int(self.index.remove_ids(faiss.IDSelectorBatch(ids)))
+
+    def search(self, vector: np.ndarray, k: int, allowed: set[int] | None = None) -> list[int]:
+        """Up to k image ids, nearest first (asks for more when `allowed` filters some out)."""
+        if not self.ntotal:
+            return []
+        want = k if allowed is None else min(self.ntotal, k * 4 + 16)
+        with self.lock:
+            _, ids = self.index.search(np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32),
+                                       min(want, self.ntotal))
+        out = [int(i) for i in ids[0] if i >= 0 and (allowed is None or int(i) in allowed)]
+        return out[:k]
+
+    def save(self, path: Path) -> None:
+        with self.lock:
+            _atomic_write(self.index, path)
+
+    @classmethod
+    def load(cls, path: Path, dim: int) -> GlobalIndex:
+        index = _read(path)
+        if index.d != dim:
+            raise IndexCorrupt(f"{path}: dimension {index.d}, expected {dim}")
+        return cls(dim, index)
+
+
+def _atomic_write(index: faiss.Index, path: Path) -> None:
+    """Write atomically: a temporary file in the same folder, fsync, then rename over the old file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        faiss.write_index(index, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _read(path: Path) -> faiss.Index:
+    try:
+        return faiss.read_index(str(path))
+    except Exception as exc:  # faiss raises RuntimeError with a C++ message
+        raise IndexCorrupt(f"{path}: {exc}") from exc

@@ -1,8 +1,9 @@
-"""A query end to end: vote for a shortlist in the FAISS index, verify each candidate geometrically, rank."""
+"""A query end to end: a shortlist (descriptor votes in the FAISS index, or a global embedding's nearest
+neighbours), each candidate verified geometrically, ranked by the calibrated score."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from models.recognition.features import Features
 from models.recognition.index import FeatureIndex
@@ -11,14 +12,29 @@ from models.recognition.matcher import Match, verify
 MIN_QUERY_FEATURES = 20
 
 
-def search(index: FeatureIndex, query: Features, load: Callable[[list[int]], dict[int, Features]], *,
-           shortlist: int = 10, allowed: set[int] | None = None) -> list[Match]:
+def shortlist_by_votes(index: FeatureIndex, query: Features, *, shortlist: int = 10, vote_keypoints: int = 0,
+                       allowed: set[int] | None = None) -> list[int]:
+    """The reference images with the most descriptor votes, best first (vote_keypoints > 0: only the query's
+    strongest keypoints vote, which bounds the search cost)."""
+    desc = query.descriptors[:vote_keypoints] if vote_keypoints > 0 else query.descriptors
+    votes = index.vote(desc, allowed=allowed)
+    return sorted(votes, key=lambda i: -votes[i])[:shortlist]
+
+
+def search(index: FeatureIndex | None, query: Features, load: Callable[[list[int]], dict[int, Features]], *,
+           shortlist: int = 10, allowed: set[int] | None = None, vote_keypoints: int = 0,
+           candidates: Sequence[int] | None = None) -> list[Match]:
     """Verified matches for the shortlisted reference images, best first; a query with too few features
-    (tiny, blank, featureless) gets none."""
+    (tiny, blank, featureless) gets none. `candidates` (e.g. from a global embedding) replaces the vote."""
     if len(query) < MIN_QUERY_FEATURES:
         return []
-    votes = index.vote(query.descriptors, allowed=allowed)
-    ranked = sorted(votes, key=lambda i: -votes[i])[:shortlist]
+    if candidates is not None:
+        ranked = [i for i in candidates if allowed is None or i in allowed][:shortlist]
+    elif index is not None:
+        ranked = shortlist_by_votes(index, query, shortlist=shortlist, vote_keypoints=vote_keypoints,
+                                    allowed=allowed)
+    else:
+        return []
     refs = load(ranked)
     matches = [verify(query, refs[i], i) for i in ranked if i in refs]
     return sorted((m for m in matches if m.inliers > 0), key=lambda m: (-m.score, -m.inliers))

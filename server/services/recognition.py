@@ -24,7 +24,8 @@ from sqlite_utils.migrations import Migrations
 
 from models import imaging
 from models.recognition.features import Features, extract, rating
-from models.recognition.index import FeatureIndex, IndexCorrupt
+from models.recognition.embedding import EmbeddingModel, load_embedding
+from models.recognition.index import FeatureIndex, GlobalIndex, IndexCorrupt
 from models.recognition.search import search
 from server.config import Settings, get_settings
 from server.errors import ApiError, NotFound
@@ -60,6 +61,14 @@ def m001_recognition(db: sqlite_utils.Database) -> None:
     db["rec_images"].create_index(["collection_id", "object_id"])
     db["rec_scans"].create({"id": int, "collection_id": str, "created_at": str, "matched": int}, pk="id")
     db["rec_scans"].create_index(["collection_id", "created_at"])
+
+
+@migrations()
+def m002_embeddings(db: sqlite_utils.Database) -> None:
+    """A global embedding per reference image (when an embedding model is installed) and the model it came from."""
+    db["rec_images"].add_column("embedding", bytes)
+    db["rec_images"].add_column("embedding_model", str)
+    db["rec_collections"].add_column("failed_uploads", int, not_null_default=0)
 
 
 def migrate(db: sqlite_utils.Database) -> None:
@@ -112,15 +121,23 @@ def index_path(settings: Settings, collection_id: str) -> Path:
     return settings.data_dir / "indexes" / f"{collection_id}.faiss"
 
 
-def _descriptor_total(db: sqlite_utils.Database, collection_id: str) -> int:
-    row = db.execute("SELECT COALESCE(SUM(keypoints), 0) FROM rec_images WHERE collection_id = ?",
-                     [collection_id]).fetchone()
+def _descriptor_total(db: sqlite_utils.Database, settings: Settings, collection_id: str) -> int:
+    cap = settings.recognition.index_keypoints or 1 << 30
+    row = db.execute("SELECT COALESCE(SUM(MIN(keypoints, ?)), 0) FROM rec_images WHERE collection_id = ?",
+                     [cap, collection_id]).fetchone()
     return int(row[0])
+
+
+def _indexed(settings: Settings, descriptors: np.ndarray) -> np.ndarray:
+    """The descriptors of a reference image that go into the index (its strongest index_keypoints)."""
+    cap = settings.recognition.index_keypoints
+    return descriptors[:cap] if cap else descriptors
 
 
 def rebuild_index(db: sqlite_utils.Database, settings: Settings, collection_id: str,
                   progress: Any = None) -> FeatureIndex:
-    """Build a collection's index from the features in the database and save it (progress(n) per image)."""
+    """Build a collection's descriptor index from the features in the database and save it (progress(n) per
+    image); the global-embedding index too when an embedding model is installed."""
     def items():  # type: ignore[no-untyped-def]
         for row in db.execute("SELECT id, descriptors FROM rec_images WHERE collection_id = ? ORDER BY id",
                               [collection_id]):
@@ -128,10 +145,14 @@ def rebuild_index(db: sqlite_utils.Database, settings: Settings, collection_id: 
             d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-6)
             if progress is not None:
                 progress(1)
-            yield int(row[0]), d
+            yield int(row[0]), _indexed(settings, d)
 
-    index = FeatureIndex.build(items(), ivf_threshold=settings.recognition.ivf_threshold)
+    r = settings.recognition
+    index = FeatureIndex.build(items(), ivf_threshold=r.ivf_threshold, nprobe=r.nprobe)
     index.save(index_path(settings, collection_id))
+    model = embedder()
+    if model is not None:
+        rebuild_global(db, settings, collection_id, model)
     return index
 
 
@@ -154,7 +175,7 @@ def _load_index(db: sqlite_utils.Database, settings: Settings, collection_id: st
         except IndexCorrupt:
             log.warning("recognition index %s is unreadable; rebuilding it from the database", path)
             index = None
-    if index is None or index.ntotal != _descriptor_total(db, collection_id):
+    if index is None or index.ntotal != _descriptor_total(db, settings, collection_id):
         with write_txn(db):
             index = rebuild_index(db, settings, collection_id)
             gen = _index_gen(db, collection_id)
@@ -172,6 +193,72 @@ def forget_cached_indexes() -> None:
     """Drop every cached index (tests simulating a restart)."""
     with _cache_lock:
         _cache.clear()
+        _global_cache.clear()
+
+
+# --- the global-embedding index (when an embedding model is installed) -------------------------------------------
+_global_cache: dict[tuple[str, str, str], _CachedGlobal] = {}
+
+
+@dataclass
+class _CachedGlobal:
+    index: GlobalIndex
+    gen: int
+
+
+def embedder() -> EmbeddingModel | None:
+    """The installed embedding model named by recognition.embedding, or None (shortlist by descriptor votes)."""
+    settings = get_settings()
+    name = settings.recognition.embedding
+    if not name:
+        return None
+    return load_embedding(settings.models_dir / "recognition" / name)
+
+
+def global_path(settings: Settings, collection_id: str, model: EmbeddingModel) -> Path:
+    """Where a collection's global-embedding index for this model is saved."""
+    return settings.data_dir / "indexes" / f"{collection_id}.emb-{model.model_id.rsplit(':', 1)[-1]}.faiss"
+
+
+def rebuild_global(db: sqlite_utils.Database, settings: Settings, collection_id: str,
+                   model: EmbeddingModel) -> GlobalIndex:
+    """Build and save a collection's global index from the embeddings this model gave (others are skipped)."""
+    rows = db.execute("SELECT id, embedding FROM rec_images WHERE collection_id = ? AND embedding_model = ? "
+                      "ORDER BY id", [collection_id, model.model_id])
+    index = GlobalIndex.build(model.dim, ((int(i), np.frombuffer(b, dtype=np.float32)) for i, b in rows),
+                              ivf_threshold=settings.recognition.global_ivf_threshold,
+                              nprobe=settings.recognition.nprobe)
+    index.save(global_path(settings, collection_id, model))
+    return index
+
+
+def _embedded_count(db: sqlite_utils.Database, collection_id: str, model: EmbeddingModel) -> int:
+    return int(db.execute("SELECT COUNT(*) FROM rec_images WHERE collection_id = ? AND embedding_model = ?",
+                          [collection_id, model.model_id]).fetchone()[0])
+
+
+def _load_global(db: sqlite_utils.Database, settings: Settings, collection_id: str, gen: int,
+                 model: EmbeddingModel) -> GlobalIndex:
+    """Like _load_index, for the global-embedding index of this model."""
+    key = (str(settings.data_dir), collection_id, model.model_id)
+    with _cache_lock:
+        cached = _global_cache.get(key)
+        if cached is not None and cached.gen == gen:
+            return cached.index
+    path = global_path(settings, collection_id, model)
+    index = None
+    if path.exists():
+        try:
+            index = GlobalIndex.load(path, model.dim)
+        except IndexCorrupt:
+            log.warning("recognition index %s is unreadable; rebuilding it from the database", path)
+    if index is None or index.ntotal != _embedded_count(db, collection_id, model):
+        with write_txn(db):
+            index = rebuild_global(db, settings, collection_id, model)
+            gen = _index_gen(db, collection_id)
+    with _cache_lock:
+        _global_cache[key] = _CachedGlobal(index, gen)
+    return index
 
 
 # --- collections -------------------------------------------------------------------------------------------------
@@ -217,7 +304,8 @@ def delete_collection(collection_id: str) -> int:
         db.execute("DELETE FROM rec_objects WHERE collection_id = ?", [collection_id])
         db.execute("DELETE FROM rec_scans WHERE collection_id = ?", [collection_id])
         db.execute("DELETE FROM rec_collections WHERE id = ?", [collection_id])
-    index_path(get_settings(), collection_id).unlink(missing_ok=True)
+    for path in (get_settings().data_dir / "indexes").glob(f"{collection_id}.*faiss"):
+        path.unlink(missing_ok=True)
     return int(n)
 
 
@@ -349,14 +437,33 @@ def _segmenter():  # type: ignore[no-untyped-def]
                          threads=s.models.threads)
 
 
-def features_of(image: Image.Image, object_type: str) -> Features:
-    """RootSIFT features of an image; for car collections only those on the car (the segmenter's car mask)."""
+@dataclass
+class Analysis:
+    """What recognition keeps of an image: local features, and the global embedding when a model is installed."""
+
+    features: Features
+    embedding: np.ndarray | None = None
+    model: EmbeddingModel | None = None
+
+
+def analyse(image: Image.Image, object_type: str) -> Analysis:
+    """RootSIFT features (and the embedding) of an image; for car collections from the car only (the segmenter's
+    car mask), so a shared studio backdrop does not make every car match every car."""
     rgb = np.asarray(image.convert("RGB"))
     s = get_settings().recognition
     mask = None
     if object_type == "car":
         mask = _segmenter().mask(rgb, kind="car")
-    return extract(rgb, mask, max_side=s.max_side, max_keypoints=s.max_keypoints)
+    feats = extract(rgb, mask, max_side=s.max_side, max_keypoints=s.max_keypoints)
+    model = embedder()
+    if model is None:
+        return Analysis(feats)
+    return Analysis(feats, model.embed(rgb, mask), model)
+
+
+def features_of(image: Image.Image, object_type: str) -> Features:
+    """RootSIFT features of an image (see analyse)."""
+    return analyse(image, object_type).features
 
 
 def decode_image(data: bytes, what: str = "image") -> Image.Image:
@@ -401,10 +508,11 @@ def add_image(collection_id: str, object_id: str, image: Image.Image, *, force: 
     coll = get_collection(collection_id)
     _object_row(collection_id, object_id)
     settings = get_settings()
-    feats = features_of(image, coll["object_type"])
+    analysis = analyse(image, coll["object_type"])
+    feats = analysis.features
     stars = rating(feats)
     db = get_db()
-    matches = _matches(db, settings, coll, feats, allowed=None)
+    matches = _matches(db, settings, coll, analysis, allowed=None)
     owners = _owners(db, [m.image_id for m in matches])
     duplicates = [{"object_id": owners[m.image_id], "image_id": m.image_id, "score": round(m.score, 3)}
                   for m in matches if m.score >= settings.recognition.min_score and m.image_id in owners]
@@ -413,21 +521,33 @@ def add_image(collection_id: str, object_id: str, image: Image.Image, *, force: 
     if other and not force:
         return {**out, "status": "duplicate", "id": None}
     if len(feats) == 0:
+        with write_txn(db):
+            db.execute("UPDATE rec_collections SET failed_uploads = failed_uploads + 1 WHERE id = ?", [collection_id])
         return {**out, "status": "failed", "id": None, "detail": "No usable features in this image."}
     points, desc = feats.to_blobs()
     with write_txn(db):
         gen = int(db.execute("SELECT index_gen FROM rec_collections WHERE id = ?", [collection_id]).fetchone()[0])
         index = _load_index(db, settings, collection_id, gen)
+        model = analysis.model
+        gindex = _load_global(db, settings, collection_id, gen, model) if model is not None else None
         image_id = db["rec_images"].insert({
             "collection_id": collection_id, "object_id": object_id, "width": feats.width, "height": feats.height,
             "rating": stars, "keypoints": len(feats), "points": points, "descriptors": desc,
+            "embedding": analysis.embedding.tobytes() if analysis.embedding is not None else None,
+            "embedding_model": model.model_id if model is not None else None,
             "created_at": _now()}).last_pk
         # The index holds the stored (quantised) descriptors, exactly what a rebuild would give.
-        index.add(int(image_id), Features.from_blobs(points, desc, feats.width, feats.height).descriptors)
+        stored = Features.from_blobs(points, desc, feats.width, feats.height).descriptors
+        index.add(int(image_id), _indexed(settings, stored))
         index.save(index_path(settings, collection_id))
+        if gindex is not None and model is not None and analysis.embedding is not None:
+            gindex.add(int(image_id), analysis.embedding)
+            gindex.save(global_path(settings, collection_id, model))
         db.execute("UPDATE rec_collections SET index_gen = ? WHERE id = ?", [gen + 1, collection_id])
         with _cache_lock:
             _cache[(str(settings.data_dir), collection_id)] = _Cached(index, gen + 1)
+            if gindex is not None and model is not None:
+                _global_cache[(str(settings.data_dir), collection_id, model.model_id)] = _CachedGlobal(gindex, gen + 1)
     return {**out, "status": "added", "id": int(image_id)}
 
 
@@ -441,6 +561,8 @@ def list_images(collection_id: str, object_id: str) -> list[dict[str, Any]]:
 
 def delete_image(collection_id: str, object_id: str, image_id: int) -> None:
     """Delete one reference image."""
+    if not 0 < image_id < 1 << 50:  # ids are SQLite rowids that also fit the index's (image << 12 | keypoint)
+        raise NotFound(f"No image {image_id} on object {object_id!r}.", code="image_not_found")
     rows = list(get_db().query("SELECT id FROM rec_images WHERE id = ? AND collection_id = ? AND object_id = ?",
                                [image_id, collection_id, object_id]))
     if not rows:
@@ -456,12 +578,19 @@ def _remove_images(collection_id: str, ids: list[int]) -> None:
     with write_txn(db):
         gen = int(db.execute("SELECT index_gen FROM rec_collections WHERE id = ?", [collection_id]).fetchone()[0])
         index = _load_index(db, settings, collection_id, gen)
+        model = embedder()
+        gindex = _load_global(db, settings, collection_id, gen, model) if model is not None else None
         db.execute(f"DELETE FROM rec_images WHERE id IN ({','.join('?' * len(ids))})", ids)
         index.remove(ids)
         index.save(index_path(settings, collection_id))
+        if gindex is not None and model is not None:
+            gindex.remove(ids)
+            gindex.save(global_path(settings, collection_id, model))
         db.execute("UPDATE rec_collections SET index_gen = ? WHERE id = ?", [gen + 1, collection_id])
         with _cache_lock:
             _cache[(str(settings.data_dir), collection_id)] = _Cached(index, gen + 1)
+            if gindex is not None and model is not None:
+                _global_cache[(str(settings.data_dir), collection_id, model.model_id)] = _CachedGlobal(gindex, gen + 1)
 
 
 def count_images(collection_id: str, object_id: str | None = None) -> int:
@@ -494,12 +623,24 @@ def _owners(db: sqlite_utils.Database, ids: list[int]) -> dict[int, str]:
             for r in db.query(f"SELECT id, object_id FROM rec_images WHERE id IN ({marks})", ids)}
 
 
-def _matches(db: sqlite_utils.Database, settings: Settings, coll: dict[str, Any], feats: Features,
+def _matches(db: sqlite_utils.Database, settings: Settings, coll: dict[str, Any], analysis: Analysis,
              allowed: set[int] | None) -> list:  # type: ignore[type-arg]
-    gen = int(db.execute("SELECT index_gen FROM rec_collections WHERE id = ?", [coll["id"]]).fetchone()[0])
+    """Shortlist (the embedding's nearest neighbours when every image has this model's embedding, else
+    descriptor votes), then RANSAC."""
+    r = settings.recognition
+    gen = _index_gen(db, coll["id"])
+    load = lambda ids: _load_features(db, ids)  # noqa: E731
+    model = analysis.model
+    if model is not None and analysis.embedding is not None:
+        total = int(db.execute("SELECT COUNT(*) FROM rec_images WHERE collection_id = ?", [coll["id"]]).fetchone()[0])
+        if _embedded_count(db, coll["id"], model) == total:
+            gindex = _load_global(db, settings, coll["id"], gen, model)
+            candidates = gindex.search(analysis.embedding, r.shortlist, allowed)
+            return search(None, analysis.features, load, shortlist=r.shortlist, allowed=allowed,
+                          candidates=candidates)
     index = _load_index(db, settings, coll["id"], gen)
-    return search(index, feats, lambda ids: _load_features(db, ids), shortlist=settings.recognition.shortlist,
-                  allowed=allowed)
+    return search(index, analysis.features, load, shortlist=r.shortlist, allowed=allowed,
+                  vote_keypoints=r.vote_keypoints)
 
 
 def recognize(collection_id: str, image: Image.Image, *, mode: str = "single", limit: int = 10,
@@ -518,7 +659,7 @@ def recognize(collection_id: str, image: Image.Image, *, mode: str = "single", l
     db = get_db()
     results: list[dict[str, Any]] = []
     if min(image.size) >= settings.recognition.min_query_side:
-        feats = features_of(image, coll["object_type"])
+        analysis = analyse(image, coll["object_type"])
         inactive = {r[0] for r in db.execute(
             "SELECT i.id FROM rec_images i JOIN rec_objects o ON o.collection_id = i.collection_id "
             "AND o.object_id = i.object_id WHERE i.collection_id = ? AND o.active = 0", [collection_id])}
@@ -526,7 +667,7 @@ def recognize(collection_id: str, image: Image.Image, *, mode: str = "single", l
         if inactive:
             allowed = {r[0] for r in db.execute("SELECT id FROM rec_images WHERE collection_id = ?",
                                                 [collection_id])} - inactive
-        matches = _matches(db, settings, coll, feats, allowed)
+        matches = _matches(db, settings, coll, analysis, allowed)
         owners = _owners(db, [m.image_id for m in matches])
         best: dict[str, Any] = {}
         for m in matches:  # best first, so the first match of an object is its best
@@ -558,17 +699,23 @@ def summary(collection_id: str) -> dict[str, Any]:
     last_month = (this_month - dt.timedelta(days=1)).replace(day=1)
     settings = get_settings()
     index = _load_index(db, settings, collection_id, int(coll["index_gen"]))
+    images = one("SELECT COUNT(*) FROM rec_images WHERE collection_id = ?")
+    model = embedder()
+    # With an embedding model installed, images stored before it (no embedding) keep the shortlist on votes.
+    pending = images - _embedded_count(db, collection_id, model) if model is not None else 0
     return {
         "collection": _collection_out(coll),
         "objects": one("SELECT COUNT(*) FROM rec_objects WHERE collection_id = ?"),
         "active": one("SELECT COUNT(*) FROM rec_objects WHERE collection_id = ? AND active = 1"),
-        "images": one("SELECT COUNT(*) FROM rec_images WHERE collection_id = ?"),
-        "processing": 0,  # uploads are indexed within their request
-        "failed": 0,  # an image without features is refused at upload, never stored
-        "pending_index_work": 0,
+        "images": images,
+        "processing": 0,  # an upload is in the index before its request answers
+        "failed": int(coll.get("failed_uploads") or 0),  # uploads refused for having no usable features
+        "pending_index_work": pending,
         "scans_this_month": one("SELECT COUNT(*) FROM rec_scans WHERE collection_id = ? AND created_at >= ?",
                                 this_month.isoformat()),
         "scans_last_month": one("SELECT COUNT(*) FROM rec_scans WHERE collection_id = ? AND created_at >= ? "
                                 "AND created_at < ?", last_month.isoformat(), this_month.isoformat()),
-        "index": {"kind": index.kind, "descriptors": index.ntotal},
+        "index": {"kind": index.kind, "descriptors": index.ntotal, "memory_bytes": index.memory_bytes,
+                  "shortlist": "embedding" if model is not None and pending == 0 else "votes",
+                  "embedding_model": model.model_id if model is not None else None},
     }
