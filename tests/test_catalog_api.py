@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from server.services import catalog_jobs
+from server.services import catalog, catalog_jobs
 from server.services import removebg as removebg_service
 from tests.test_errors import assert_error_shape
 
@@ -254,6 +254,9 @@ def test_resized_webp_is_cached_with_etag(client, admin, render_url, data_dir) -
     assert not_modified.status_code == 304 and not_modified.data == b""
     cover = client.get(render_url + "?width=200&height=200&fit=cover&format=png", headers=admin.headers)
     assert Image.open(io.BytesIO(cover.data)).size == (200, 200) and cover.mimetype == "image/png"
+    if "avif" in catalog.SERVE_FORMATS:  # where the installed Pillow can encode it
+        avif = client.get(render_url + "?width=300&format=avif", headers=admin.headers)
+        assert avif.mimetype == "image/avif" and Image.open(io.BytesIO(avif.data)).size == (300, 200)
     for query, code in (("?width=0", "invalid_width"), ("?format=gif", "invalid_format"), ("?fit=squash", "invalid_fit")):
         bad = client.get(render_url + query, headers=admin.headers)
         assert bad.status_code == 400 and bad.get_json()["errors"][0]["code"] == code
@@ -396,6 +399,9 @@ def test_images_by_angle_and_photo_order(app, client, admin) -> None:
     assert [i["photo_id"] for i in rear] == [ids[1]]
     bad = client.get(f"/v1/vehicles/{v['id']}/images?angle=roof", headers=h)
     assert bad.status_code == 400 and bad.get_json()["errors"][0]["code"] == "invalid_angle"
+    assert client.delete(f"/v1/photos/{ids[2]}", headers=h).status_code == 204
+    images = client.get(f"/v1/vehicles/{v['id']}/images", headers=h).get_json()["data"]
+    assert [(i["angle"], i["primary"]) for i in images] == [("front", True), ("rear", False)]
 
 
 def test_patch_with_a_bad_vin_is_refused(client, admin) -> None:

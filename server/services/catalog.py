@@ -558,6 +558,9 @@ def delete_photo(db: sqlite_utils.Database, photo_id: int) -> None:
         db.execute("DELETE FROM catalog_jobs WHERE photo_id = ?", [photo_id])
         db.execute("DELETE FROM catalog_renders WHERE photo_id = ?", [photo_id])
         db["catalog_photos"].delete(photo_id)
+        if row["is_primary"]:  # the first photo left takes over as primary
+            db.execute("UPDATE catalog_photos SET is_primary = 1 WHERE id = (SELECT id FROM catalog_photos WHERE "
+                       "vehicle_id = ? ORDER BY position, id LIMIT 1)", [row["vehicle_id"]])
     for r in renders:
         (settings.data_dir / r["path"]).unlink(missing_ok=True)
         cache = settings.data_dir / "images" / "cache" / r["id"]
