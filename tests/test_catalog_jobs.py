@@ -71,3 +71,24 @@ def test_an_older_job_finishing_last_does_not_replace_a_newer_render(app, client
     renders = list(db["catalog_renders"].rows)
     assert [r["profile_version"] for r in renders] == [2]
     db.close()
+
+
+def test_jobs_of_a_dead_worker_process_are_queued_again_at_once(app, client, admin) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    v = new_vehicle(client, admin.headers)
+    upload(client, admin.headers, v["id"], [(photo(1), "front")])
+    db = open_db(app.extensions["forecourt.settings"].db_path)
+    job = catalog_jobs.claim(db)
+    assert job["claimed_by"].endswith(f":{os.getpid()}")
+    assert catalog_jobs.claim(db) is None  # our own running job stays ours
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    db.execute("UPDATE catalog_jobs SET claimed_by = ? WHERE id = ?",
+               [f"{socket.gethostname()}:{gone.stdout.strip()}", job["id"]])  # a worker that has exited
+    db.conn.commit()
+    again = catalog_jobs.claim(db)
+    assert again is not None and again["id"] == job["id"] and again["attempts"] == 2
+    db.close()

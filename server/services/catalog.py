@@ -101,6 +101,12 @@ def m002_profile_background_and_plates(db: sqlite_utils.Database) -> None:
     db["catalog_renders"].add_column("masked_regions", str)
 
 
+@migrations()
+def m003_job_owner(db: sqlite_utils.Database) -> None:
+    """Jobs record the process that claimed them, so a dead worker's jobs are retried at once."""
+    db["catalog_jobs"].add_column("claimed_by", str)
+
+
 def migrate(db: sqlite_utils.Database) -> None:
     """Apply the catalog's schema steps."""
     migrations.apply(db)

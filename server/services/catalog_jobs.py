@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -34,9 +35,40 @@ class _Overtaken(Exception):
     """A newer render of the same photo finished first."""
 
 
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _recover_dead_owners(db: Any) -> None:
+    """Inside a write transaction: running jobs of a process on this host that is gone are queued again (or failed
+    after MAX_ATTEMPTS) without waiting STALE_MINUTES."""
+    host = socket.gethostname()
+    for job_id, owner, attempts in db.execute(
+            "SELECT id, claimed_by, attempts FROM catalog_jobs WHERE status = 'running' AND claimed_by LIKE ?",
+            [f"{host}:%"]).fetchall():
+        pid = owner.rsplit(":", 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            if attempts < MAX_ATTEMPTS:
+                db.execute("UPDATE catalog_jobs SET status = 'queued' WHERE id = ?", [job_id])
+            else:
+                db.execute("UPDATE catalog_jobs SET status = 'failed', finished_at = ?, error = 'worker_lost: gave "
+                           "up after repeated tries' WHERE id = ?", [catalog.now(), job_id])
+
+
 def claim(db: Any) -> dict[str, Any] | None:
     """Take the oldest queued job (one writer at a time, so two workers never take the same job)."""
     with write_txn(db):
+        _recover_dead_owners(db)
         db.execute("UPDATE catalog_jobs SET status = 'queued' WHERE status = 'running' AND started_at < "
                    "strftime('%Y-%m-%dT%H:%M:%SZ', 'now', ?) AND attempts < ?",
                    [f"-{STALE_MINUTES} minutes", MAX_ATTEMPTS])
@@ -47,8 +79,8 @@ def claim(db: Any) -> dict[str, Any] | None:
         row = db.execute("SELECT id FROM catalog_jobs WHERE status = 'queued' ORDER BY id LIMIT 1").fetchone()
         if row is None:
             return None
-        db.execute("UPDATE catalog_jobs SET status = 'running', started_at = ?, attempts = attempts + 1 "
-                   "WHERE id = ?", [catalog.now(), row[0]])
+        db.execute("UPDATE catalog_jobs SET status = 'running', started_at = ?, attempts = attempts + 1, "
+                   "claimed_by = ? WHERE id = ?", [catalog.now(), _owner(), row[0]])
     return db["catalog_jobs"].get(row[0])
 
 
