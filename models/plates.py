@@ -1,8 +1,9 @@
 """Number-plate masking: regions given by the uploader are always blurred out before a photo is processed.
 
-Automatic detection uses an OpenCV Haar cascade for plates. The pip build of OpenCV ships none, so detection is
-offered only where one is installed: a path in the settings, or OpenCV's data folders (Debian/Ubuntu's
-`opencv-data` package puts `haarcascade_russian_plate_number.xml` in /usr/share/opencv4/haarcascades). Its limits:
+Automatic detection uses an OpenCV Haar cascade for plates, so it is offered only where OpenCV has its
+CascadeClassifier (4.x; the OpenCV 5.0 pip build installed here has none, and ships no cascade files) and a plate
+cascade is installed: a path in the settings, or OpenCV's data folders (Debian/Ubuntu's `opencv-data` package puts
+`haarcascade_russian_plate_number.xml` in /usr/share/opencv4/haarcascades). Its limits:
 trained on Russian-style plates seen roughly head-on, so it finds front and rear plates of level photos, misses
 many plates at three-quarter angles, small or tilted ones, and can fire on grilles or badges.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+from typing import Any
 
 import cv2
 import numpy as np
@@ -47,13 +49,13 @@ def cascade_path(configured: str | None = None) -> str | None:
 
 
 def detector_available(configured: str | None = None) -> bool:
-    """Whether a plate cascade is installed (see the module's note on its limits)."""
-    return cascade_path(configured) is not None
+    """Whether OpenCV can run a plate cascade here and one is installed (see the module's note on its limits)."""
+    return hasattr(cv2, "CascadeClassifier") and cascade_path(configured) is not None
 
 
 @functools.cache
-def _classifier(path: str) -> cv2.CascadeClassifier:
-    classifier = cv2.CascadeClassifier(path)
+def _classifier(path: str) -> Any:
+    classifier = cv2.CascadeClassifier(path)  # type: ignore[attr-defined]
     if classifier.empty():
         raise ModelError(f"The plate cascade {path} could not be loaded.", code="plate_detector_broken",
                          title="Plate detector broken", status=500)
@@ -61,9 +63,9 @@ def _classifier(path: str) -> cv2.CascadeClassifier:
 
 
 def detect(rgb: np.ndarray, configured: str | None = None) -> list[Region]:
-    """Plate boxes (x1, y1, x2, y2) found by the cascade, or none where no cascade is installed."""
+    """Plate boxes (x1, y1, x2, y2) found by the cascade, or none where no detector is available."""
     path = cascade_path(configured)
-    if path is None:
+    if path is None or not hasattr(cv2, "CascadeClassifier"):
         return []
     gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
     min_side = max(24, min(gray.shape) // 40)

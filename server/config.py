@@ -128,8 +128,9 @@ class CatalogSettings(Section):
         "auto", description="Working size of renders (remove.bg sizes: preview 0.25 MP, medium 1.5, hd 4, full); "
         "auto takes the smallest with at least twice the profile canvas's pixels.")
     plate_cascade: str = Field(
-        "", description="OpenCV plate cascade XML for automatic plate detection; empty looks in OpenCV's data "
-        "folders (e.g. Debian's opencv-data). Without one only given plate regions are masked.")
+        "", description="OpenCV plate cascade XML for automatic plate detection (needs an OpenCV with "
+        "CascadeClassifier, i.e. 4.x); empty looks in OpenCV's data folders (e.g. Debian's opencv-data). Without one "
+        "only given plate regions are masked.")
     max_photo_mb: int = Field(30, ge=1, le=200, description="Largest uploaded photo in MB.")
     duplicate_distance: int = Field(
         4, ge=0, le=32, description="Perceptual-hash bits two photos of one vehicle may differ by and be duplicates.")
