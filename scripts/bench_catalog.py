@@ -76,6 +76,10 @@ def main() -> None:
     rendered = catalog_jobs.run_pending(app)
     render_s = time.perf_counter() - t0
     per = render_s / max(1, rendered)
+    client.patch("/v1/profiles/1", json={"bg_color": "eeeeee", "scale": 0.8}, headers=h)  # a new look
+    t0 = time.perf_counter()
+    catalog_jobs.run_pending(app)
+    rerender_s = time.perf_counter() - t0
     images = client.get(f"/v1/vehicles/{vehicle['id']}/images", headers=h).get_json()["data"]
     assert len(images) == len(names), client.get(f"/v1/vehicles/{vehicle['id']}/photos", headers=h).get_json()
 
@@ -107,6 +111,7 @@ def main() -> None:
     print(f"upload {len(names)} photos (decode, hash, store): {upload_s:.2f} s")
     print(f"render {len(names)} photos ({args.size}, {args.canvas} canvas, 1 thread, model loaded): "
           f"{render_s:.1f} s (~{per:.2f} s/photo)")
+    print(f"re-render {len(names)} photos after a colour/scale change (cached cutouts): {rerender_s:.1f} s")
     print(f"served resized webp, uncached: median {statistics.median(uncached):.1f} ms (n={len(uncached)})")
     print(f"served resized webp, cached: median {statistics.median(cached):.2f} ms (n={len(cached)})")
     print(f"served render as stored: median {statistics.median(original):.2f} ms (n={len(original)})")

@@ -434,3 +434,30 @@ def test_uploads_charge_per_new_photo_at_the_working_size(client, admin) -> None
     assert credits() == pytest.approx(before - 2)  # re-renders are free
     upload(client, admin.headers, v["id"], [(photo(3), "left")])
     assert credits() == pytest.approx(before - 2.25)  # a 300x200 canvas renders at preview
+
+
+def test_a_new_look_reuses_the_cutout_and_a_new_shadow_does_not(app, client, admin, monkeypatch, data_dir) -> None:
+    calls = []
+    real = catalog_jobs.remove_background
+
+    def counting(image, opts):  # noqa: ANN001
+        calls.append(opts.shadow_type)
+        return real(image, opts)
+
+    monkeypatch.setattr(catalog_jobs, "remove_background", counting)
+    v = new_vehicle(client, admin.headers)
+    pid = upload(client, admin.headers, v["id"], [(photo(1), "front")]).get_json()["photos"][0]["id"]
+    catalog_jobs.run_pending(app)
+    assert calls == ["car"]
+    h, profile = admin.headers, v["profile_id"]
+    client.patch(f"/v1/profiles/{profile}", json={"bg_color": "102030", "scale": 0.6, "format": "png"}, headers=h)
+    catalog_jobs.run_pending(app)
+    assert calls == ["car"]  # same photo, size and shadow: re-framed from the cached cutout
+    img = client.get(f"/v1/vehicles/{v['id']}/images", headers=h).get_json()["data"][0]
+    assert img["profile_version"] == 2 and img["format"] == "png"
+    client.patch(f"/v1/profiles/{profile}", json={"add_shadow": False}, headers=h)
+    catalog_jobs.run_pending(app)
+    assert calls == ["car", None]  # the shadow is part of the cutout: segmented again
+    assert len(list((data_dir / "images" / "cutouts" / str(pid)).iterdir())) == 2
+    client.delete(f"/v1/photos/{pid}", headers=h)
+    assert not (data_dir / "images" / "cutouts" / str(pid)).exists()

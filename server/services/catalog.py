@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -575,6 +576,12 @@ def delete_photo(db: sqlite_utils.Database, photo_id: int) -> None:
         if cache.exists():
             cache.rmdir()
     (settings.data_dir / row["path"]).unlink(missing_ok=True)
+    shutil.rmtree(cutout_dir(settings, photo_id), ignore_errors=True)
+
+
+def cutout_dir(settings: Settings, photo_id: int) -> Path:
+    """Where a photo's cached cutouts (background removed, before framing) live."""
+    return settings.data_dir / "images" / "cutouts" / str(photo_id)
 
 
 # --- renders and delivery ---------------------------------------------------------------------------------------

@@ -133,10 +133,23 @@ def render_photo(settings: Settings, photo: dict[str, Any], profile: dict[str, A
         regions += plates.detect(np.asarray(image.convert("RGB")), settings.catalog.plate_cascade)
     if regions:
         image = Image.fromarray(plates.mask(np.asarray(image.convert("RGB")), regions))
-    opts = parse_options({"type": "car", "size": working_size(settings.catalog.render_size, profile),
-                          "format": "png", "add_shadow": "true" if profile["add_shadow"] else "false"})
-    result = remove_background(image, opts)
-    with Image.open(io.BytesIO(result.body)) as cut:
+    size = working_size(settings.catalog.render_size, profile)
+    # the cutout depends only on the photo, the masked plates, the working size and the shadow: a profile change of
+    # colour, background, scale, position or format re-frames the cached cutout instead of segmenting again
+    key = hashlib.sha256(json.dumps([photo["sha256"], settings.models.segmenter, size, bool(profile["add_shadow"]),
+                                     [list(r) for r in regions]]).encode()).hexdigest()[:24]
+    cached = catalog.cutout_dir(settings, photo["id"]) / f"{key}.png"
+    if cached.exists():
+        body = cached.read_bytes()
+    else:
+        opts = parse_options({"type": "car", "size": size, "format": "png",
+                              "add_shadow": "true" if profile["add_shadow"] else "false"})
+        body = remove_background(image, opts).body
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{uuid.uuid4().hex}.tmp")
+        tmp.write_bytes(body)
+        tmp.replace(cached)
+    with Image.open(io.BytesIO(body)) as cut:
         framed = frame(cut.convert("RGBA"), profile, catalog.profile_background(settings, profile))
     buf = io.BytesIO()
     fmt = profile["format"]
