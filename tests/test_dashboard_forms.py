@@ -147,6 +147,11 @@ def _forms(admin: Account, member: Account, vendor: ThrowawayVendor) -> list[tup
         ("/try", {"photo": (io.BytesIO(b"\xff\xd8 not really"), "car.jpg")}),
         ("/try/abc/refine", {"points": "[]"}),
         ("/account", {"action": "email", "email": "z@dealer.example", "password": admin.password}),
+        ("/collections", {"name": "Sneaky lot"}),
+        ("/collections/col_x/objects", {"object_id": "x", "photos": (io.BytesIO(b"x"), "x.jpg")}),
+        ("/collections/col_x/scan", {"photo": (io.BytesIO(b"x"), "x.jpg")}),
+        ("/vehicles", {"vin": "1HGCM82633A004352"}),
+        ("/vehicles/1/photos", {"angle": "front", "photos": (io.BytesIO(b"x"), "x.jpg")}),
         ("/logout", {}),
     ]
 
@@ -165,6 +170,8 @@ def test_every_form_refuses_a_missing_or_wrong_csrf_token(client, app, admin: Ac
     assert user_emails(app) == sorted([admin.email, member.email])
     assert role_of(app, member.user_id) == "member"
     assert license_state(app) == "trial"
+    assert "Sneaky lot" not in client.get("/collections").get_data(as_text=True)
+    assert "1HGCM82633A004352" not in client.get("/vehicles").get_data(as_text=True)
     assert client.get("/").status_code == 200
 
 
