@@ -1,6 +1,7 @@
 """Recognition accuracy on the shared car photos: near views, far views and unknown cars.
 
     .venv/bin/python scripts/eval_recognition.py ../shared/data [--masks gt|segmenter|none] [--limit-cars N]
+        [--cache DIR] [--vote-keypoints N] [--index-keypoints N] [--min-score S]
 
 Each Carvana car is one object; the 100 distractors are always in the collection as other objects. Features come
 from the car only (`--masks gt`: the dataset's masks, `segmenter`: the configured car segmenter; distractors, which
@@ -27,7 +28,17 @@ from models.recognition.matcher import score_from_inliers  # noqa: E402
 MIN_SCORE = 0.5
 
 
-def _features(path: Path, mask_path: Path | None, masks: str, segmenter) -> Features:  # type: ignore[no-untyped-def]
+def _features(path: Path, mask_path: Path | None, masks: str, segmenter,  # type: ignore[no-untyped-def]
+              cache: Path | None = None) -> Features:
+    if cache is not None:
+        cached = cache / f"{path.stem}.{masks}.npz"
+        if cached.exists():
+            z = np.load(cached)
+            return Features(z["points"], z["descriptors"], int(z["size"][0]), int(z["size"][1]))
+        f = _features(path, mask_path, masks, segmenter)
+        cache.mkdir(parents=True, exist_ok=True)
+        np.savez(cached, points=f.points, descriptors=f.descriptors, size=np.array([f.width, f.height]))
+        return f
     rgb = np.asarray(Image.open(path).convert("RGB"))
     mask = None
     if masks == "gt" and mask_path is not None:
@@ -38,13 +49,14 @@ def _features(path: Path, mask_path: Path | None, masks: str, segmenter) -> Feat
 
 
 def _run(name: str, refs: dict[int, Features], owner: dict[int, str], queries: list[tuple[str, Features]],
-         known: bool, ivf_threshold: int) -> None:
-    index = FeatureIndex.build(((i, f.descriptors) for i, f in refs.items()), ivf_threshold=ivf_threshold)
+         known: bool, args: argparse.Namespace) -> None:
+    cap = args.index_keypoints or None
+    index = FeatureIndex.build(((i, f.descriptors[:cap]) for i, f in refs.items()), ivf_threshold=args.ivf_threshold)
     r1 = r5 = distractor = other = no_match = 0
     right_inl, wrong_inl, times = [], [], []
     for truth, q in queries:
         t = time.perf_counter()
-        matches = search(index, q, lambda ids: {i: refs[i] for i in ids})
+        matches = search(index, q, lambda ids: {i: refs[i] for i in ids}, vote_keypoints=args.vote_keypoints)
         times.append(time.perf_counter() - t)
         ranked: list[str] = []
         best_inl: dict[str, int] = {}
@@ -53,19 +65,19 @@ def _run(name: str, refs: dict[int, Features], owner: dict[int, str], queries: l
             if o not in best_inl:
                 ranked.append(o)
                 best_inl[o] = m.inliers
-        top_ok = bool(ranked) and score_from_inliers(best_inl[ranked[0]]) >= MIN_SCORE
+        top_ok = bool(ranked) and score_from_inliers(best_inl[ranked[0]]) >= args.min_score
         if not top_ok:
             no_match += 1
         else:
             r1 += ranked[0] == truth
             distractor += ranked[0].startswith("distractor:")
             other += ranked[0] != truth and not ranked[0].startswith("distractor:")
-        r5 += truth in [o for o in ranked[:5] if score_from_inliers(best_inl[o]) >= MIN_SCORE]
+        r5 += truth in [o for o in ranked[:5] if score_from_inliers(best_inl[o]) >= args.min_score]
         if ranked:
             (right_inl if ranked[0] == truth else wrong_inl).append(best_inl[ranked[0]])
     n = len(queries)
     print(f"{name}: {n} queries, {len(refs)} reference images, {index.ntotal} descriptors in a {index.kind} index, "
-          f"min_score {MIN_SCORE}", flush=True)
+          f"min_score {args.min_score}", flush=True)
     if known:
         print(f"  recall@1 {r1 / n:.3f}  recall@5 {r5 / n:.3f}", flush=True)
     else:
@@ -82,9 +94,13 @@ def main() -> None:
     ap.add_argument("data", type=Path)
     ap.add_argument("--masks", choices=("gt", "segmenter", "none"), default="gt")
     ap.add_argument("--limit-cars", type=int, default=0)
-    ap.add_argument("--ivf-threshold", type=int, default=50_000,
+    ap.add_argument("--ivf-threshold", type=int, default=2_000_000,
                     help="Descriptors past which the index is IVF (the server's default is recognition.ivf_threshold)")
     ap.add_argument("--models-dir", type=Path, default=Path("var/models"))
+    ap.add_argument("--cache", type=Path, default=None, help="Keep extracted features here between runs")
+    ap.add_argument("--vote-keypoints", type=int, default=0, help="recognition.vote_keypoints (0: all)")
+    ap.add_argument("--index-keypoints", type=int, default=0, help="recognition.index_keypoints (0: all)")
+    ap.add_argument("--min-score", type=float, default=MIN_SCORE, help="recognition.min_score")
     args = ap.parse_args()
     images = args.data / "carvana" / "images"
     cars = sorted({p.name.rsplit("_", 1)[0] for p in images.glob("*_01.jpg")})
@@ -101,8 +117,8 @@ def main() -> None:
         for a in range(1, 17):
             feats[(car, a)] = _features(images / f"{car}_{a:02d}.jpg",
                                         args.data / "carvana" / "masks" / f"{car}_{a:02d}_mask.gif",
-                                        args.masks, segmenter)
-    distractors = [_features(p, None, "none" if args.masks == "gt" else args.masks, segmenter)
+                                        args.masks, segmenter, args.cache)
+    distractors = [_features(p, None, "none" if args.masks == "gt" else args.masks, segmenter, args.cache)
                    for p in sorted((args.data / "distractors").glob("*.jpg"))]
     print(f"features: {len(feats)} car views, {len(distractors)} distractors, masks={args.masks}, "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
@@ -120,14 +136,14 @@ def main() -> None:
 
     odd, even = list(range(1, 17, 2)), list(range(2, 17, 2))
     refs, owner = collection(cars, odd)
-    _run("near views (odd angles -> even)", refs, owner, [(c, feats[(c, a)]) for c in cars for a in even], True, args.ivf_threshold)
+    _run("near views (odd angles -> even)", refs, owner, [(c, feats[(c, a)]) for c in cars for a in even], True, args)
     refs, owner = collection(cars, [1, 5, 9, 13])
     _run("far views (01,05,09,13 -> 03,07,11,15)", refs, owner,
-         [(c, feats[(c, a)]) for c in cars for a in (3, 7, 11, 15)], True, args.ivf_threshold)
+         [(c, feats[(c, a)]) for c in cars for a in (3, 7, 11, 15)], True, args)
     half = len(cars) // 2
     refs, owner = collection(cars[:half], odd)
     _run(f"unknown cars ({half} cars in, {len(cars) - half} out)", refs, owner,
-         [(c, feats[(c, a)]) for c in cars[half:] for a in even], False, args.ivf_threshold)
+         [(c, feats[(c, a)]) for c in cars[half:] for a in even], False, args)
 
 
 if __name__ == "__main__":

@@ -108,10 +108,10 @@ class RecognitionSettings(Section):
         "descriptor) instead of an exact flat one (512 bytes); `forecourt index rebuild` applies a change.")
     nprobe: int = Field(16, ge=1, le=1024, description="IVF lists searched per query vector (speed vs recall).")
     index_keypoints: int = Field(
-        0, ge=0, le=4000, description="Strongest keypoints of each reference image put in the index (0: all); "
+        300, ge=0, le=4000, description="Strongest keypoints of each reference image put in the index (0: all); "
         "every kept keypoint is still used by RANSAC.")
     vote_keypoints: int = Field(
-        0, ge=0, le=4000, description="Strongest query keypoints that vote for the shortlist (0: all).")
+        300, ge=0, le=4000, description="Strongest query keypoints that vote for the shortlist (0: all).")
     embedding: str = Field(
         "", description="Global-embedding model (folder under <models_dir>/recognition with a manifest.json of "
         "sha256 sums) whose nearest neighbours make the shortlist; empty: descriptor votes.")
