@@ -142,11 +142,18 @@ def create_app(settings: Settings | dict[str, Any] | None = None) -> APIFlask:
 
 
 def _register_engine_migrations() -> None:
-    """Engines below the server keep their own schema; apply it with the server's, under the same lock."""
+    """Engines keep their own schema; apply every one with the server's, under the same lock, before any worker.
+
+    `forecourt init` and `forecourt serve` call this before gunicorn starts, so workers find nothing pending and
+    never race each other's schema writes on a brand-new database.
+    """
     from licensing.schema import migrate as licensing_migrate
+    from server.services.catalog import migrate as catalog_migrate
+    from server.services.recognition import migrate as recognition_migrate
     from server.store import register_migrations
 
-    register_migrations(licensing_migrate)
+    for hook in (licensing_migrate, catalog_migrate, recognition_migrate):
+        register_migrations(hook)
 
 
 def _model_check() -> CheckResult:
