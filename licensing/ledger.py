@@ -73,3 +73,18 @@ def verify(db: sqlite_utils.Database) -> Verification:
     if head is not None and (head["seq"] != count or head["hash"] != prev):
         return Verification(False, count, f"entries after {count} were removed (head says {head['seq']})")
     return Verification(True, count)
+
+
+def charge_series(db: sqlite_utils.Database, *, group: str, since: float, until: float,
+                  user_id: int | None = None, no_key: str = "none") -> list[dict[str, Any]]:
+    """Charged amount and request count per day (group="days") or settlement period, API key and metric.
+
+    Charges made without an API key (the dashboard's own) are reported under `no_key`."""
+    bucket = "date(at, 'unixepoch')" if group == "days" else "period"
+    where, args = "kind = 'charge' AND at >= ? AND at < ?", [since, until]
+    if user_id is not None:
+        where += " AND user_id = ?"
+        args.append(user_id)
+    rows = db.execute(f"SELECT {bucket}, coalesce(key_id, ?), metric, sum(amount), count(DISTINCT ref) "
+                      f"FROM lic_ledger WHERE {where} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3", [no_key, *args])
+    return [{"bucket": b, "key_id": k, "metric": m, "amount": round(a, 6), "requests": n} for b, k, m, a, n in rows]

@@ -7,9 +7,9 @@ import io
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import sqlite_utils
 from flask import Response, g, render_template, request
 
+from licensing import ledger
 from licensing.clock import now, period_bounds, period_of
 from server.blueprints.dashboard import METRIC_LABELS, bp, login_required
 from server.services import accounts
@@ -19,21 +19,6 @@ MONTHLY_METRICS = ("credits", "scans", "uploads")
 DAYS = 30
 PERIODS = 12
 DASHBOARD_KEY = "none"  # charges made from the dashboard (Try it) carry no API key
-
-
-def ledger_charges(db: sqlite_utils.Database, *, group: str, since: float, until: float,
-                   user_id: int | None = None) -> list[dict[str, Any]]:
-    """Charged amount and request count per day (or period), key and metric, read from licensing's usage ledger.
-
-    Licensing's LicenseBox.usage() answers one period; a series over days needs the ledger's timestamps."""
-    bucket = "date(at, 'unixepoch')" if group == "days" else "period"
-    where, args = "kind = 'charge' AND at >= ? AND at < ?", [since, until]
-    if user_id is not None:
-        where += " AND user_id = ?"
-        args.append(user_id)
-    rows = db.execute(f"SELECT {bucket}, coalesce(key_id, ?), metric, sum(amount), count(DISTINCT ref) "
-                      f"FROM lic_ledger WHERE {where} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3", [DASHBOARD_KEY, *args])
-    return [{"bucket": b, "key_id": k, "metric": m, "amount": round(a, 6), "requests": n} for b, k, m, a, n in rows]
 
 
 def _buckets(view: str, t: float) -> tuple[list[str], float, float]:
@@ -61,7 +46,8 @@ def usage_data(view: str, key: str, t: float) -> dict[str, Any]:
     """Everything the Usage page and its CSV show, for the signed-in user (admins: the whole box)."""
     user_id = None if g.user.is_admin else g.user.user_id
     labels, since, until = _buckets(view, t)
-    rows = ledger_charges(licensing_service.box().db, group=view, since=since, until=until, user_id=user_id)
+    rows = ledger.charge_series(licensing_service.box().db, group=view, since=since, until=until, user_id=user_id,
+                                no_key=DASHBOARD_KEY)
     names = _key_names(user_id)
     if key:
         rows = [r for r in rows if r["key_id"] == key]
