@@ -11,7 +11,8 @@ Shape and confidence separate them without extra weights:
    with the rounded stub the opening left where it touched the car.
 3. A low-confidence region hanging off the car that is mostly bordered by background, not by confident car,
    goes too (a turntable edge or floor the model half-believed), unless it is large against the confident car
-   (then it is more likely car the model doubted); low-confidence glass inside the car stays.
+   (then it is more likely car the model doubted: half of it for a region low down where floor could be, a
+   seventh for one whose middle lies above the car's, which cannot be floor); glass inside the car stays.
 
 All of this runs on a copy of the matte at `work_size` pixels on the long side, so it costs ~20 ms.
 """
@@ -38,6 +39,7 @@ class CarParams:
     core_conf: float = 0.98
     enclosure: float = 0.45
     unsure_max: float = 0.5
+    unsure_max_high: float = 0.15
 
 
 def _disk(radius: float) -> np.ndarray:
@@ -85,8 +87,8 @@ def car_keep_mask(prob: np.ndarray, params: CarParams = CarParams()) -> np.ndarr
     # 3. low-confidence regions bordered mostly by background rather than by confident car
     core = cv2.dilate(((prob > p.core_conf) & keep).astype(np.uint8), _disk(band)) > 0
     unsure = (keep & ~core).astype(np.uint8)
-    n_unsure, unsure_labels, unsure_stats, _ = cv2.connectedComponentsWithStats(unsure, connectivity=8)
-    if n_unsure > 1:
+    n_unsure, unsure_labels, unsure_stats, centroids = cv2.connectedComponentsWithStats(unsure, connectivity=8)
+    if n_unsure > 1 and core.any():
         square = np.ones((3, 3), np.uint8)
         ring = (cv2.dilate(unsure, square) > 0) & (unsure == 0)
         owner = cv2.dilate(unsure_labels.astype(np.float32), square).astype(np.int32)
@@ -95,8 +97,12 @@ def car_keep_mask(prob: np.ndarray, params: CarParams = CarParams()) -> np.ndarr
         by_background = np.bincount(owner[ring & ~keep], minlength=n_unsure)
         enclosed = by_core / np.maximum(by_core + by_background, 1)
         area = unsure_stats[:, cv2.CC_STAT_AREA]
-        # a region as large as a good part of the car is more likely car the model doubted than floor
-        drop = (enclosed < p.enclosure) & (area >= r * r) & (area <= p.unsure_max * np.count_nonzero(core))
+        # A region as large as a good part of the car is more likely car the model doubted than floor; one whose
+        # middle lies above the confident car's cannot be floor at all, so a smaller share of the car suffices.
+        moments = cv2.moments(core.astype(np.uint8), binaryImage=True)
+        core_middle = moments["m01"] / moments["m00"]
+        share = np.where(centroids[:, 1] > core_middle, p.unsure_max, p.unsure_max_high)
+        drop = (enclosed < p.enclosure) & (area >= r * r) & (area <= share * np.count_nonzero(core))
         drop[0] = False
         keep &= ~drop[unsure_labels]
     return keep

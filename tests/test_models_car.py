@@ -74,6 +74,27 @@ def test_a_low_confidence_floor_region_hanging_off_the_car_is_removed_but_glass_
     assert iou(keep & (matte > 0.5), truth > 0.5) > 0.97
 
 
+def test_a_large_doubted_upper_body_stays_while_an_equally_large_floor_patch_goes() -> None:
+    """A white car on a pale backdrop: the model half-believes the whole cabin and upper body (about a quarter of
+    the car, bordered mostly by background). Above the confident car's middle it cannot be floor, so it stays."""
+    truth = np.zeros((H, W), np.float32)
+    car(truth, 200, 200, 480, 260)
+    matte = truth.copy()
+    upper = np.zeros_like(matte, dtype=bool)
+    upper[:300] = truth[:300] > 0.5
+    matte[upper] = 0.75
+    keep = car_keep_mask(matte)
+    assert keep[upper].mean() > 0.95
+    assert iou(keep & (matte > 0.5), truth > 0.5) > 0.97
+    # the same share of the car as a half-believed patch of floor under it still goes
+    floor = np.zeros_like(matte)
+    cv2.ellipse(floor, (440, 470), (260, 45), 0, 0, 360, 0.75, -1)
+    floored = np.maximum(truth, floor * (truth == 0))
+    floor_px = (floor > 0) & (truth == 0)
+    assert floor_px.sum() > 0.15 * (truth > 0.5).sum()
+    assert car_keep_mask(floored)[floor_px].mean() < 0.05
+
+
 def test_keep_cars_returns_the_matte_at_full_size_with_soft_edges_intact() -> None:
     truth = np.zeros((1280, 1918), np.float32)
     car(truth, 400, 500, 1100, 600)
