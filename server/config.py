@@ -138,6 +138,9 @@ class CatalogSettings(Section):
     cache_max_age: int = Field(86400, ge=0, description="Cache-Control max-age (seconds) for served images.")
     signed_url_ttl_seconds: int = Field(
         604800, ge=60, le=31536000, description="Default lifetime of a signed public image URL.")
+    keep_old_renders_days: int = Field(
+        30, ge=0, le=3650, description="Days a render replaced by a newer one (profile change) stays served, so "
+        "old links and embeds keep working; then it and its cached sizes are deleted.")
 
 
 class SmtpSettings(Section):

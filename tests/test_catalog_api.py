@@ -461,3 +461,31 @@ def test_a_new_look_reuses_the_cutout_and_a_new_shadow_does_not(app, client, adm
     assert len(list((data_dir / "images" / "cutouts" / str(pid)).iterdir())) == 2
     client.delete(f"/v1/photos/{pid}", headers=h)
     assert not (data_dir / "images" / "cutouts" / str(pid)).exists()
+
+
+def test_replaced_renders_are_served_for_a_while_then_pruned(app, client, admin, data_dir) -> None:
+    import datetime as dt
+
+    from server.services import catalog as catalog_service
+
+    v = new_vehicle(client, admin.headers)
+    upload(client, admin.headers, v["id"], [(photo(1), "front")])
+    catalog_jobs.run_pending(app)
+    h = admin.headers
+    old = client.get(f"/v1/vehicles/{v['id']}/images", headers=h).get_json()["data"][0]
+    assert client.get(old["url"] + "?width=100", headers=h).status_code == 200  # a cached size too
+    client.patch(f"/v1/profiles/{v['profile_id']}", json={"bg_color": "000000"}, headers=h)
+    catalog_jobs.run_pending(app)
+    new = client.get(f"/v1/vehicles/{v['id']}/images", headers=h).get_json()["data"][0]
+    settings = app.extensions["forecourt.settings"]
+    from server.store import get_db
+
+    with app.app_context():
+        db = get_db()
+        now = dt.datetime.now(dt.UTC)
+        assert catalog_service.prune_old_renders(db, settings, now + dt.timedelta(days=29)) == 0
+        assert catalog_service.prune_old_renders(db, settings, now + dt.timedelta(days=31)) == 1
+    assert client.get(old["url"], headers=h).status_code == 404
+    assert client.get(new["url"], headers=h).status_code == 200
+    assert not (data_dir / "images" / "cache" / old["id"]).exists()
+    assert [p.stem for p in (data_dir / "images" / "renders").iterdir()] == [new["id"]]

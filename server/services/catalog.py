@@ -568,15 +568,31 @@ def delete_photo(db: sqlite_utils.Database, photo_id: int) -> None:
         if row["is_primary"]:  # the first photo left takes over as primary
             db.execute("UPDATE catalog_photos SET is_primary = 1 WHERE id = (SELECT id FROM catalog_photos WHERE "
                        "vehicle_id = ? ORDER BY position, id LIMIT 1)", [row["vehicle_id"]])
-    for r in renders:
-        (settings.data_dir / r["path"]).unlink(missing_ok=True)
-        cache = settings.data_dir / "images" / "cache" / r["id"]
-        for f in cache.glob("*"):
-            f.unlink(missing_ok=True)
-        if cache.exists():
-            cache.rmdir()
+    _remove_render_files(settings, renders)
     (settings.data_dir / row["path"]).unlink(missing_ok=True)
     shutil.rmtree(cutout_dir(settings, photo_id), ignore_errors=True)
+
+
+def _remove_render_files(settings: Settings, renders: list[dict[str, Any]]) -> None:
+    for r in renders:
+        (settings.data_dir / r["path"]).unlink(missing_ok=True)
+        shutil.rmtree(settings.data_dir / "images" / "cache" / r["id"], ignore_errors=True)
+
+
+def prune_old_renders(db: sqlite_utils.Database, settings: Settings, at: dt.datetime | None = None) -> int:
+    """Delete renders that a newer render of the same photo replaced more than `keep_old_renders_days` ago, with
+    their cached sizes; returns how many. Until then old links and embeds keep working."""
+    cutoff = (at or dt.datetime.now(dt.UTC)) - dt.timedelta(days=settings.catalog.keep_old_renders_days)
+    stamp = cutoff.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    with write_txn(db):
+        old = [dict(zip(("id", "path"), r, strict=True)) for r in db.execute(
+            "SELECT r.id, r.path FROM catalog_renders r WHERE EXISTS (SELECT 1 FROM catalog_renders n WHERE "
+            "n.photo_id = r.photo_id AND n.created_at <= ? AND (n.created_at > r.created_at OR "
+            "(n.created_at = r.created_at AND n.rowid > r.rowid)))", [stamp]).fetchall()]
+        for r in old:
+            db.execute("DELETE FROM catalog_renders WHERE id = ?", [r["id"]])
+    _remove_render_files(settings, old)
+    return len(old)
 
 
 def cutout_dir(settings: Settings, photo_id: int) -> Path:

@@ -28,6 +28,7 @@ from server.store import get_db, write_txn
 log = logging.getLogger(__name__)
 STALE_MINUTES = 15  # a running job older than this belonged to a worker that died; it is queued again
 MAX_ATTEMPTS = 3
+PRUNE_EVERY_SECONDS = 3600  # how often a render thread deletes renders replaced long ago
 _start_lock = threading.Lock()
 
 
@@ -213,8 +214,13 @@ def run_pending(app: Flask, limit: int | None = None) -> int:
 def _worker_loop(app: Flask, stop: threading.Event) -> None:
     settings = app.extensions["forecourt.settings"]
     poll = settings.catalog.poll_seconds
+    next_prune = time.monotonic()
     while not stop.is_set() and settings.db_path.exists():  # a removed data folder (tests) ends the thread
         try:
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
+                with app.app_context():
+                    catalog.prune_old_renders(get_db(), settings)
             ran = run_pending(app, limit=1)
         except Exception:  # noqa: BLE001 - keep the thread alive across a locked or vanished database
             log.exception("render worker error")
