@@ -18,7 +18,8 @@ import requests
 from click.testing import CliRunner
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
+# The development photos live beside the repo (../shared/data); FORECOURT_SHARED_DATA points elsewhere.
+SHARED_DATA = Path(os.environ.get("FORECOURT_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
 MODELS_DIR = Path(os.environ.get("FORECOURT_TEST_MODELS_DIR", REPO / "var" / "models")).resolve()
 # Trial records outside the data folder must never land in the real home folder during tests.
 os.environ.setdefault("FORECOURT_LICENSING__STATE_DIR", tempfile.mkdtemp(prefix="forecourt-test-state-"))
