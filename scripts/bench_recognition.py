@@ -79,6 +79,7 @@ class Synthetic:
 
 
 def main() -> None:
+    """Parse arguments, measure, print one line per figure."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", type=Path)
     ap.add_argument("--sizes", default="10000", help="Reference image counts for the vote backend")
@@ -94,6 +95,7 @@ def main() -> None:
     ap.add_argument("--nprobe", type=int, default=16)
     ap.add_argument("--cache", type=Path, default=None)
     args = ap.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
     faiss.omp_set_num_threads(min(2, os.cpu_count() or 1))
     print(f"cpu: {os.cpu_count()} cores, faiss {faiss.__version__}, load average {os.getloadavg()[0]:.1f}")
 
@@ -144,7 +146,7 @@ def main() -> None:
         best = max((verify(q, load_real[i], i) for i in peer_refs), key=lambda m: m.inliers)
         peer_times.append(time.perf_counter() - t0 + t_query_feat)
         del best
-    small = FeatureIndex.build(((i, load_real[i].descriptors[: args.index_keypoints]) for i in peer_refs))
+    small = FeatureIndex.build((i, load_real[i].descriptors[: args.index_keypoints]) for i in peer_refs)
     ours_small = []
     for q in qfeats[: min(10, len(qfeats))]:
         t0 = time.perf_counter()
@@ -237,7 +239,7 @@ def main() -> None:
         gi.index.add_with_ids(real_vecs, np.arange(1, nreal + 1, dtype=np.int64))
         gi.index.add_with_ids(vectors(size - nreal, 12), np.arange(nreal + 1, size + 1, dtype=np.int64))
 
-        def candidates(n: int) -> list[int]:
+        def candidates(n: int, gi: GlobalIndex = gi, real_vecs: np.ndarray = real_vecs) -> list[int]:
             # The query's vector lies near its true reference's (a working embedding), among size distractors.
             v = real_vecs[truth[n]] + np.random.default_rng(n).normal(0, 0.02, d).astype(np.float32)
             return gi.search(v / np.linalg.norm(v), args.shortlist)

@@ -49,11 +49,12 @@ def _features(path: Path, mask_path: Path | None, masks: str, segmenter,  # type
 
 
 def _run(name: str, refs: dict[int, Features], owner: dict[int, str], queries: list[tuple[str, Features]],
-         known: bool, args: argparse.Namespace) -> None:
+         known: bool, args: argparse.Namespace) -> list[tuple[bool, int]]:
     cap = args.index_keypoints or None
     index = FeatureIndex.build(((i, f.descriptors[:cap]) for i, f in refs.items()), ivf_threshold=args.ivf_threshold)
     r1 = r5 = distractor = other = no_match = 0
     right_inl, wrong_inl, times = [], [], []
+    tops: list[tuple[bool, int]] = []  # (top object is the truth, its inliers) per query
     for truth, q in queries:
         t = time.perf_counter()
         matches = search(index, q, lambda ids: {i: refs[i] for i in ids}, vote_keypoints=args.vote_keypoints)
@@ -75,6 +76,7 @@ def _run(name: str, refs: dict[int, Features], owner: dict[int, str], queries: l
         r5 += truth in [o for o in ranked[:5] if score_from_inliers(best_inl[o]) >= args.min_score]
         if ranked:
             (right_inl if ranked[0] == truth else wrong_inl).append(best_inl[ranked[0]])
+        tops.append((bool(ranked) and ranked[0] == truth, best_inl[ranked[0]] if ranked else 0))
     n = len(queries)
     print(f"{name}: {n} queries, {len(refs)} reference images, {index.ntotal} descriptors in a {index.kind} index, "
           f"min_score {args.min_score}", flush=True)
@@ -86,6 +88,7 @@ def _run(name: str, refs: dict[int, Features], owner: dict[int, str], queries: l
     q = lambda xs: f"median {np.median(xs):.0f}, min {min(xs)}, max {max(xs)}" if xs else "none"  # noqa: E731
     print(f"  inliers of right top matches: {q(right_inl)}; of wrong top matches: {q(wrong_inl)}", flush=True)
     print(f"  search p50 {np.median(times) * 1000:.0f} ms (shortlist + RANSAC, features excluded)", flush=True)
+    return tops
 
 
 def main() -> None:
@@ -136,14 +139,20 @@ def main() -> None:
 
     odd, even = list(range(1, 17, 2)), list(range(2, 17, 2))
     refs, owner = collection(cars, odd)
-    _run("near views (odd angles -> even)", refs, owner, [(c, feats[(c, a)]) for c in cars for a in even], True, args)
+    near = _run("near views (odd angles -> even)", refs, owner, [(c, feats[(c, a)]) for c in cars for a in even], True, args)
     refs, owner = collection(cars, [1, 5, 9, 13])
     _run("far views (01,05,09,13 -> 03,07,11,15)", refs, owner,
          [(c, feats[(c, a)]) for c in cars for a in (3, 7, 11, 15)], True, args)
     half = len(cars) // 2
     refs, owner = collection(cars[:half], odd)
-    _run(f"unknown cars ({half} cars in, {len(cars) - half} out)", refs, owner,
+    unknown = _run(f"unknown cars ({half} cars in, {len(cars) - half} out)", refs, owner,
          [(c, feats[(c, a)]) for c in cars[half:] for a in even], False, args)
+
+    print("min_score sweep (near-view recall@1 / unknown cars answered no match):", flush=True)
+    for ms in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+        r1 = sum(ok and score_from_inliers(n) >= ms for ok, n in near) / len(near)
+        rej = sum(score_from_inliers(n) < ms for _, n in unknown) / len(unknown)
+        print(f"  {ms:.1f}: {r1:.3f} / {rej:.3f}", flush=True)
 
 
 if __name__ == "__main__":
