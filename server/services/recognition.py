@@ -23,8 +23,8 @@ from PIL import Image
 from sqlite_utils.migrations import Migrations
 
 from models import imaging
-from models.recognition.features import Features, extract, rating
 from models.recognition.embedding import EmbeddingModel, load_embedding
+from models.recognition.features import Features, extract, rating
 from models.recognition.index import FeatureIndex, GlobalIndex, IndexCorrupt
 from models.recognition.search import search
 from server.config import Settings, get_settings
