@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -107,7 +108,8 @@ def test_ivf_index_past_the_threshold_still_finds_the_image(refs: dict[int, Feat
 
 def test_score_calibration_is_monotonic_with_the_documented_midpoint() -> None:
     assert score_from_inliers(5) == 0.0
-    assert score_from_inliers(14) == pytest.approx(0.5)
+    assert score_from_inliers(18) == pytest.approx(0.5)
+    assert score_from_inliers(11) < 0.1 < 0.9 < score_from_inliers(25)
     scores = [score_from_inliers(n) for n in range(8, 60)]
     assert scores == sorted(scores) and scores[-1] > 0.99
 
@@ -116,3 +118,24 @@ def test_blob_round_trip_keeps_matching(refs: dict[int, Features]) -> None:
     f = refs[1]
     back = Features.from_blobs(*f.to_blobs(), f.width, f.height)
     assert verify(back, f).inliers > 50
+
+
+def test_verify_scores_a_slanted_view_and_falls_back_to_a_homography(refs: dict[int, Features],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    f = refs[1]
+    # A pattern seen at a slant (a perspective warp) still verifies, with its region in query pixels.
+    img = scene(pattern(1), seed=5, size=(640, 480), at=(150, 100))
+    src = np.float32([[150, 100], [390, 100], [390, 340], [150, 340]])
+    dst = np.float32([[170, 120], [370, 90], [380, 360], [160, 330]])
+    warped = cv2.warpPerspective(img, cv2.getPerspectiveTransform(src, dst), (640, 480))
+    m = verify(extract(warped), f)
+    assert m.score > 0.9
+    poly = np.array(m.polygon)
+    assert 100 < poly[:, 0].min() < 260 and 300 < poly[:, 0].max() < 450
+    # OpenCV's MAGSAC can fail on a degenerate set (every match on one plane): the homography takes over.
+    def degenerate(*args: object, **kwargs: object) -> None:
+        raise cv2.error("degenerate")
+
+    monkeypatch.setattr(cv2, "findFundamentalMat", degenerate)
+    again = verify(extract(warped), f)
+    assert again.score > 0.9 and len(again.polygon) == 4
