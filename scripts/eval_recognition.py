@@ -22,8 +22,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.recognition import FeatureIndex, extract, search  # noqa: E402
-from models.recognition.features import Features  # noqa: E402
-from models.recognition.matcher import score_from_inliers  # noqa: E402
+from models.recognition.features import Features, extract_views  # noqa: E402
 
 MIN_SCORE = 0.5
 
@@ -48,35 +47,69 @@ def _features(path: Path, mask_path: Path | None, masks: str, segmenter,  # type
     return extract(rgb, mask)
 
 
-def _run(name: str, refs: dict[int, Features], owner: dict[int, str], queries: list[tuple[str, Features]],
-         known: bool, args: argparse.Namespace) -> list[tuple[bool, int]]:
+def _mask(path: Path, mask_path: Path | None, masks: str, segmenter,  # type: ignore[no-untyped-def]
+          cache: Path | None = None) -> np.ndarray | None:
+    """The car mask the features are limited to (cached as a PNG next to the features)."""
+    if masks == "none" or (masks == "gt" and mask_path is None and segmenter is None):
+        return None
+    cached = cache / f"{path.stem}.{masks}.mask.png" if cache is not None else None
+    if cached is not None and cached.exists():
+        return np.asarray(Image.open(cached)) > 127
+    if masks == "gt" and mask_path is not None:
+        mask = np.asarray(Image.open(mask_path)) > 0
+    else:
+        mask = segmenter.mask(np.asarray(Image.open(path).convert("RGB")), kind="car") > 0.5
+    if cached is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(mask.astype(np.uint8) * 255).save(cached)
+    return mask
+
+
+def _view_features(path: Path, mask_path: Path | None, masks: str, segmenter,  # type: ignore[no-untyped-def]
+                   cache: Path | None = None) -> Features:
+    """The query's simulated views (features.extract_views), cached like _features."""
+    cached = cache / f"{path.stem}.{masks}.views.npz" if cache is not None else None
+    if cached is not None and cached.exists():
+        z = np.load(cached)
+        return Features(z["points"], z["descriptors"], int(z["size"][0]), int(z["size"][1]))
+    f = extract_views(np.asarray(Image.open(path).convert("RGB")), _mask(path, mask_path, masks, segmenter, cache))
+    if cached is not None:
+        np.savez(cached, points=f.points, descriptors=f.descriptors, size=np.array([f.width, f.height]))
+    return f
+
+
+def _run(name: str, refs: dict[int, Features], owner: dict[int, str],
+         queries: list[tuple[str, Features, Features | None]],
+         known: bool, args: argparse.Namespace) -> list[tuple[bool, float]]:
     cap = args.index_keypoints or None
     index = FeatureIndex.build(((i, f.descriptors[:cap]) for i, f in refs.items()), ivf_threshold=args.ivf_threshold)
     r1 = r5 = distractor = other = no_match = 0
     right_inl, wrong_inl, times = [], [], []
-    tops: list[tuple[bool, int]] = []  # (top object is the truth, its inliers) per query
-    for truth, q in queries:
+    tops: list[tuple[bool, float]] = []  # (top object is the truth, its score) per query
+    for truth, q, v in queries:
         t = time.perf_counter()
-        matches = search(index, q, lambda ids: {i: refs[i] for i in ids}, vote_keypoints=args.vote_keypoints)
+        matches = search(index, q, lambda ids: {i: refs[i] for i in ids}, vote_keypoints=args.vote_keypoints,
+                         views=v, view_top=args.view_top)
         times.append(time.perf_counter() - t)
         ranked: list[str] = []
         best_inl: dict[str, int] = {}
+        best_score: dict[str, float] = {}
         for m in matches:
             o = owner[m.image_id]
             if o not in best_inl:
                 ranked.append(o)
-                best_inl[o] = m.inliers
-        top_ok = bool(ranked) and score_from_inliers(best_inl[ranked[0]]) >= args.min_score
+                best_inl[o], best_score[o] = m.inliers, m.score
+        top_ok = bool(ranked) and best_score[ranked[0]] >= args.min_score
         if not top_ok:
             no_match += 1
         else:
             r1 += ranked[0] == truth
             distractor += ranked[0].startswith("distractor:")
             other += ranked[0] != truth and not ranked[0].startswith("distractor:")
-        r5 += truth in [o for o in ranked[:5] if score_from_inliers(best_inl[o]) >= args.min_score]
+        r5 += truth in [o for o in ranked[:5] if best_score[o] >= args.min_score]
         if ranked:
             (right_inl if ranked[0] == truth else wrong_inl).append(best_inl[ranked[0]])
-        tops.append((bool(ranked) and ranked[0] == truth, best_inl[ranked[0]] if ranked else 0))
+        tops.append((bool(ranked) and ranked[0] == truth, best_score[ranked[0]] if ranked else 0.0))
     n = len(queries)
     print(f"{name}: {n} queries, {len(refs)} reference images, {index.ntotal} descriptors in a {index.kind} index, "
           f"min_score {args.min_score}", flush=True)
@@ -104,6 +137,9 @@ def main() -> None:
     ap.add_argument("--vote-keypoints", type=int, default=0, help="recognition.vote_keypoints (0: all)")
     ap.add_argument("--index-keypoints", type=int, default=0, help="recognition.index_keypoints (0: all)")
     ap.add_argument("--min-score", type=float, default=MIN_SCORE, help="recognition.min_score")
+    ap.add_argument("--view-top", type=int, default=0,
+                    help="Match simulated views of the query (features.extract_views) against this many of the "
+                         "shortlisted images (0: off)")
     args = ap.parse_args()
     images = args.data / "carvana" / "images"
     cars = sorted({p.name.rsplit("_", 1)[0] for p in images.glob("*_01.jpg")})
@@ -121,6 +157,13 @@ def main() -> None:
             feats[(car, a)] = _features(images / f"{car}_{a:02d}.jpg",
                                         args.data / "carvana" / "masks" / f"{car}_{a:02d}_mask.gif",
                                         args.masks, segmenter, args.cache)
+    views: dict[tuple[str, int], Features | None] = {k: None for k in feats}
+    if args.view_top:
+        for car, a in feats:
+            if car in cars and a not in (1, 5, 9, 13):  # every query angle
+                views[(car, a)] = _view_features(images / f"{car}_{a:02d}.jpg",
+                                                 args.data / "carvana" / "masks" / f"{car}_{a:02d}_mask.gif",
+                                                 args.masks, segmenter, args.cache)
     distractors = [_features(p, None, "none" if args.masks == "gt" else args.masks, segmenter, args.cache)
                    for p in sorted((args.data / "distractors").glob("*.jpg"))]
     print(f"features: {len(feats)} car views, {len(distractors)} distractors, masks={args.masks}, "
@@ -139,19 +182,19 @@ def main() -> None:
 
     odd, even = list(range(1, 17, 2)), list(range(2, 17, 2))
     refs, owner = collection(cars, odd)
-    near = _run("near views (odd angles -> even)", refs, owner, [(c, feats[(c, a)]) for c in cars for a in even], True, args)
+    near = _run("near views (odd angles -> even)", refs, owner, [(c, feats[(c, a)], views[(c, a)]) for c in cars for a in even], True, args)
     refs, owner = collection(cars, [1, 5, 9, 13])
     _run("far views (01,05,09,13 -> 03,07,11,15)", refs, owner,
-         [(c, feats[(c, a)]) for c in cars for a in (3, 7, 11, 15)], True, args)
+         [(c, feats[(c, a)], views[(c, a)]) for c in cars for a in (3, 7, 11, 15)], True, args)
     half = len(cars) // 2
     refs, owner = collection(cars[:half], odd)
     unknown = _run(f"unknown cars ({half} cars in, {len(cars) - half} out)", refs, owner,
-         [(c, feats[(c, a)]) for c in cars[half:] for a in even], False, args)
+         [(c, feats[(c, a)], views[(c, a)]) for c in cars[half:] for a in even], False, args)
 
     print("min_score sweep (near-view recall@1 / unknown cars answered no match):", flush=True)
     for ms in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
-        r1 = sum(ok and score_from_inliers(n) >= ms for ok, n in near) / len(near)
-        rej = sum(score_from_inliers(n) < ms for _, n in unknown) / len(unknown)
+        r1 = sum(ok and score >= ms for ok, score in near) / len(near)
+        rej = sum(score < ms for _, score in unknown) / len(unknown)
         print(f"  {ms:.1f}: {r1:.3f} / {rej:.3f}", flush=True)
 
 

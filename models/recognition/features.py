@@ -85,6 +85,41 @@ def extract(rgb: np.ndarray, mask: np.ndarray | None = None, *, max_side: int = 
     return Features(pts, rootsift(desc), w, h)
 
 
+# View simulation (ASIFT, Morel & Yu 2009): a car turned 45 degrees is foreshortened horizontally by about
+# cos(45) ~ 0.71 on one face and stretched on the other, more than SIFT's affine tolerance. Extracting features
+# again from the query squeezed horizontally (a face seen more obliquely) and vertically (the same as stretching
+# it horizontally, at a smaller size) gives the wide-baseline matches back.
+TILTS = ((1 / 1.41, 1.0), (1.0, 1 / 1.41))
+
+
+def extract_views(rgb: np.ndarray, mask: np.ndarray | None = None, *, max_side: int = MAX_SIDE,
+                  max_keypoints: int = MAX_KEYPOINTS,
+                  tilts: tuple[tuple[float, float], ...] = TILTS) -> Features:
+    """RootSIFT features of affine-squeezed copies of the image (x and y scale factors in `tilts`), their points
+    mapped back into the source image's pixels, concatenated (one view after another)."""
+    h, w = rgb.shape[:2]
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
+    scale = min(1.0, max_side / max(h, w))
+    m = None
+    if mask is not None:
+        m = (np.asarray(mask, dtype=np.float32) > 0.5).astype(np.uint8) * 255
+    pts_all, desc_all = [np.zeros((0, 2), np.float32)], [np.zeros((0, 128), np.float32)]
+    for sx, sy in tilts:
+        size = (max(1, round(w * scale * sx)), max(1, round(h * scale * sy)))
+        g = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+        mv = None if m is None else cv2.resize(m, size, interpolation=cv2.INTER_NEAREST)
+        kps, desc = _sift(max_keypoints).detectAndCompute(g, mv)
+        if desc is None or not kps:
+            continue
+        order = np.argsort([-kp.response for kp in kps], kind="stable")[:max_keypoints]
+        pts = np.array([kps[i].pt for i in order], dtype=np.float32)
+        pts[:, 0] *= w / size[0]
+        pts[:, 1] *= h / size[1]
+        pts_all.append(pts)
+        desc_all.append(rootsift(desc[order]))
+    return Features(np.concatenate(pts_all), np.concatenate(desc_all), w, h)
+
+
 def rating(features: Features) -> int:
     """0-5: how recognizable a reference image is, from its keypoint count and how widely they spread."""
     n = len(features)

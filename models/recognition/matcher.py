@@ -30,6 +30,10 @@ INLIER_MIDPOINT = 18.0
 INLIER_SCALE = 3.0
 MIN_MATCHES = 8
 RATIO = 0.8
+MUTUAL_RATIO = 0.9
+# Simulated views (search.search's `views`) triple the query's features and with them a wrong car's chance
+# inliers (mutual matches: up to 20 on the Carvana views); their fits are scored with a higher midpoint.
+VIEW_INLIER_MIDPOINT = 22.0
 EPIPOLAR_THRESHOLD = 0.008  # share of the query's longer side (pixels of the source image)
 
 
@@ -43,11 +47,26 @@ class Match:
     polygon: list[list[float]]  # the reference image's outline mapped into query pixels
 
 
-def score_from_inliers(inliers: int) -> float:
+def score_from_inliers(inliers: int, midpoint: float = INLIER_MIDPOINT) -> float:
     """The calibrated 0-1 score for an inlier count (see the module docstring)."""
     if inliers < MIN_MATCHES:
         return 0.0
-    return 1.0 / (1.0 + math.exp(-(inliers - INLIER_MIDPOINT) / INLIER_SCALE))
+    return 1.0 / (1.0 + math.exp(-(inliers - midpoint) / INLIER_SCALE))
+
+
+def _mutual(query: Features, ref: Features) -> list[cv2.DMatch]:
+    """Ratio-test matches that are also each other's ratio-passing best match from the reference's side: with
+    several simulated views in the query, a reference keypoint's chance partner must beat all of them."""
+    bf = _matcher()
+    fwd = bf.knnMatch(query.descriptors, ref.descriptors, k=2)
+    back = {p[0].queryIdx: p for p in bf.knnMatch(ref.descriptors, query.descriptors, k=2) if len(p) == 2}
+    good = []
+    for p in fwd:
+        if len(p) == 2 and p[0].distance < RATIO * p[1].distance:
+            b = back.get(p[0].trainIdx)
+            if b is not None and b[0].trainIdx == p[0].queryIdx and b[0].distance < MUTUAL_RATIO * b[1].distance:
+                good.append(p[0])
+    return good
 
 
 def _matcher() -> cv2.BFMatcher:
@@ -79,13 +98,18 @@ def _hull(query: Features, pts: np.ndarray) -> list[list[float]] | None:
     return [[round(float(x), 1), round(float(y), 1)] for x, y in hull]
 
 
-def verify(query: Features, ref: Features, image_id: int = 0) -> Match:
-    """Match query against ref (Lowe ratio test), fit a fundamental matrix with MAGSAC, score the inliers."""
+def verify(query: Features, ref: Features, image_id: int = 0, *, mutual: bool = False,
+           midpoint: float = INLIER_MIDPOINT) -> Match:
+    """Match query against ref (Lowe ratio test; `mutual`: in both directions), fit a fundamental matrix with
+    MAGSAC, score the inliers (logistic with this midpoint)."""
     empty = Match(image_id, 0, 0.0, [])
     if len(query) < MIN_MATCHES or len(ref) < MIN_MATCHES:
         return empty
-    pairs = _matcher().knnMatch(query.descriptors, ref.descriptors, k=2)
-    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
+    if mutual:
+        good = _mutual(query, ref)
+    else:
+        pairs = _matcher().knnMatch(query.descriptors, ref.descriptors, k=2)
+        good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
     if len(good) < MIN_MATCHES:
         return empty
     q = np.array([query.points[m.queryIdx] for m in good], dtype=np.float32)
@@ -118,4 +142,4 @@ def verify(query: Features, ref: Features, image_id: int = 0) -> Match:
         polygon = _hull(query, q[keep])
     if polygon is None:
         return Match(image_id, inliers, 0.0, [])
-    return Match(image_id, inliers, score_from_inliers(inliers), polygon)
+    return Match(image_id, inliers, score_from_inliers(inliers, midpoint), polygon)

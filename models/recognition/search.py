@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from models.recognition.features import Features
 from models.recognition.index import FeatureIndex
-from models.recognition.matcher import Match, verify
+from models.recognition.matcher import VIEW_INLIER_MIDPOINT, Match, verify
 
 MIN_QUERY_FEATURES = 20
+VIEW_TOP = 3
+VIEW_SKIP_SCORE = 0.9
 
 
 def shortlist_by_votes(index: FeatureIndex, query: Features, *, shortlist: int = 10, vote_keypoints: int = 0,
@@ -23,9 +27,14 @@ def shortlist_by_votes(index: FeatureIndex, query: Features, *, shortlist: int =
 
 def search(index: FeatureIndex | None, query: Features, load: Callable[[list[int]], dict[int, Features]], *,
            shortlist: int = 10, allowed: set[int] | None = None, vote_keypoints: int = 0,
-           candidates: Sequence[int] | None = None) -> list[Match]:
+           candidates: Sequence[int] | None = None, views: Features | None = None,
+           view_top: int = VIEW_TOP) -> list[Match]:
     """Verified matches for the shortlisted reference images, best first; a query with too few features
-    (tiny, blank, featureless) gets none. `candidates` (e.g. from a global embedding) replaces the vote."""
+    (tiny, blank, featureless) gets none. `candidates` (e.g. from a global embedding) replaces the vote.
+
+    `views` (features.extract_views of the query) are matched too, with the query's own features, against the
+    first `view_top` shortlisted images whose plain verification scored below VIEW_SKIP_SCORE: a view far from
+    the references finds the inliers a 45-degree turn costs, and only a few candidates pay for it."""
     if len(query) < MIN_QUERY_FEATURES:
         return []
     if candidates is not None:
@@ -37,4 +46,12 @@ def search(index: FeatureIndex | None, query: Features, load: Callable[[list[int
         return []
     refs = load(ranked)
     matches = [verify(query, refs[i], i) for i in ranked if i in refs]
+    if views is not None and len(views) and view_top > 0:
+        both = Features(np.concatenate([query.points, views.points]),
+                        np.concatenate([query.descriptors, views.descriptors]), query.width, query.height)
+        for k, m in enumerate(matches[:view_top]):
+            if m.score < VIEW_SKIP_SCORE:
+                v = verify(both, refs[m.image_id], m.image_id, mutual=True, midpoint=VIEW_INLIER_MIDPOINT)
+                if v.score > m.score:
+                    matches[k] = v
     return sorted((m for m in matches if m.inliers > 0), key=lambda m: (-m.score, -m.inliers))
