@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import time
 from typing import Any
@@ -19,7 +18,7 @@ from server.schemas import Strict
 from server.services import catalog, catalog_jobs, signed_urls
 from server.services.metering import charge, check
 from server.services.removebg import SIZE_CREDITS
-from server.store import get_db, open_db, register_migrations
+from server.store import get_db
 
 bp = APIBlueprint("catalog", __name__, tag="Vehicle catalog")
 _ERRORS = {400: "Invalid parameters", 402: "Not enough credits", 403: "Missing key or not allowed",
@@ -364,16 +363,8 @@ def public_image(render_id: str) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    """Apply the catalog schema (under the migration lock) and start render threads on the first request."""
+    """Start render threads on a worker's first request (the schema is applied by server.prepare_data_dir)."""
     settings = app.extensions["forecourt.settings"]
-    register_migrations(catalog.migrate)
-    with open(settings.data_dir / ".migrate.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        db = open_db(settings.db_path, settings.storage.busy_timeout_ms)
-        try:
-            catalog.migrate(db)
-        finally:
-            db.close()
     if settings.catalog.render_workers:
 
         @app.before_request

@@ -3,7 +3,6 @@ once-per-box scheduler, purge hooks in an app context, the /readyz check and the
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import sys
 from collections.abc import Callable
@@ -15,7 +14,6 @@ from licensing import notices, purge
 from licensing.box import LicenseBox
 from licensing.options import LicensingOptions
 from licensing.scheduler import BoxScheduler
-from licensing.schema import migrate
 from licensing.state import Policy
 from server.config import Settings, get_settings
 from server.readiness import CheckResult, register_check
@@ -137,20 +135,9 @@ def _start_scheduler(app: Flask, settings: Settings, options: LicensingOptions) 
     app.extensions["forecourt.licensing.scheduler"] = sched
 
 
-def _migrate(settings: Settings) -> None:
-    with open(settings.data_dir / ".migrate.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        db = open_db(settings.db_path, settings.storage.busy_timeout_ms)
-        try:
-            migrate(db)
-        finally:
-            db.close()
-
-
 def init_app(app: Flask) -> None:
-    """Tables, trial start, notice sinks, readiness check, API guard and the jobs."""
+    """Trial start, notice sinks, readiness check, API guard and the jobs (tables come from prepare_data_dir)."""
     settings: Settings = app.extensions["forecourt.settings"]
-    _migrate(settings)
     options = options_from(settings)
     app.extensions["forecourt.licensing.options"] = options
     with app.app_context():

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import fcntl
 import json
 import logging
 import secrets
@@ -29,7 +28,7 @@ from models.recognition.index import FeatureIndex, GlobalIndex, IndexCorrupt
 from models.recognition.search import search
 from server.config import Settings, get_settings
 from server.errors import ApiError, NotFound
-from server.store import get_db, open_db, register_migrations, write_txn
+from server.store import get_db, write_txn
 
 OBJECT_TYPES = ("car", "generic")
 MAX_OBJECT_ID = 255
@@ -77,16 +76,7 @@ def migrate(db: sqlite_utils.Database) -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Apply the schema now (create_app migrated before blueprints loaded), then on every later start-up too."""
-    register_migrations(migrate)
-    settings: Settings = app.extensions["forecourt.settings"]
-    with open(settings.data_dir / ".migrate.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        db = open_db(settings.db_path, settings.storage.busy_timeout_ms)
-        try:
-            migrate(db)
-        finally:
-            db.close()
+    """Hook the reference-image purge into licensing (the schema is applied by server.prepare_data_dir)."""
     try:
         from server.services.licensing import on_purge
 
