@@ -23,6 +23,19 @@ def descriptor_ids(image_id: int, count: int) -> np.ndarray:
     return (np.int64(image_id) << KP_BITS) + np.arange(count, dtype=np.int64)
 
 
+
+def _train_ivf(sample: np.ndarray, factory: str, nlist: int, nprobe: int) -> faiss.Index:
+    """An empty inner-product IVF index (faiss factory string) trained on a random subset of sample."""
+    total, dim = sample.shape
+    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    ivf = faiss.extract_index_ivf(index)
+    ivf.cp.niter = 10
+    rng = np.random.default_rng(0)
+    n = min(total, max(nlist * 30, 4096))
+    index.train(np.ascontiguousarray(sample[rng.choice(total, size=n, replace=False)], dtype=np.float32))
+    ivf.nprobe = nprobe
+    return index
+
 class IndexCorrupt(Exception):
     """The index file cannot be read; rebuild it from the database."""
 
@@ -66,14 +79,7 @@ class FeatureIndex:
         """An empty IVF-PQ (4-bit fast scan) inner-product index trained on (a random subset of) sample."""
         total = len(sample)
         nlist = nlist or int(min(8192, max(64, np.sqrt(total))))
-        index = faiss.index_factory(DIM, f"IVF{nlist},PQ{pq_m}x4fs", faiss.METRIC_INNER_PRODUCT)
-        ivf = faiss.extract_index_ivf(index)
-        ivf.cp.niter = 10
-        rng = np.random.default_rng(0)
-        n = min(total, max(nlist * 30, 4096))
-        index.train(np.ascontiguousarray(sample[rng.choice(total, size=n, replace=False)], dtype=np.float32))
-        ivf.nprobe = nprobe
-        return index
+        return _train_ivf(sample, f"IVF{nlist},PQ{pq_m}x4fs", nlist, nprobe)
 
     @property
     def kind(self) -> str:
@@ -171,16 +177,9 @@ class GlobalIndex:
     @staticmethod
     def trained_ivf(sample: np.ndarray, *, nprobe: int = 16, nlist: int | None = None) -> faiss.Index:
         """An empty IVF (SQ8) inner-product index trained on (a random subset of) sample."""
-        total, dim = sample.shape
+        total = len(sample)
         nlist = nlist or int(min(16384, max(64, 4 * np.sqrt(total))))
-        index = faiss.index_factory(dim, f"IVF{nlist},SQ8", faiss.METRIC_INNER_PRODUCT)
-        ivf = faiss.extract_index_ivf(index)
-        ivf.cp.niter = 10
-        rng = np.random.default_rng(0)
-        n = min(total, max(nlist * 30, 4096))
-        index.train(np.ascontiguousarray(sample[rng.choice(total, size=n, replace=False)], dtype=np.float32))
-        ivf.nprobe = nprobe
-        return index
+        return _train_ivf(sample, f"IVF{nlist},SQ8", nlist, nprobe)
 
     @property
     def kind(self) -> str:
