@@ -1,7 +1,8 @@
 """Recognition accuracy on the shared car photos: near views, far views and unknown cars.
 
     .venv/bin/python scripts/eval_recognition.py ../shared/data [--masks gt|segmenter|none] [--limit-cars N]
-        [--cache DIR] [--vote-keypoints N] [--index-keypoints N] [--min-score S]
+        [--cache DIR] [--vote-keypoints N] [--index-keypoints N] [--min-score S] [--ivf-threshold N]
+        [--stop-score S]
 
 Each Carvana car is one object; the 100 distractors are always in the collection as other objects. Features come
 from the car only (`--masks gt`: the dataset's masks, `segmenter`: the configured car segmenter; distractors, which
@@ -82,14 +83,15 @@ def _run(name: str, refs: dict[int, Features], owner: dict[int, str],
          queries: list[tuple[str, Features, Features | None]],
          known: bool, args: argparse.Namespace) -> list[tuple[bool, float]]:
     cap = args.index_keypoints or None
-    index = FeatureIndex.build(((i, f.descriptors[:cap]) for i, f in refs.items()), ivf_threshold=args.ivf_threshold)
+    index = FeatureIndex.build(((i, f.descriptors[:cap]) for i, f in refs.items()), ivf_threshold=args.ivf_threshold,
+                               nprobe=args.nprobe)
     r1 = r5 = distractor = other = no_match = 0
     right_inl, wrong_inl, times = [], [], []
     tops: list[tuple[bool, float]] = []  # (top object is the truth, its score) per query
     for truth, q, v in queries:
         t = time.perf_counter()
         matches = search(index, q, lambda ids: {i: refs[i] for i in ids}, vote_keypoints=args.vote_keypoints,
-                         views=v, view_top=args.view_top)
+                         views=v, view_top=args.view_top, stop_score=args.stop_score or None)
         times.append(time.perf_counter() - t)
         ranked: list[str] = []
         best_inl: dict[str, int] = {}
@@ -130,13 +132,16 @@ def main() -> None:
     ap.add_argument("data", type=Path)
     ap.add_argument("--masks", choices=("gt", "segmenter", "none"), default="gt")
     ap.add_argument("--limit-cars", type=int, default=0)
-    ap.add_argument("--ivf-threshold", type=int, default=2_000_000,
+    ap.add_argument("--nprobe", type=int, default=16, help="recognition.nprobe (IVF lists searched)")
+    ap.add_argument("--ivf-threshold", type=int, default=20_000,
                     help="Descriptors past which the index is IVF (the server's default is recognition.ivf_threshold)")
     ap.add_argument("--models-dir", type=Path, default=Path("var/models"))
     ap.add_argument("--cache", type=Path, default=None, help="Keep extracted features here between runs")
     ap.add_argument("--vote-keypoints", type=int, default=0, help="recognition.vote_keypoints (0: all)")
     ap.add_argument("--index-keypoints", type=int, default=0, help="recognition.index_keypoints (0: all)")
     ap.add_argument("--min-score", type=float, default=MIN_SCORE, help="recognition.min_score")
+    ap.add_argument("--stop-score", type=float, default=0.0,
+                    help="Stop verifying at the first match scoring this (the server's mode single; 0: verify all)")
     ap.add_argument("--view-top", type=int, default=0,
                     help="Match simulated views of the query (features.extract_views) against this many of the "
                          "shortlisted images (0: off)")

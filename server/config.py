@@ -99,14 +99,21 @@ class RecognitionSettings(Section):
     max_keypoints: int = Field(1000, ge=50, le=4000, description="RootSIFT keypoints kept per image.")
     max_side: int = Field(800, ge=200, le=4000, description="Images are resized to this long side before features.")
     shortlist: int = Field(10, ge=1, le=200, description="Reference images verified with RANSAC per scan.")
-    min_score: float = Field(0.5, ge=0, le=1, description="Default min_score of a scan (0.5 is about 14 inliers).")
+    min_score: float = Field(0.5, ge=0, le=1, description="Default min_score of a scan (0.5 is about 18 inliers).")
+    stop_score: float = Field(
+        0.95, ge=0, le=1, description="A mode=single scan verifies the shortlist in vote order and stops at the "
+        "first match scoring this (about 27 inliers; a wrong car's best stays near 20); 0 verifies all of it.")
     min_query_side: int = Field(64, ge=16, le=4096, description="Queries with a shorter side answer no match.")
     max_query_megapixels: float = Field(25.0, gt=0, le=100, description="Largest query or reference image.")
     max_file_mb: int = Field(22, ge=1, le=200, description="Largest query or reference image file in MB.")
     ivf_threshold: int = Field(
-        2_000_000, ge=1000, description="Past this many descriptors a rebuild makes an IVF-PQ index (16 bytes a "
-        "descriptor) instead of an exact flat one (512 bytes); `forecourt index rebuild` applies a change.")
+        20_000, ge=1000, description="Past this many descriptors the index becomes IVF-PQ (pq_m / 2 bytes a "
+        "descriptor, a search cost that barely grows) instead of exact flat (512 bytes, a cost growing with each); "
+        "the upload that crosses it rebuilds the index, as does one past 4x the size an IVF index was built for.")
     nprobe: int = Field(16, ge=1, le=1024, description="IVF lists searched per query vector (speed vs recall).")
+    pq_m: Literal[16, 32, 64] = Field(
+        64, description="Product-quantizer parts of an IVF-PQ descriptor (4 bits each: 64 = 32 bytes a descriptor); "
+        "32 halves memory and scan time but its coarser similarities cost far-view recall.")
     index_keypoints: int = Field(
         300, ge=0, le=4000, description="Strongest keypoints of each reference image put in the index (0: all); "
         "every kept keypoint is still used by RANSAC.")

@@ -275,3 +275,30 @@ def test_cli_index_rebuild_restores_a_deleted_index(app, client, admin, coll, cl
     assert path.stat().st_size == size
     result = runner.invoke(cli, ["index", "rebuild", "--collection", "nope"], env=env)
     assert result.exit_code != 0 and "no collection" in result.output
+
+
+@pytest.fixture
+def small_ivf(settings_dict: dict) -> dict:
+    settings_dict["recognition"] = {"ivf_threshold": 1000}
+    return settings_dict
+
+
+def test_upload_past_the_ivf_threshold_rebuilds_the_index_as_ivf(small_ivf, app, client, admin) -> None:  # type: ignore[no-untyped-def]
+    cid = client.post("/v1/collections", json={"name": "Signs", "object_type": "generic"},
+                      headers=admin.headers).json["id"]
+    kinds = []
+    for i in range(1, 9):
+        client.put(f"/v1/collections/{cid}/objects/sign-{i}", json={"name": f"Sign {i}"}, headers=admin.headers)
+        r = _upload(client, admin.headers, cid, f"sign-{i}", jpeg(scene(pattern(i), seed=i)))
+        assert r.json["images"][0]["status"] == "added", r.json
+        index = client.get(f"/v1/collections/{cid}/summary", headers=admin.headers).json["index"]
+        kinds.append((index["kind"], index["descriptors"]))
+    assert kinds[0][0] == "flat" and kinds[-1][0] == "ivfpq", kinds
+    assert all(kind == ("flat" if n <= 1000 else "ivfpq") for kind, n in kinds), kinds
+    with app.app_context():
+        path = svc.index_path(app.extensions["forecourt.settings"], cid)
+    svc.forget_cached_indexes()  # the saved file is the IVF one
+    assert _scan(client, admin.headers, cid, jpeg(scene(pattern(6), seed=60, angle=5))).json["results"][0][
+        "object_id"] == "sign-6"
+    with app.app_context():
+        assert svc.FeatureIndex.load(path).kind == "ivfpq"

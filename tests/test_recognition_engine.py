@@ -169,3 +169,93 @@ def test_views_rescue_a_strongly_foreshortened_query_and_keep_an_unknown_one_out
     assert helped[0].score > 0.9 and helped[0].inliers > 40
     other = scene(pattern(42), seed=3)
     assert all(m.score < 0.5 for m in search(_index(refs), extract(other), load, views=extract_views(other)))
+
+
+def test_vote_counts_each_query_descriptor_once_per_image_and_honours_allowed() -> None:
+    rng = np.random.default_rng(3)
+    base = (rng.random((60, 128)) ** 8).astype(np.float32)  # sparse, so different descriptors stay below 0.8
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    index = FeatureIndex.build([(1, base[:30]), (2, base[30:]), (3, base[:10])])  # image 3 repeats image 1's first 10
+    q = np.concatenate([base[:5], base[40:42]])
+    sims, ids = index.index.search(q, 5)
+    expected: dict[int, float] = {}
+    for row_s, row_i in zip(sims, ids, strict=True):  # the definition, one descriptor at a time
+        seen: set[int] = set()
+        for s, i in zip(row_s, row_i, strict=True):
+            if i >= 0 and s >= 0.8 and int(i) >> 12 not in seen:
+                seen.add(int(i) >> 12)
+                expected[int(i) >> 12] = expected.get(int(i) >> 12, 0.0) + float(s)
+    votes = index.vote(q)
+    assert votes.keys() == expected.keys() == {1, 2, 3}
+    for k, v in expected.items():
+        assert votes[k] == pytest.approx(v, abs=1e-5)
+    assert votes[1] == pytest.approx(5.0, abs=1e-4) and votes[2] == pytest.approx(2.0, abs=1e-4)
+    assert index.vote(q, allowed={2}) == {2: pytest.approx(votes[2])}
+    assert index.vote(q, allowed=set()) == {} and index.vote(-q) == {}
+
+
+def test_an_index_is_outgrown_past_the_flat_threshold_and_at_4x_its_ivf_size() -> None:
+    rng = np.random.default_rng(4)
+    d = rng.random((3000, 128)).astype(np.float32)
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    flat = FeatureIndex.build([(1, d[:1000]), (2, d[1000:2000])])
+    assert flat.kind == "flat" and flat.outgrown(1999) and not flat.outgrown(2000)
+    ivf = FeatureIndex.build([(1, d[:1000]), (2, d[1000:2000])], ivf_threshold=1000)
+    assert ivf.kind == "ivfpq" and not ivf.outgrown(1000)  # 64 lists: fine up to 4 * 64 * 64 descriptors
+    for i in range(3, 18):
+        ivf.add(i, d)
+    assert ivf.ntotal > 4 * 64 * 64 and ivf.outgrown(1000)
+
+
+def test_early_stop_verifies_fewer_and_keeps_the_top_match(refs: dict[int, Features]) -> None:
+    index = _index(refs)
+    query = extract(scene(pattern(2), seed=40, size=(640, 480), at=(200, 100), scale=1.2, angle=8))
+    load = lambda ids: {i: refs[i] for i in ids}  # noqa: E731
+    full_t: dict[str, float] = {}
+    stop_t: dict[str, float] = {}
+    full = search(index, query, load, timings=full_t)
+    early = search(index, query, load, stop_score=0.95, timings=stop_t)
+    assert full[0].image_id == early[0].image_id == 2 and early[0].score >= 0.95
+    assert early[0].inliers == full[0].inliers and early[0].polygon == full[0].polygon
+    assert stop_t["verified"] == 1 and full_t["verified"] == len(refs)
+    assert set(stop_t) == {"shortlist", "load", "verify", "verified"} and all(v >= 0 for v in stop_t.values())
+    # Nothing decisive (an unknown pattern): every shortlisted image is verified, and nothing passes.
+    unknown = extract(scene(pattern(9), seed=9))
+    stop_t.clear()
+    assert [m for m in search(index, unknown, load, stop_score=0.95, timings=stop_t) if m.score >= 0.5] == []
+    assert stop_t["verified"] == len(index.vote(unknown.descriptors))
+
+
+def test_early_stop_gives_the_full_verification_top_match_on_real_cars(shared_data: Path) -> None:
+    """Three Carvana cars referenced by angles 01 and 03, plus ten distractor photos; each car's angle 02 (22.5
+    degrees from both) gets the same car on top with and without the early stop (possibly its other reference
+    image: both are decisive), verifying fewer images."""
+    from PIL import Image
+
+    def feats(path: Path) -> Features:
+        img = Image.open(path).convert("RGB")
+        img.thumbnail((800, 800))
+        return extract(np.asarray(img))
+
+    images = shared_data / "carvana" / "images"
+    cars = sorted({p.name.rsplit("_", 1)[0] for p in images.glob("*_01.jpg")})[:3]
+    refs: dict[int, Features] = {}
+    for p in sorted((shared_data / "distractors").glob("*.jpg"))[:10]:
+        refs[len(refs) + 1] = feats(p)
+    owner = {}
+    for car in cars:
+        for a in (1, 3):
+            refs[len(refs) + 1] = feats(images / f"{car}_{a:02d}.jpg")
+            owner[len(refs)] = car
+    index = FeatureIndex.build((i, f.descriptors[:300]) for i, f in refs.items())
+    load = lambda ids: {i: refs[i] for i in ids}  # noqa: E731
+    for car in cars:
+        q = feats(images / f"{car}_02.jpg")
+        full_t: dict[str, float] = {}
+        stop_t: dict[str, float] = {}
+        full = search(index, q, load, vote_keypoints=300, timings=full_t)
+        early = search(index, q, load, vote_keypoints=300, stop_score=0.95, timings=stop_t)
+        assert owner.get(full[0].image_id) == car and full[0].score >= 0.95
+        assert owner.get(early[0].image_id) == car and early[0].score >= 0.95
+        assert early[0] in full  # the same verification, not a different result
+        assert stop_t["verified"] < full_t["verified"]

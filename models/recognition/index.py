@@ -53,8 +53,8 @@ class FeatureIndex:
 
     # --- building --------------------------------------------------------------------------------------------
     @classmethod
-    def build(cls, items: Iterable[tuple[int, np.ndarray]], *, ivf_threshold: int = 2_000_000,
-              nprobe: int = 16, pq_m: int = 32) -> FeatureIndex:
+    def build(cls, items: Iterable[tuple[int, np.ndarray]], *, ivf_threshold: int = 20_000,
+              nprobe: int = 16, pq_m: int = 64) -> FeatureIndex:
         """A fresh index from (image id, descriptors) pairs: exact (flat) up to ivf_threshold descriptors, past it
         an IVF index with 4-bit fast-scan product-quantised codes (`pq_m` / 2 bytes per descriptor instead of 512,
         plus its 8-byte id), trained on a sample
@@ -74,7 +74,7 @@ class FeatureIndex:
         return out
 
     @staticmethod
-    def trained_ivf(sample: np.ndarray, *, nprobe: int = 16, pq_m: int = 32,
+    def trained_ivf(sample: np.ndarray, *, nprobe: int = 16, pq_m: int = 64,
                     nlist: int | None = None) -> faiss.Index:
         """An empty IVF-PQ (4-bit fast scan) inner-product index trained on (a random subset of) sample."""
         total = len(sample)
@@ -85,6 +85,15 @@ class FeatureIndex:
     def kind(self) -> str:
         """flat or ivfpq."""
         return "ivfpq" if isinstance(self.index, faiss.IndexIVF) else "flat"
+
+    def outgrown(self, ivf_threshold: int) -> bool:
+        """True when a rebuild would make a faster index: a flat one past ivf_threshold descriptors (its search
+        cost grows with every descriptor), or an IVF one that holds over 4x the descriptors its lists were sized
+        for (nlist ~ sqrt(descriptors at training); each probed list gets longer as the collection grows)."""
+        ivf = faiss.try_extract_index_ivf(self.index)
+        if ivf is None:
+            return self.ntotal > ivf_threshold
+        return ivf.nlist < 8192 and self.ntotal > 4 * ivf.nlist * ivf.nlist
 
     @property
     def memory_bytes(self) -> int:
@@ -122,18 +131,18 @@ class FeatureIndex:
             return {}
         with self.lock:
             sims, ids = self.index.search(np.ascontiguousarray(descriptors, dtype=np.float32), min(k, self.ntotal))
-        votes: dict[int, float] = {}
-        for row_s, row_i in zip(sims, ids, strict=True):
-            seen: set[int] = set()
-            for s, i in zip(row_s, row_i, strict=True):
-                if i < 0 or s < min_similarity:
-                    continue
-                image_id = int(i) >> KP_BITS
-                if image_id in seen or (allowed is not None and image_id not in allowed):
-                    continue
-                seen.add(image_id)
-                votes[image_id] = votes.get(image_id, 0.0) + float(s)
-        return votes
+        keep = (ids >= 0) & (sims >= min_similarity)
+        rows = np.nonzero(keep)[0]
+        images, s = ids[keep] >> KP_BITS, sims[keep]
+        if allowed is not None and len(images):
+            ok = np.isin(images, np.fromiter(allowed, dtype=np.int64, count=len(allowed)))
+            rows, images, s = rows[ok], images[ok], s[ok]
+        # One vote per (query descriptor, image): the first (most similar) of its neighbours in that image.
+        _, first = np.unique(np.stack([rows, images]), axis=1, return_index=True)
+        totals: dict[int, float] = {}
+        for image_id, sim in zip(images[first].tolist(), s[first].tolist(), strict=True):
+            totals[image_id] = totals.get(image_id, 0.0) + sim
+        return totals
 
     # --- persistence -----------------------------------------------------------------------------------------
     def save(self, path: Path) -> None:

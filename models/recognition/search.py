@@ -3,6 +3,7 @@ neighbours), each candidate verified geometrically, ranked by the calibrated sco
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -14,6 +15,9 @@ from models.recognition.matcher import VIEW_INLIER_MIDPOINT, Match, verify
 MIN_QUERY_FEATURES = 20
 VIEW_TOP = 3
 VIEW_SKIP_SCORE = 0.9
+# A decisive match (search's stop_score): 27 inliers (18 + 3 ln 19); the wrong cars' best epipolar fits reach
+# 10-20 on the Carvana views (scripts/eval_recognition.py prints them).
+STOP_SCORE = 0.95
 
 
 def shortlist_by_votes(index: FeatureIndex, query: Features, *, shortlist: int = 10, vote_keypoints: int = 0,
@@ -28,13 +32,24 @@ def shortlist_by_votes(index: FeatureIndex, query: Features, *, shortlist: int =
 def search(index: FeatureIndex | None, query: Features, load: Callable[[list[int]], dict[int, Features]], *,
            shortlist: int = 10, allowed: set[int] | None = None, vote_keypoints: int = 0,
            candidates: Sequence[int] | None = None, views: Features | None = None,
-           view_top: int = VIEW_TOP) -> list[Match]:
+           view_top: int = VIEW_TOP, stop_score: float | None = None,
+           timings: dict[str, float] | None = None) -> list[Match]:
     """Verified matches for the shortlisted reference images, best first; a query with too few features
     (tiny, blank, featureless) gets none. `candidates` (e.g. from a global embedding) replaces the vote.
 
+    `stop_score`: verify the shortlist in vote order, loading each reference when its turn comes, and stop at the
+    first match scoring at least this (a decisive one; a wrong car's best fit stays well below it), so a known
+    object costs one or two verifications instead of `shortlist`. The best match is then the same as with full
+    verification unless a later candidate scores higher still, i.e. another object is in the photo too: use it
+    for a single answer, not for mode multi / all.
+
     `views` (features.extract_views of the query) are matched too, with the query's own features, against the
     first `view_top` shortlisted images whose plain verification scored below VIEW_SKIP_SCORE: a view far from
-    the references finds the inliers a 45-degree turn costs, and only a few candidates pay for it."""
+    the references finds the inliers a 45-degree turn costs, and only a few candidates pay for it.
+
+    `timings` (optional) receives seconds spent in shortlist, load and verify, and the count verified."""
+    clock = time.perf_counter
+    t0 = clock()
     if len(query) < MIN_QUERY_FEATURES:
         return []
     if candidates is not None:
@@ -44,8 +59,23 @@ def search(index: FeatureIndex | None, query: Features, load: Callable[[list[int
                                     allowed=allowed)
     else:
         return []
-    refs = load(ranked)
-    matches = [verify(query, refs[i], i) for i in ranked if i in refs]
+    t1 = clock()
+    t_load = 0.0
+    refs: dict[int, Features] = {}
+    matches: list[Match] = []
+    if stop_score is None:
+        refs = load(ranked)
+        t_load = clock() - t1
+        matches = [verify(query, refs[i], i) for i in ranked if i in refs]
+    else:
+        for i in ranked:
+            t = clock()
+            refs.update(load([i]))
+            t_load += clock() - t
+            if i in refs:
+                matches.append(verify(query, refs[i], i))
+                if matches[-1].score >= stop_score:
+                    break
     if views is not None and len(views) and view_top > 0:
         both = Features(np.concatenate([query.points, views.points]),
                         np.concatenate([query.descriptors, views.descriptors]), query.width, query.height)
@@ -54,4 +84,9 @@ def search(index: FeatureIndex | None, query: Features, load: Callable[[list[int
                 v = verify(both, refs[m.image_id], m.image_id, mutual=True, midpoint=VIEW_INLIER_MIDPOINT)
                 if v.score > m.score:
                     matches[k] = v
+    if timings is not None:
+        timings["shortlist"] = timings.get("shortlist", 0.0) + t1 - t0
+        timings["load"] = timings.get("load", 0.0) + t_load
+        timings["verify"] = timings.get("verify", 0.0) + clock() - t1 - t_load
+        timings["verified"] = timings.get("verified", 0.0) + len(matches)
     return sorted((m for m in matches if m.inliers > 0), key=lambda m: (-m.score, -m.inliers))

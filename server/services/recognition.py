@@ -124,10 +124,9 @@ def _indexed(settings: Settings, descriptors: np.ndarray) -> np.ndarray:
     return descriptors[:cap] if cap else descriptors
 
 
-def rebuild_index(db: sqlite_utils.Database, settings: Settings, collection_id: str,
-                  progress: Any = None) -> FeatureIndex:
-    """Build a collection's descriptor index from the features in the database and save it (progress(n) per
-    image); the global-embedding index too when an embedding model is installed."""
+def _rebuild_descriptors(db: sqlite_utils.Database, settings: Settings, collection_id: str,
+                         progress: Any = None) -> FeatureIndex:
+    """A fresh descriptor index from the features in the database (flat, or IVF-PQ past ivf_threshold)."""
     def items():  # type: ignore[no-untyped-def]
         for row in db.execute("SELECT id, descriptors FROM rec_images WHERE collection_id = ? ORDER BY id",
                               [collection_id]):
@@ -138,7 +137,14 @@ def rebuild_index(db: sqlite_utils.Database, settings: Settings, collection_id: 
             yield int(row[0]), _indexed(settings, d)
 
     r = settings.recognition
-    index = FeatureIndex.build(items(), ivf_threshold=r.ivf_threshold, nprobe=r.nprobe)
+    return FeatureIndex.build(items(), ivf_threshold=r.ivf_threshold, nprobe=r.nprobe, pq_m=r.pq_m)
+
+
+def rebuild_index(db: sqlite_utils.Database, settings: Settings, collection_id: str,
+                  progress: Any = None) -> FeatureIndex:
+    """Build a collection's descriptor index from the features in the database and save it (progress(n) per
+    image); the global-embedding index too when an embedding model is installed."""
+    index = _rebuild_descriptors(db, settings, collection_id, progress)
     index.save(index_path(settings, collection_id))
     model = embedder()
     if model is not None:
@@ -529,6 +535,13 @@ def add_image(collection_id: str, object_id: str, image: Image.Image, *, force: 
         # The index holds the stored (quantised) descriptors, exactly what a rebuild would give.
         stored = Features.from_blobs(points, desc, feats.width, feats.height).descriptors
         index.add(int(image_id), _indexed(settings, stored))
+        if index.outgrown(settings.recognition.ivf_threshold):
+            # Flat past ivf_threshold, or an IVF index 4x past the size its lists were made for: a rebuild (this
+            # image included) keeps the vote's cost near constant; it comes once per 4x growth.
+            t = time.perf_counter()
+            index = _rebuild_descriptors(db, settings, collection_id)
+            log.info("recognition index of %s rebuilt as %s (%d descriptors) in %.1f s", collection_id,
+                     index.kind, index.ntotal, time.perf_counter() - t)
         index.save(index_path(settings, collection_id))
         if gindex is not None and model is not None and analysis.embedding is not None:
             gindex.add(int(image_id), analysis.embedding)
@@ -614,10 +627,12 @@ def _owners(db: sqlite_utils.Database, ids: list[int]) -> dict[int, str]:
 
 
 def _matches(db: sqlite_utils.Database, settings: Settings, coll: dict[str, Any], analysis: Analysis,
-             allowed: set[int] | None) -> list:  # type: ignore[type-arg]
+             allowed: set[int] | None, single: bool = False) -> list:  # type: ignore[type-arg]
     """Shortlist (the embedding's nearest neighbours when every image has this model's embedding, else
-    descriptor votes), then RANSAC."""
+    descriptor votes), then RANSAC; `single` (one answer wanted) stops at the first decisive match
+    (recognition.stop_score)."""
     r = settings.recognition
+    stop = r.stop_score if single and r.stop_score > 0 else None
     gen = _index_gen(db, coll["id"])
     load = lambda ids: _load_features(db, ids)  # noqa: E731
     model = analysis.model
@@ -627,10 +642,10 @@ def _matches(db: sqlite_utils.Database, settings: Settings, coll: dict[str, Any]
             gindex = _load_global(db, settings, coll["id"], gen, model)
             candidates = gindex.search(analysis.embedding, r.shortlist, allowed)
             return search(None, analysis.features, load, shortlist=r.shortlist, allowed=allowed,
-                          candidates=candidates)
+                          candidates=candidates, stop_score=stop)
     index = _load_index(db, settings, coll["id"], gen)
     return search(index, analysis.features, load, shortlist=r.shortlist, allowed=allowed,
-                  vote_keypoints=r.vote_keypoints)
+                  vote_keypoints=r.vote_keypoints, stop_score=stop)
 
 
 def recognize(collection_id: str, image: Image.Image, *, mode: str = "single", limit: int = 10,
@@ -657,7 +672,7 @@ def recognize(collection_id: str, image: Image.Image, *, mode: str = "single", l
         if inactive:
             allowed = {r[0] for r in db.execute("SELECT id FROM rec_images WHERE collection_id = ?",
                                                 [collection_id])} - inactive
-        matches = _matches(db, settings, coll, analysis, allowed)
+        matches = _matches(db, settings, coll, analysis, allowed, single=mode == "single")
         owners = _owners(db, [m.image_id for m in matches])
         best: dict[str, Any] = {}
         for m in matches:  # best first, so the first match of an object is its best
