@@ -47,8 +47,13 @@ def _disk(radius: float) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 
 
-def car_keep_mask(prob: np.ndarray, params: CarParams = CarParams()) -> np.ndarray:
-    """Boolean mask (same shape as `prob`) of the pixels that belong to cars; `prob` is a [0,1] matte."""
+def car_keep_mask(prob: np.ndarray, params: CarParams = CarParams(),
+                  confidence: np.ndarray | None = None) -> np.ndarray:
+    """Boolean mask (same shape as `prob`) of the pixels that belong to cars; `prob` is a [0,1] matte.
+
+    `confidence` (same shape, default `prob`) decides what counts as confident car in step 3; with two model passes
+    it is their minimum, so a region only one pass believes is judged like one the model half-believed.
+    """
     p = params
     height, width = prob.shape
     diag = float(np.hypot(height, width))
@@ -85,7 +90,8 @@ def car_keep_mask(prob: np.ndarray, params: CarParams = CarParams()) -> np.ndarr
             keep &= ~(around & ~smooth)
 
     # 3. low-confidence regions bordered mostly by background rather than by confident car
-    core = cv2.dilate(((prob > p.core_conf) & keep).astype(np.uint8), _disk(band)) > 0
+    sure = prob if confidence is None else confidence
+    core = cv2.dilate(((sure > p.core_conf) & keep).astype(np.uint8), _disk(band)) > 0
     unsure = (keep & ~core).astype(np.uint8)
     n_unsure, unsure_labels, unsure_stats, centroids = cv2.connectedComponentsWithStats(unsure, connectivity=8)
     if n_unsure > 1 and core.any():
@@ -108,16 +114,17 @@ def car_keep_mask(prob: np.ndarray, params: CarParams = CarParams()) -> np.ndarr
     return keep
 
 
-def keep_cars(alpha: np.ndarray, params: CarParams = CarParams()) -> np.ndarray:
-    """`alpha` (float32 HxW in [0,1]) with everything that is not a car set to 0."""
+def keep_cars(alpha: np.ndarray, params: CarParams = CarParams(), confidence: np.ndarray | None = None) -> np.ndarray:
+    """`alpha` (float32 HxW in [0,1]) with everything that is not a car set to 0 (`confidence`: see car_keep_mask)."""
     height, width = alpha.shape
     scale = params.work_size / max(height, width)
     if scale < 1:
-        small = cv2.resize(alpha, (max(1, round(width * scale)), max(1, round(height * scale))),
-                           interpolation=cv2.INTER_AREA)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        small = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
+        sure = None if confidence is None else cv2.resize(confidence, size, interpolation=cv2.INTER_AREA)
     else:
-        small = alpha
-    keep = car_keep_mask(small, params)
+        small, sure = alpha, confidence
+    keep = car_keep_mask(small, params, sure)
     # let kept regions spill one pixel into background so their soft edges survive the upscale
     hard = small > params.threshold
     keep = keep | ((cv2.dilate(keep.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~hard)

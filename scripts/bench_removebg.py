@@ -98,11 +98,14 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers.")
     parser.add_argument("--threads", type=int, default=1, help="Inference threads per worker.")
     parser.add_argument("--models-dir", type=Path, default=REPO / "var" / "models")
+    parser.add_argument("--type", default="auto", help="remove.bg type; car adds the car filter and (by default) a "
+                        "second, mirrored model pass that rembg does not do")
     args = parser.parse_args()
 
     images = sorted((args.data / "carvana" / "images").glob("*.jpg"))[: args.requests]
     payloads = [p.read_bytes() for p in images]
-    print(f"{len(payloads)} Carvana JPEGs (1918x1280), size=full, PNG out, {args.clients} concurrent clients")
+    print(f"{len(payloads)} Carvana JPEGs (1918x1280), size=full, type={args.type}, PNG out, "
+          f"{args.clients} concurrent clients")
 
     with tempfile.TemporaryDirectory(prefix="bench-removebg-") as tmp:
         proc, url, headers = start_server(Path(tmp) / "data", args.models_dir.resolve(), args.workers, args.threads)
@@ -110,7 +113,7 @@ def main() -> int:
             def call(data: bytes) -> None:
                 r = requests.post(url + "/v1.0/removebg", headers=headers,
                                   files={"image_file": ("car.jpg", data, "image/jpeg")},
-                                  data={"size": "full", "format": "png"}, timeout=300)
+                                  data={"size": "full", "format": "png", "type": args.type}, timeout=300)
                 r.raise_for_status()
 
             run_concurrently(call, payloads[: args.workers * 2], args.clients)  # warm up every worker

@@ -22,6 +22,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.registry import DEFAULT_SEGMENTER, get_segmenter  # noqa: E402
+from server.config import RemovebgSettings  # noqa: E402
 
 
 def read_mask(path: Path) -> np.ndarray:
@@ -61,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--precision", default="auto", help="auto, int8, fp32, fp16")
     parser.add_argument("--csv", type=Path, help="write one row per image here")
+    parser.add_argument("--mirror", choices=("auto", "on", "off"), default="auto",
+                        help="second, mirrored model pass; auto = what the server does ([removebg] car_mirror_pass "
+                        "for --kind car, off otherwise)")
     args = parser.parse_args(argv)
 
     pairs = args.data / "PAIRS.tsv"
@@ -76,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     seg = get_segmenter(args.model, args.models_dir, device=args.device, threads=args.threads,
                         precision=args.precision)
     seg.load()
-    print(f"{seg.name}: precision {getattr(seg, 'running_precision', '?')}", flush=True)
+    mirror = args.mirror == "on" or (args.mirror == "auto" and args.kind == "car" and RemovebgSettings().car_mirror_pass)
+    print(f"{seg.name}: precision {getattr(seg, 'running_precision', '?')}, mirror pass {'on' if mirror else 'off'}",
+          flush=True)
     per_image = []
     for dataset, items in sorted(by_dataset.items()):
         results = []
@@ -85,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             image.load()
             truth = read_mask(args.data / row["mask"])
             start = time.perf_counter()
-            alpha = seg.mask(image, kind=args.kind)
+            alpha = seg.mask(image, kind=args.kind, mirror=mirror)
             elapsed = (time.perf_counter() - start) * 1000
             pred = alpha >= 0.5
             if pred.shape != truth.shape:

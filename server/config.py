@@ -91,6 +91,11 @@ class RemovebgSettings(Section):
     url_timeout_seconds: int = Field(15, ge=1, le=120, description="Time limit for fetching an image_url.")
     batch_workers: int = Field(
         2, ge=1, le=64, description="Images in parallel for `forecourt removebg` (its --workers overrides).")
+    car_mirror_pass: bool = Field(
+        True, description="type=car also runs the model on the mirrored photo and keeps the union, which recovers "
+        "car parts one pass misses (a wrapped door, a spoiler); it doubles the model time of type=car requests and "
+        "catalog renders. Other types always run one pass.",
+    )
 
 
 class RecognitionSettings(Section):

@@ -17,10 +17,12 @@ class FakeSegmenter:
     def __init__(self) -> None:
         self.calls = 0
         self.kinds: list[str] = []
+        self.mirrors: list[bool] = []
 
-    def mask(self, image, kind: str = "auto") -> np.ndarray:  # noqa: ANN001
+    def mask(self, image, kind: str = "auto", mirror: bool = False) -> np.ndarray:  # noqa: ANN001
         self.calls += 1
         self.kinds.append(kind)
+        self.mirrors.append(mirror)
         h, w = np.asarray(image).shape[:2]
         yy, xx = np.mgrid[0:h, 0:w]
         inside = ((xx + 0.5 - w / 2) / (w / 4)) ** 2 + ((yy + 0.5 - h / 2) / (h / 4)) ** 2 <= 1
@@ -33,7 +35,7 @@ class FakeSegmenter:
 class FakeEmptySegmenter(FakeSegmenter):
     """Finds nothing at all."""
 
-    def mask(self, image, kind: str = "auto") -> np.ndarray:  # noqa: ANN001
+    def mask(self, image, kind: str = "auto", mirror: bool = False) -> np.ndarray:  # noqa: ANN001
         self.calls += 1
         return np.zeros(np.asarray(image).shape[:2], np.float32)
 
@@ -45,11 +47,11 @@ class FakeCrashingSegmenter(FakeSegmenter):
         super().__init__()
         self.fail_width = fail_width
 
-    def mask(self, image, kind: str = "auto") -> np.ndarray:  # noqa: ANN001
+    def mask(self, image, kind: str = "auto", mirror: bool = False) -> np.ndarray:  # noqa: ANN001
         if np.asarray(image).shape[1] == self.fail_width:
             self.calls += 1
             raise RuntimeError("worker died")
-        return super().mask(image, kind)
+        return super().mask(image, kind, mirror)
 
 
 def photo(w: int = 400, h: int = 300, fmt: str = "JPEG", mode: str = "RGB", **save) -> bytes:  # noqa: ANN003

@@ -28,7 +28,7 @@ class FakeSegmenter:
     name = "fake-ellipse"
     last_model_ms = 1.0
 
-    def mask(self, image, kind: str = "auto"):  # noqa: ANN001
+    def mask(self, image, kind: str = "auto", mirror: bool = False):  # noqa: ANN001
         h, w = np.asarray(image).shape[:2]
         yy, xx = np.mgrid[0:h, 0:w]
         return ((((xx - w / 2) / (w / 4)) ** 2 + ((yy - h / 2) / (h / 4)) ** 2) <= 1).astype(np.float32)

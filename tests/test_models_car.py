@@ -114,3 +114,21 @@ def test_an_empty_matte_stays_empty_and_a_speck_only_matte_is_left_alone() -> No
     specks = np.zeros((200, 300), np.float32)
     specks[50:53, 50:53] = 1.0
     assert car_keep_mask(specks).sum() == 9
+
+
+def test_a_floor_patch_only_one_pass_believes_is_judged_by_the_passes_agreement() -> None:
+    truth = np.zeros((H, W), np.float32)
+    car(truth, 200, 260, 480, 260)
+    fused = truth.copy()
+    floor = np.zeros_like(fused)
+    cv2.rectangle(floor, (600, 470), (900, 600), 1.0, -1)  # floor beside the front wheel, touching the car
+    floor[truth > 0.5] = 0
+    fused[floor > 0] = 0.99  # the max of two passes: one of them was sure of the floor
+    agree = np.where(floor > 0, 0.45, fused).astype(np.float32)  # the other pass only half believed it
+    car_px, floor_px = truth > 0.5, floor > 0
+    assert car_keep_mask(fused)[floor_px].mean() > 0.9, "one pass alone cannot tell the floor from the car"
+    keep = car_keep_mask(fused, confidence=agree)
+    assert keep[floor_px].mean() < 0.05 and iou(keep, car_px) > 0.97
+    # keep_cars takes the same confidence at full size
+    alpha = keep_cars(fused, confidence=agree)
+    assert (alpha[floor_px] > 0.5).mean() < 0.05 and (alpha[car_px] > 0.5).mean() > 0.97

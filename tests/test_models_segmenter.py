@@ -63,6 +63,24 @@ def test_kind_car_removes_the_backdrop_logo_and_keeps_the_car(segmenter, shared_
     assert dice(car_only, truth) > dice(general, truth) + 0.02
 
 
+WRAPPED = "roboflow/images/im8_png.rf.358f5f736074bd17a4edc4d0ed9f61df.png"  # a white car wrapped in black triangles
+
+
+@pytest.mark.slow
+def test_mirror_pass_is_the_union_of_both_views_and_recovers_a_missed_door(segmenter, shared_data: Path) -> None:
+    image = np.asarray(Image.open(shared_data / WRAPPED).convert("RGB"))
+    plain = segmenter.mask(image, refine_edges=False)
+    both = segmenter.mask(image, refine_edges=False, mirror=True)
+    assert (both >= plain).all() and (both > plain + 0.2).mean() > 0.01
+    # the same union whichever way round the photo comes in
+    mirrored = segmenter.mask(np.ascontiguousarray(image[:, ::-1]), refine_edges=False, mirror=True)[:, ::-1]
+    assert np.allclose(both, mirrored, atol=1e-6)
+    truth = truth_for(shared_data, WRAPPED)
+    single_car = segmenter.mask(image, kind="car") >= 0.5
+    mirror_car = segmenter.mask(image, kind="car", mirror=True) >= 0.5
+    assert dice(mirror_car, truth) > dice(single_car, truth) + 0.1
+
+
 @pytest.mark.slow
 def test_int8_and_fp32_graphs_agree(segmenter, shared_data: Path) -> None:
     if segmenter.running_precision != "int8":

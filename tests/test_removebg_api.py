@@ -62,6 +62,27 @@ def test_full_size_costs_one_credit_and_keeps_resolution(client, admin, fake_seg
     assert credits(client, admin.headers) == pytest.approx(before - 1)
 
 
+def test_type_car_asks_for_the_mirrored_pass_and_other_types_do_not(client, admin, fake_segmenter) -> None:
+    for type_ in ("car", "auto", "product"):
+        resp = post(client, admin.headers, {"image_file": (io.BytesIO(photo()), "a.jpg"), "type": type_})
+        assert resp.status_code == 200
+    assert list(zip(fake_segmenter.kinds, fake_segmenter.mirrors, strict=True)) == [
+        ("car", True), ("auto", False), ("auto", False)]
+
+
+def test_car_mirror_pass_setting_turns_the_second_pass_off(settings_dict, monkeypatch) -> None:
+    from server import create_app
+    from tests.conftest import make_account
+
+    fake = FakeSegmenter()
+    monkeypatch.setattr(service, "_segmenter", lambda: fake)
+    app = create_app({**settings_dict, "removebg": {"car_mirror_pass": False}})
+    client = app.test_client()
+    headers = make_account(app, "admin@dealer.example", "admin").headers
+    resp = post(client, headers, {"image_file": (io.BytesIO(photo()), "a.jpg"), "type": "car"})
+    assert resp.status_code == 200 and fake.kinds == ["car"] and fake.mirrors == [False]
+
+
 def test_json_and_base64_input_and_json_output(client, admin, fake_segmenter) -> None:
     b64 = base64.b64encode(photo()).decode()
     resp = client.post("/v1.0/removebg", json={"image_file_b64": b64, "format": "jpg", "bg_color": "81d4fa"},
@@ -352,8 +373,8 @@ def test_shadow_types_draw_a_shadow_and_none_draws_none(client, admin, fake_segm
 
 def test_roi_limits_the_foreground_and_semitransparency_off_hardens_edges(client, admin, monkeypatch) -> None:
     class FakeSoftSegmenter(FakeSegmenter):
-        def mask(self, image, kind="auto"):  # noqa: ANN001
-            hard = super().mask(image, kind)
+        def mask(self, image, kind="auto", mirror=False):  # noqa: ANN001
+            hard = super().mask(image, kind, mirror)
             return np.where(hard > 0, 1.0, 0.3).astype(np.float32)  # a see-through haze all around
 
     monkeypatch.setattr(service, "_segmenter", lambda: FakeSoftSegmenter())

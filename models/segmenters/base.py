@@ -79,17 +79,29 @@ class Segmenter(ABC):
     def probability(self, rgb: np.ndarray) -> np.ndarray:
         """The model's raw foreground probability, float32 HxW at the input's size."""
 
-    def mask(self, image_rgb: Image.Image | np.ndarray, kind: str = "auto", *, refine_edges: bool = True) -> np.ndarray:
-        """Alpha matte, float32 HxW in [0,1] at the input size; `kind="car"` keeps cars only."""
+    def mask(self, image_rgb: Image.Image | np.ndarray, kind: str = "auto", *, refine_edges: bool = True,
+             mirror: bool = False) -> np.ndarray:
+        """Alpha matte, float32 HxW in [0,1] at the input size; `kind="car"` keeps cars only.
+
+        `mirror` runs the model a second time on the left-right mirrored image and keeps, per pixel, the larger of
+        the two probabilities: a saliency model often misses a part of the car (a wrapped door, a spoiler) in one
+        view and not in the other. The car filter judges what only one pass believes (their minimum is its
+        confidence) like a region the model half-believed. It doubles the model time.
+        """
         if kind not in KINDS:
             raise InvalidKind(f"type must be one of {', '.join(KINDS)}, not {kind!r}")
         start = time.perf_counter()
         rgb = as_rgb_array(image_rgb)
         self.load()
         alpha = self.probability(rgb)
+        confidence = None
+        if mirror:
+            flipped = self.probability(np.ascontiguousarray(rgb[:, ::-1]))[:, ::-1]
+            confidence = np.minimum(alpha, flipped)
+            np.maximum(alpha, flipped, out=alpha)
         model_done = time.perf_counter()
         if kind == "car":
-            alpha = car.keep_cars(alpha)
+            alpha = car.keep_cars(alpha, confidence=confidence)
         if refine_edges:
             alpha = refine.refine_alpha(rgb, alpha)
         end = time.perf_counter()

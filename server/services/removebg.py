@@ -368,7 +368,8 @@ def output_megapixels(opts: Options, size: str) -> float:
 def cutout_alpha(rgb: np.ndarray, opts: Options, roi: tuple[int, int, int, int] | None) -> np.ndarray:
     """The alpha matte for the options' type, ROI, refinement and semitransparency."""
     seg = _segmenter()
-    alpha = seg.mask(rgb, kind="car" if opts.type == "car" else "auto")
+    is_car = opts.type == "car"
+    alpha = seg.mask(rgb, kind="car" if is_car else "auto", mirror=is_car and get_settings().removebg.car_mirror_pass)
     if getattr(seg, "last_model_ms", None) is not None:
         metrics.observe_inference(seg.name, seg.last_model_ms / 1000.0)
     if opts.refine == "sam":
