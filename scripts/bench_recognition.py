@@ -1,18 +1,22 @@
 """Recognition speed and memory: query latency at 10k / 100k reference images, FAISS search at 1M, index memory
-per million images, indexing throughput, and a plain peer measured in the same run.
+per million images, indexing throughput, the car mask's time, and a plain peer measured in the same run.
 
     .venv/bin/python scripts/bench_recognition.py ../shared/data [--sizes 10000,100000] [--million 1000000]
-        [--queries 40] [--peer-refs 200] [--index-keypoints 300] [--vote-keypoints 300] [--cache DIR]
+        [--queries 20] [--peer-refs 100] [--index-keypoints 300] [--vote-keypoints 300] [--nprobe 16]
+        [--pq-m 64] [--stop-score 0.95] [--no-segmenter] [--cache DIR]          # ~10 min on 2 cores
 
-Reference images are the Carvana cars' odd angles and the 100 distractors (real features), plus synthetic
-reference images to reach each size: their descriptors are real descriptors drawn from the pool with a little
-noise (so they crowd the same IVF lists real ones do), their keypoints random. Queries are the even angles.
+Reference images are the Carvana cars' odd angles and the 100 distractors (real features, whole image), plus
+synthetic reference images to reach each size, added to the index in bulk (see Synthetic). Known queries are
+even angles (every car), unknown queries Roboflow photos of cars not in the collection.
 
-Latency is a scan without decoding: query features, shortlist, RANSAC on the shortlist. Two shortlists:
+Latency of a scan without decoding: query RootSIFT + shortlist + loading the shortlisted references' stored
+features + verification, p50 / p95, with the median of each part. The car mask of a `car` collection is timed on
+its own (it is the segmenter's cost, not search's). Shortlists:
 - votes (the default backend): the query's strongest keypoints search an IVF-PQ index of every reference's
-  strongest keypoints (recognition.vote_keypoints / index_keypoints);
+  strongest keypoints (recognition.vote_keypoints / index_keypoints / nprobe / pq_m); mode single stops at the first
+  decisive match (recognition.stop_score), mode multi/all verifies the whole shortlist;
 - embedding (the optional backend): one vector per image in an IVF-SQ8 index; the query's embedding is timed
-  with the installed model when --embedding-dir is given, else reported separately as not measured.
+  with the installed model when --embedding-dir is given, else reported as not included.
 The peer is the plain approach: SIFT match + RANSAC against every reference, at --peer-refs references.
 """
 

@@ -259,3 +259,24 @@ def test_early_stop_gives_the_full_verification_top_match_on_real_cars(shared_da
         assert owner.get(early[0].image_id) == car and early[0].score >= 0.95
         assert early[0] in full  # the same verification, not a different result
         assert stop_t["verified"] < full_t["verified"]
+
+
+def test_large_ivf_indexes_find_their_lists_with_an_hnsw_graph(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                              refs: dict[int, Features]) -> None:
+    import faiss
+
+    from models.recognition import index as index_module
+
+    monkeypatch.setattr(index_module, "HNSW_NLIST", 64)  # the real threshold (1024 lists) needs ~1M descriptors
+    index = FeatureIndex.build(((i, f.descriptors) for i, f in refs.items()), ivf_threshold=100)
+    quantizer = faiss.downcast_index(faiss.extract_index_ivf(index.index).quantizer)
+    assert index.kind == "ivfpq" and isinstance(quantizer, faiss.IndexHNSWFlat) and quantizer.ntotal == 64
+    assert quantizer.hnsw.efSearch >= 32
+    for i in refs:
+        assert max(index.vote(refs[i].descriptors).items(), key=lambda kv: kv[1])[0] == i
+    index.save(tmp_path / "h.faiss")
+    loaded = FeatureIndex.load(tmp_path / "h.faiss")
+    assert isinstance(faiss.downcast_index(faiss.extract_index_ivf(loaded.index).quantizer), faiss.IndexHNSWFlat)
+    assert loaded.vote(refs[2].descriptors) == pytest.approx(index.vote(refs[2].descriptors))
+    loaded.remove([2])
+    assert 2 not in loaded.vote(refs[2].descriptors)

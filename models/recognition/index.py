@@ -24,16 +24,30 @@ def descriptor_ids(image_id: int, count: int) -> np.ndarray:
 
 
 
+# Past this many lists the coarse step (which lists to probe) would compare each query descriptor with every list
+# centre: 300 x 5477 at 100k images took a third of the vote. An HNSW graph over the centres finds the same lists
+# (identical shortlists on the bench's queries) in a quarter of the time.
+HNSW_NLIST = 1024
+HNSW_EF_SEARCH = 32
+
+
 def _train_ivf(sample: np.ndarray, factory: str, nlist: int, nprobe: int) -> faiss.Index:
     """An empty inner-product IVF index (faiss factory string) trained on a random subset of sample."""
     total, dim = sample.shape
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     ivf = faiss.extract_index_ivf(index)
     ivf.cp.niter = 10
+    quantizer = faiss.downcast_index(ivf.quantizer)
+    flat = faiss.IndexFlatIP(dim)
+    if isinstance(quantizer, faiss.IndexHNSW):
+        ivf.clustering_index = flat  # k-means with exact assignments (BLAS), then the centres go into the graph
     rng = np.random.default_rng(0)
     n = min(total, max(nlist * 30, 4096))
     index.train(np.ascontiguousarray(sample[rng.choice(total, size=n, replace=False)], dtype=np.float32))
+    ivf.clustering_index = None
     ivf.nprobe = nprobe
+    if isinstance(quantizer, faiss.IndexHNSW):
+        quantizer.hnsw.efSearch = max(HNSW_EF_SEARCH, 2 * nprobe)
     return index
 
 class IndexCorrupt(Exception):
@@ -79,7 +93,8 @@ class FeatureIndex:
         """An empty IVF-PQ (4-bit fast scan) inner-product index trained on (a random subset of) sample."""
         total = len(sample)
         nlist = nlist or int(min(8192, max(64, np.sqrt(total))))
-        return _train_ivf(sample, f"IVF{nlist},PQ{pq_m}x4fs", nlist, nprobe)
+        coarse = f"IVF{nlist}_HNSW32" if nlist >= HNSW_NLIST else f"IVF{nlist}"
+        return _train_ivf(sample, f"{coarse},PQ{pq_m}x4fs", nlist, nprobe)
 
     @property
     def kind(self) -> str:
