@@ -63,6 +63,21 @@ def rootsift(desc: np.ndarray) -> np.ndarray:
     return np.sqrt(d)
 
 
+def _binary_mask(mask: np.ndarray | None) -> np.ndarray | None:
+    """A uint8 0/255 mask for OpenCV from a float or bool one (>0.5 = keep)."""
+    return None if mask is None else (np.asarray(mask, dtype=np.float32) > 0.5).astype(np.uint8) * 255
+
+
+def _strongest(grey: np.ndarray, mask: np.ndarray | None, max_keypoints: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keypoint positions (in `grey`'s pixels) and RootSIFT descriptors, strongest first, so that the first N
+    descriptors of an image are its N best (index_keypoints, vote_keypoints); two empty arrays when none."""
+    kps, desc = _sift(max_keypoints).detectAndCompute(grey, mask)
+    if desc is None or not kps:
+        return np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32)
+    order = np.argsort([-kp.response for kp in kps], kind="stable")[:max_keypoints]
+    return np.array([kps[i].pt for i in order], dtype=np.float32), rootsift(desc[order])
+
+
 def extract(rgb: np.ndarray, mask: np.ndarray | None = None, *, max_side: int = MAX_SIDE,
             max_keypoints: int = MAX_KEYPOINTS) -> Features:
     """RootSIFT features of an RGB (or grey) uint8 image, resized to max_side; mask (HxW, >0.5 = keep) limits them."""
@@ -71,18 +86,11 @@ def extract(rgb: np.ndarray, mask: np.ndarray | None = None, *, max_side: int = 
     scale = min(1.0, max_side / max(h, w))
     if scale < 1.0:
         grey = cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    m = None
-    if mask is not None:
-        m = (np.asarray(mask, dtype=np.float32) > 0.5).astype(np.uint8) * 255
+    m = _binary_mask(mask)
+    if m is not None:
         m = cv2.resize(m, (grey.shape[1], grey.shape[0]), interpolation=cv2.INTER_NEAREST)
-    kps, desc = _sift(max_keypoints).detectAndCompute(grey, m)
-    if desc is None or not kps:
-        return Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32), w, h)
-    # Strongest first, so that the first N descriptors of an image are its N best (index_keypoints, vote_keypoints).
-    order = np.argsort([-kp.response for kp in kps], kind="stable")[:max_keypoints]
-    kps, desc = [kps[i] for i in order], desc[order]
-    pts = np.array([kp.pt for kp in kps], dtype=np.float32) / scale
-    return Features(pts, rootsift(desc), w, h)
+    pts, desc = _strongest(grey, m, max_keypoints)
+    return Features(pts / scale, desc, w, h)
 
 
 # View simulation (ASIFT, Morel & Yu 2009): a car turned 45 degrees is foreshortened horizontally by about
@@ -100,23 +108,17 @@ def extract_views(rgb: np.ndarray, mask: np.ndarray | None = None, *, max_side: 
     h, w = rgb.shape[:2]
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
     scale = min(1.0, max_side / max(h, w))
-    m = None
-    if mask is not None:
-        m = (np.asarray(mask, dtype=np.float32) > 0.5).astype(np.uint8) * 255
+    m = _binary_mask(mask)
     pts_all, desc_all = [np.zeros((0, 2), np.float32)], [np.zeros((0, 128), np.float32)]
     for sx, sy in tilts:
         size = (max(1, round(w * scale * sx)), max(1, round(h * scale * sy)))
         g = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
         mv = None if m is None else cv2.resize(m, size, interpolation=cv2.INTER_NEAREST)
-        kps, desc = _sift(max_keypoints).detectAndCompute(g, mv)
-        if desc is None or not kps:
-            continue
-        order = np.argsort([-kp.response for kp in kps], kind="stable")[:max_keypoints]
-        pts = np.array([kps[i].pt for i in order], dtype=np.float32)
+        pts, desc = _strongest(g, mv, max_keypoints)
         pts[:, 0] *= w / size[0]
         pts[:, 1] *= h / size[1]
         pts_all.append(pts)
-        desc_all.append(rootsift(desc[order]))
+        desc_all.append(desc)
     return Features(np.concatenate(pts_all), np.concatenate(desc_all), w, h)
 
 
