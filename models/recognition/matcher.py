@@ -54,19 +54,17 @@ def score_from_inliers(inliers: int, midpoint: float = INLIER_MIDPOINT) -> float
     return 1.0 / (1.0 + math.exp(-(inliers - midpoint) / INLIER_SCALE))
 
 
+def _ratio_matches(a: Features, b: Features, ratio: float = RATIO) -> list[cv2.DMatch]:
+    """Each of a's descriptors' nearest neighbour in b, kept when clearly nearer than the second (Lowe's test)."""
+    pairs = _matcher().knnMatch(a.descriptors, b.descriptors, k=2)
+    return [p[0] for p in pairs if len(p) == 2 and p[0].distance < ratio * p[1].distance]
+
+
 def _mutual(query: Features, ref: Features) -> list[cv2.DMatch]:
     """Ratio-test matches that are also each other's ratio-passing best match from the reference's side: with
     several simulated views in the query, a reference keypoint's chance partner must beat all of them."""
-    bf = _matcher()
-    fwd = bf.knnMatch(query.descriptors, ref.descriptors, k=2)
-    back = {p[0].queryIdx: p for p in bf.knnMatch(ref.descriptors, query.descriptors, k=2) if len(p) == 2}
-    good = []
-    for p in fwd:
-        if len(p) == 2 and p[0].distance < RATIO * p[1].distance:
-            b = back.get(p[0].trainIdx)
-            if b is not None and b[0].trainIdx == p[0].queryIdx and b[0].distance < MUTUAL_RATIO * b[1].distance:
-                good.append(p[0])
-    return good
+    back = {m.queryIdx: m.trainIdx for m in _ratio_matches(ref, query, MUTUAL_RATIO)}
+    return [m for m in _ratio_matches(query, ref) if back.get(m.trainIdx) == m.queryIdx]
 
 
 def _matcher() -> cv2.BFMatcher:
@@ -105,11 +103,7 @@ def verify(query: Features, ref: Features, image_id: int = 0, *, mutual: bool = 
     empty = Match(image_id, 0, 0.0, [])
     if len(query) < MIN_MATCHES or len(ref) < MIN_MATCHES:
         return empty
-    if mutual:
-        good = _mutual(query, ref)
-    else:
-        pairs = _matcher().knnMatch(query.descriptors, ref.descriptors, k=2)
-        good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
+    good = _mutual(query, ref) if mutual else _ratio_matches(query, ref)
     if len(good) < MIN_MATCHES:
         return empty
     q = np.array([query.points[m.queryIdx] for m in good], dtype=np.float32)
