@@ -23,7 +23,6 @@ def descriptor_ids(image_id: int, count: int) -> np.ndarray:
     return (np.int64(image_id) << KP_BITS) + np.arange(count, dtype=np.int64)
 
 
-
 # Past this many lists the coarse step (which lists to probe) would compare each query descriptor with every list
 # centre: 300 x 5477 at 100k images took a third of the vote. An HNSW graph over the centres finds the same lists
 # (identical shortlists on the bench's queries) in a quarter of the time.
@@ -38,17 +37,19 @@ def _train_ivf(sample: np.ndarray, factory: str, nlist: int, nprobe: int) -> fai
     ivf = faiss.extract_index_ivf(index)
     ivf.cp.niter = 10
     quantizer = faiss.downcast_index(ivf.quantizer)
-    flat = faiss.IndexFlatIP(dim)
-    if isinstance(quantizer, faiss.IndexHNSW):
+    hnsw = isinstance(quantizer, faiss.IndexHNSW)
+    flat = faiss.IndexFlatIP(dim) if hnsw else None  # kept referenced: faiss does not own a clustering index
+    if hnsw:
         ivf.clustering_index = flat  # k-means with exact assignments (BLAS), then the centres go into the graph
     rng = np.random.default_rng(0)
     n = min(total, max(nlist * 30, 4096))
     index.train(np.ascontiguousarray(sample[rng.choice(total, size=n, replace=False)], dtype=np.float32))
     ivf.clustering_index = None
     ivf.nprobe = nprobe
-    if isinstance(quantizer, faiss.IndexHNSW):
+    if hnsw:
         quantizer.hnsw.efSearch = max(HNSW_EF_SEARCH, 2 * nprobe)
     return index
+
 
 class IndexCorrupt(Exception):
     """The index file cannot be read; rebuild it from the database."""
