@@ -48,9 +48,14 @@ def cascade_path(configured: str | None = None) -> str | None:
     return None
 
 
+def _usable_cascade(configured: str | None) -> str | None:
+    """The plate cascade when this OpenCV can run one (it has CascadeClassifier) and one is installed, else None."""
+    return cascade_path(configured) if hasattr(cv2, "CascadeClassifier") else None
+
+
 def detector_available(configured: str | None = None) -> bool:
     """Whether OpenCV can run a plate cascade here and one is installed (see the module's note on its limits)."""
-    return hasattr(cv2, "CascadeClassifier") and cascade_path(configured) is not None
+    return _usable_cascade(configured) is not None
 
 
 @functools.cache
@@ -64,8 +69,8 @@ def _classifier(path: str) -> Any:
 
 def detect(rgb: np.ndarray, configured: str | None = None) -> list[Region]:
     """Plate boxes (x1, y1, x2, y2) found by the cascade, or none where no detector is available."""
-    path = cascade_path(configured)
-    if path is None or not hasattr(cv2, "CascadeClassifier"):
+    path = _usable_cascade(configured)
+    if path is None:
         return []
     gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
     min_side = max(24, min(gray.shape) // 40)
