@@ -40,16 +40,11 @@ def _features(path: Path, mask_path: Path | None, masks: str, segmenter,  # type
         np.savez(cached, points=f.points, descriptors=f.descriptors, size=np.array([f.width, f.height]))
         return f
     rgb = np.asarray(Image.open(path).convert("RGB"))
-    mask = None
-    if masks == "gt" and mask_path is not None:
-        mask = np.asarray(Image.open(mask_path)) > 0
-    elif masks == "segmenter" or (masks == "gt" and segmenter is not None):
-        mask = segmenter.mask(rgb, kind="car")
-    return extract(rgb, mask)
+    return extract(rgb, _mask(path, mask_path, masks, segmenter, rgb=rgb))
 
 
 def _mask(path: Path, mask_path: Path | None, masks: str, segmenter,  # type: ignore[no-untyped-def]
-          cache: Path | None = None) -> np.ndarray | None:
+          cache: Path | None = None, rgb: np.ndarray | None = None) -> np.ndarray | None:
     """The car mask the features are limited to (cached as a PNG next to the features)."""
     if masks == "none" or (masks == "gt" and mask_path is None and segmenter is None):
         return None
@@ -59,7 +54,9 @@ def _mask(path: Path, mask_path: Path | None, masks: str, segmenter,  # type: ig
     if masks == "gt" and mask_path is not None:
         mask = np.asarray(Image.open(mask_path)) > 0
     else:
-        mask = segmenter.mask(np.asarray(Image.open(path).convert("RGB")), kind="car") > 0.5
+        if rgb is None:
+            rgb = np.asarray(Image.open(path).convert("RGB"))
+        mask = segmenter.mask(rgb, kind="car") > 0.5
     if cached is not None:
         cache.mkdir(parents=True, exist_ok=True)
         Image.fromarray(mask.astype(np.uint8) * 255).save(cached)
