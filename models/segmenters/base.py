@@ -97,7 +97,8 @@ class Segmenter(ABC):
         confidence = None
         if mirror:
             flipped = self.probability(np.ascontiguousarray(rgb[:, ::-1]))[:, ::-1]
-            confidence = np.minimum(alpha, flipped)
+            if kind == "car":  # only the car filter reads it
+                confidence = np.minimum(alpha, flipped)
             np.maximum(alpha, flipped, out=alpha)
         model_done = time.perf_counter()
         if kind == "car":
