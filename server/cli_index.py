@@ -15,8 +15,10 @@ def index_group() -> None:
 
 @index_group.command("rebuild")
 @click.option("--collection", "collection_id", default=None, help="Only this collection (default: all).")
+@click.option("--pending", is_flag=True, help="Only the rebuilds that uploads queued (an index outgrown), each "
+              "swapped in without stopping uploads; for recognition.background_rebuild = false.")
 @click.pass_obj
-def rebuild_command(obj, collection_id: str | None) -> None:  # type: ignore[no-untyped-def]
+def rebuild_command(obj, collection_id: str | None, pending: bool) -> None:  # type: ignore[no-untyped-def]
     """Rebuild indexes from the database (flat, or IVF past recognition.ivf_threshold descriptors)."""
     from server import create_app
     from server.services import recognition as svc
@@ -26,6 +28,14 @@ def rebuild_command(obj, collection_id: str | None) -> None:  # type: ignore[no-
     with app.app_context():
         db = get_db()
         settings = app.extensions["forecourt.settings"]
+        if pending:
+            results = svc.run_pending_rebuilds(collection_id)
+            for r in results:
+                detail = f", {r['descriptors']} descriptors, {r['kind']} index" if r["status"] == "done" else ""
+                click.echo(f"{r['collection_id']}: {r['status']}{detail}")
+            if not results:
+                click.echo("no rebuild is queued")
+            return
         rows = list(db.query("SELECT c.id, c.name, (SELECT COUNT(*) FROM rec_images i WHERE i.collection_id = c.id)"
                              " AS n FROM rec_collections c ORDER BY c.created_at, c.id"))
         if collection_id is not None:
@@ -35,6 +45,7 @@ def rebuild_command(obj, collection_id: str | None) -> None:  # type: ignore[no-
         for row in rows:
             with tqdm(total=row["n"], desc=f"{row['name']} ({row['id']})", unit="img") as bar:
                 index = svc.rebuild_index(db, settings, row["id"], progress=bar.update)
+            svc.clear_queued_rebuild(db, row["id"])
             svc.forget_cached_indexes()
             click.echo(f"{row['id']}: {row['n']} images, {index.ntotal} descriptors, {index.kind} index")
 

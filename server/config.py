@@ -114,7 +114,12 @@ class RecognitionSettings(Section):
     ivf_threshold: int = Field(
         20_000, ge=1000, description="Past this many descriptors the index becomes IVF-PQ (pq_m / 2 bytes a "
         "descriptor, a search cost that barely grows) instead of exact flat (512 bytes, a cost growing with each); "
-        "the upload that crosses it rebuilds the index, as does one past 4x the size an IVF index was built for.")
+        "the upload that crosses it queues a rebuild of the index, as does one past 4x the size an IVF index was "
+        "built for.")
+    background_rebuild: bool = Field(
+        True, description="A queued index rebuild runs at once in a background thread of the worker, outside the "
+        "database's write lock (uploads and scans go on meanwhile, on the old index); false: queued rebuilds wait "
+        "for `forecourt index rebuild --pending` (e.g. from cron at a quiet hour).")
     nprobe: int = Field(16, ge=1, le=1024, description="IVF lists searched per query vector (speed vs recall).")
     pq_m: Literal[16, 32, 64] = Field(
         64, description="Product-quantizer parts of an IVF-PQ descriptor (4 bits each: 64 = 32 bytes a descriptor); "

@@ -291,6 +291,8 @@ def test_upload_past_the_ivf_threshold_rebuilds_the_index_as_ivf(small_ivf, app,
         client.put(f"/v1/collections/{cid}/objects/sign-{i}", json={"name": f"Sign {i}"}, headers=admin.headers)
         r = _upload(client, admin.headers, cid, f"sign-{i}", jpeg(scene(pattern(i), seed=i)))
         assert r.json["images"][0]["status"] == "added", r.json
+        with app.app_context():
+            assert svc.wait_for_rebuilds(timeout=120)  # the rebuild runs in this worker's background thread
         index = client.get(f"/v1/collections/{cid}/summary", headers=admin.headers).json["index"]
         kinds.append((index["kind"], index["descriptors"]))
     assert kinds[0][0] == "flat" and kinds[-1][0] == "ivfpq", kinds

@@ -107,7 +107,8 @@ def delete_collection(collection_id: str) -> Response:
 @bp.doc(**DOC)
 @require_key
 def summary(collection_id: str) -> Response:
-    """Objects, images, active, processing, failed, scans this and last month, pending index work."""
+    """Objects, images, active, processing, failed, scans this and last month, pending index work (images without
+    the installed embedding, plus a queued or running index rebuild, shown as index.rebuild: queued or running)."""
     check("collection_read")
     return jsonify(svc.summary(collection_id))
 

@@ -5,19 +5,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import secrets
+import socket
+import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import sqlite_utils
-from flask import Flask
+from flask import Flask, current_app
 from PIL import Image
 from sqlite_utils.migrations import Migrations
 
@@ -28,7 +33,7 @@ from models.recognition.index import FeatureIndex, GlobalIndex, IndexCorrupt
 from models.recognition.search import search
 from server.config import Settings, get_settings
 from server.errors import ApiError, NotFound
-from server.store import get_db, write_txn
+from server.store import close_thread_connections, get_db, write_txn
 
 OBJECT_TYPES = ("car", "generic")
 MAX_OBJECT_ID = 255
@@ -68,6 +73,16 @@ def m002_embeddings(db: sqlite_utils.Database) -> None:
     db["rec_images"].add_column("embedding", bytes)
     db["rec_images"].add_column("embedding_model", str)
     db["rec_collections"].add_column("failed_uploads", int, not_null_default=0)
+
+
+@migrations()
+def m003_background_rebuilds(db: sqlite_utils.Database) -> None:
+    """Index rebuilds queued by uploads (one row per collection while queued or running), and the last image id
+    given out, so that ids are never reused (a rebuild's snapshot is "every image up to this id")."""
+    db["rec_rebuilds"].create(
+        {"collection_id": str, "state": str, "queued_at": str, "started_at": str, "claimed_by": str,
+         "lease_until": float}, pk="collection_id", not_null={"state", "queued_at"})
+    db["rec_counters"].create({"name": str, "value": int}, pk="name")
 
 
 def migrate(db: sqlite_utils.Database) -> None:
@@ -124,17 +139,30 @@ def _indexed(settings: Settings, descriptors: np.ndarray) -> np.ndarray:
     return descriptors[:cap] if cap else descriptors
 
 
+def _stored_descriptors(settings: Settings, blob: bytes) -> np.ndarray:
+    """The index's descriptors of a stored image: its quantised descriptors re-normalised, strongest first, capped."""
+    d = np.frombuffer(blob, dtype=np.uint8).reshape(-1, 128).astype(np.float32)
+    d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-6)
+    return _indexed(settings, d)
+
+
 def _rebuild_descriptors(db: sqlite_utils.Database, settings: Settings, collection_id: str,
-                         progress: Any = None) -> FeatureIndex:
-    """A fresh descriptor index from the features in the database (flat, or IVF-PQ past ivf_threshold)."""
+                         progress: Any = None, upto: int | None = None,
+                         seen: set[int] | None = None) -> FeatureIndex:
+    """A fresh descriptor index from the features in the database (flat, or IVF-PQ past ivf_threshold): every
+    image of the collection, or those with id <= upto; the ids read are added to `seen`."""
+    sql = "SELECT id, descriptors FROM rec_images WHERE collection_id = ?"
+    args: list[Any] = [collection_id]
+    if upto is not None:
+        sql, args = sql + " AND id <= ?", [*args, upto]
+
     def items():  # type: ignore[no-untyped-def]
-        for row in db.execute("SELECT id, descriptors FROM rec_images WHERE collection_id = ? ORDER BY id",
-                              [collection_id]):
-            d = np.frombuffer(row[1], dtype=np.uint8).reshape(-1, 128).astype(np.float32)
-            d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-6)
+        for row in db.execute(sql + " ORDER BY id", args):
             if progress is not None:
                 progress(1)
-            yield int(row[0]), _indexed(settings, d)
+            if seen is not None:
+                seen.add(int(row[0]))
+            yield int(row[0]), _stored_descriptors(settings, row[1])
 
     r = settings.recognition
     return FeatureIndex.build(items(), ivf_threshold=r.ivf_threshold, nprobe=r.nprobe, pq_m=r.pq_m)
@@ -257,6 +285,229 @@ def _load_global(db: sqlite_utils.Database, settings: Settings, collection_id: s
     return index
 
 
+# --- background rebuilds -----------------------------------------------------------------------------------------
+# An upload that outgrows the index queues a rebuild (one rec_rebuilds row per collection, shared by every worker).
+# A thread of the worker that claims it builds a new index from a snapshot (the images up to the largest id at
+# start) without holding the write lock, then swaps it in within a short write transaction that adds the images
+# stored since and removes those deleted since.
+REBUILD_LEASE_SECONDS = 120.0  # a running rebuild renews its lease every quarter of this; a lapsed one is taken over
+
+
+def _owner_token() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def _owner_gone(claimed_by: str | None) -> bool:
+    """True when the claim was made by a process of this host that no longer runs (a killed worker)."""
+    host, _, rest = (claimed_by or "").partition(":")
+    pid = rest.split(":", 1)[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's process: alive
+        return False
+    return False
+
+
+def _claimable(row: dict[str, Any]) -> bool:
+    return (row["state"] == "queued" or (row["lease_until"] or 0.0) < time.time()
+            or _owner_gone(row["claimed_by"]))
+
+
+def _queue_rebuild(db: sqlite_utils.Database, collection_id: str) -> None:
+    """Inside a write transaction: ask for a rebuild of a collection's index; a request already queued or running
+    stays as it is."""
+    db.execute("INSERT OR IGNORE INTO rec_rebuilds (collection_id, state, queued_at) VALUES (?, 'queued', ?)",
+               [collection_id, _now()])
+
+
+def rebuild_state(db: sqlite_utils.Database, collection_id: str) -> str | None:
+    """The collection's index rebuild: queued, running or None (a running one whose worker is gone is queued)."""
+    rows = list(db.query("SELECT * FROM rec_rebuilds WHERE collection_id = ?", [collection_id]))
+    if not rows:
+        return None
+    return "queued" if _claimable(rows[0]) else "running"
+
+
+def clear_queued_rebuild(db: sqlite_utils.Database, collection_id: str) -> None:
+    """Drop a collection's queued (not running) rebuild request: its index was just rebuilt in full."""
+    with write_txn(db):
+        db.execute("DELETE FROM rec_rebuilds WHERE collection_id = ? AND state = 'queued'", [collection_id])
+
+
+def _claim_rebuild(db: sqlite_utils.Database, only: str | None, skip: set[str]) -> tuple[str, str] | None:
+    """Take a queued rebuild, or a running one whose lease lapsed or whose process is gone: (collection, token)."""
+    with write_txn(db):
+        rows = [r for r in db.query("SELECT * FROM rec_rebuilds ORDER BY queued_at, collection_id")
+                if _claimable(r) and r["collection_id"] not in skip and only in (None, r["collection_id"])]
+        if not rows:
+            return None
+        collection_id, token = rows[0]["collection_id"], _owner_token()
+        db.execute("UPDATE rec_rebuilds SET state = 'running', started_at = ?, claimed_by = ?, lease_until = ? "
+                   "WHERE collection_id = ?", [_now(), token, time.time() + REBUILD_LEASE_SECONDS, collection_id])
+    return collection_id, token
+
+
+@contextlib.contextmanager
+def _lease_kept(app: Flask, collection_id: str, token: str) -> Iterator[None]:
+    """Renew a claimed rebuild's lease from another thread while the body runs (FAISS training holds this one)."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        with app.app_context():
+            db = get_db()
+            try:
+                while not stop.wait(REBUILD_LEASE_SECONDS / 4):
+                    try:
+                        with write_txn(db):
+                            db.execute("UPDATE rec_rebuilds SET lease_until = ? WHERE collection_id = ? AND "
+                                       "claimed_by = ?", [time.time() + REBUILD_LEASE_SECONDS, collection_id, token])
+                    except sqlite3.Error as exc:  # a busy database: try again at the next beat
+                        log.warning("could not renew the rebuild lease of %s: %s", collection_id, exc)
+            finally:
+                close_thread_connections()
+
+    beat = threading.Thread(target=renew, name=f"recognition-lease-{collection_id}", daemon=True)
+    beat.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beat.join()
+
+
+def _rebuild_and_swap(db: sqlite_utils.Database, settings: Settings, collection_id: str, token: str,
+                      before_swap: Callable[[str], None] | None) -> dict[str, Any]:
+    """Build a collection's index from a snapshot outside any write transaction, then swap it in (see above)."""
+    start = time.perf_counter()
+    upto = int(db.execute("SELECT COALESCE(MAX(id), 0) FROM rec_images WHERE collection_id = ?",
+                          [collection_id]).fetchone()[0])
+    seen: set[int] = set()
+    index = _rebuild_descriptors(db, settings, collection_id, upto=upto, seen=seen)
+    if before_swap is not None:
+        before_swap(collection_id)
+    out: dict[str, Any] = {"collection_id": collection_id, "status": "superseded"}
+    with write_txn(db):
+        row = db.execute("SELECT claimed_by FROM rec_rebuilds WHERE collection_id = ?", [collection_id]).fetchone()
+        if row is None or row[0] != token:
+            return out  # cleared (collection deleted, purge), or taken over by another worker after a lapsed lease
+        stored = {int(r[0]) for r in db.execute("SELECT id FROM rec_images WHERE collection_id = ?",
+                                                [collection_id])}
+        gone = sorted(seen - stored)  # ids are never reused: every image stored since has an id above upto
+        index.remove(gone)
+        added = 0
+        for image_id, blob in db.execute("SELECT id, descriptors FROM rec_images WHERE collection_id = ? AND id > ? "
+                                         "ORDER BY id", [collection_id, upto]):
+            index.add(int(image_id), _stored_descriptors(settings, blob))
+            added += 1
+        index.save(index_path(settings, collection_id))
+        gen = _index_gen(db, collection_id) + 1
+        db.execute("UPDATE rec_collections SET index_gen = ? WHERE id = ?", [gen, collection_id])
+        if index.outgrown(settings.recognition.ivf_threshold):  # so many uploads landed meanwhile: go again
+            db.execute("UPDATE rec_rebuilds SET state = 'queued', claimed_by = NULL, lease_until = NULL, "
+                       "queued_at = ? WHERE collection_id = ?", [_now(), collection_id])
+        else:
+            db.execute("DELETE FROM rec_rebuilds WHERE collection_id = ?", [collection_id])
+        with _cache_lock:
+            _cache[(str(settings.data_dir), collection_id)] = _Cached(index, gen)
+    seconds = time.perf_counter() - start
+    log.info("recognition index of %s rebuilt in the background as %s (%d descriptors, %d images added and %d "
+             "removed meanwhile) in %.1f s", collection_id, index.kind, index.ntotal, added, len(gone), seconds)
+    return {**out, "status": "done", "kind": index.kind, "descriptors": index.ntotal, "images": len(stored),
+            "added_meanwhile": added, "removed_meanwhile": len(gone), "seconds": round(seconds, 1)}
+
+
+def run_pending_rebuilds(collection_id: str | None = None, *,
+                         before_swap: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Run the queued index rebuilds (and lapsed running ones) in this thread, each collection at most once; the
+    background thread calls this, as do `forecourt index rebuild --pending` and tests. before_swap(collection_id)
+    runs between the build and the swap. Returns one result per rebuild (status done, superseded or failed)."""
+    db, settings = get_db(), get_settings()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    done: list[dict[str, Any]] = []
+    while (claim := _claim_rebuild(db, collection_id, {d["collection_id"] for d in done})) is not None:
+        cid, token = claim
+        try:
+            with _lease_kept(app, cid, token):
+                done.append(_rebuild_and_swap(db, settings, cid, token, before_swap))
+        except Exception:  # noqa: BLE001 - the next upload that finds the index outgrown queues it again
+            log.exception("background rebuild of the recognition index of %s failed", cid)
+            with write_txn(db):
+                db.execute("DELETE FROM rec_rebuilds WHERE collection_id = ? AND claimed_by = ?", [cid, token])
+            done.append({"collection_id": cid, "status": "failed"})
+    return done
+
+
+class _Rebuilder:
+    """This worker's background rebuild thread (one per app): started on demand, it runs run_pending_rebuilds
+    until a pass finds nothing new was asked for, then ends."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+        self.wanted = False
+
+    def kick(self) -> None:
+        with self.lock:
+            self.wanted = True
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._main, name="recognition-rebuild", daemon=True)
+                self.thread.start()
+
+    def _main(self) -> None:
+        try:
+            while True:
+                with self.lock:
+                    if not self.wanted:
+                        self.thread = None
+                        return
+                    self.wanted = False
+                try:
+                    with self.app.app_context():
+                        run_pending_rebuilds()
+                except Exception:  # noqa: BLE001 - a locked or vanished database: the next kick tries again
+                    log.exception("background index rebuilds stopped")
+        finally:
+            close_thread_connections()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self.lock:
+                thread = self.thread
+            if thread is None:
+                return True
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                return False
+
+
+_rebuilders_lock = threading.Lock()
+
+
+def _rebuilder(app: Flask) -> _Rebuilder:
+    with _rebuilders_lock:
+        found = app.extensions.get("forecourt.recognition.rebuilder")
+        if found is None:
+            found = app.extensions["forecourt.recognition.rebuilder"] = _Rebuilder(app)
+        return found  # type: ignore[no-any-return]
+
+
+def _start_claimable_rebuild(db: sqlite_utils.Database, settings: Settings, collection_id: str) -> None:
+    """Start this worker's rebuild thread when the collection has a rebuild waiting (recognition.background_rebuild)."""
+    if settings.recognition.background_rebuild and rebuild_state(db, collection_id) == "queued":
+        _rebuilder(current_app._get_current_object()).kick()  # type: ignore[attr-defined]
+
+
+def wait_for_rebuilds(timeout: float | None = None) -> bool:
+    """Wait until this worker's rebuild thread has nothing left to do (tests, shutdown); False on timeout."""
+    return _rebuilder(current_app._get_current_object()).wait(timeout)  # type: ignore[attr-defined]
+
+
 # --- collections -------------------------------------------------------------------------------------------------
 def _collection_out(row: dict[str, Any]) -> dict[str, Any]:
     return {"id": row["id"], "name": row["name"], "object_type": row["object_type"], "created_at": row["created_at"]}
@@ -299,6 +550,7 @@ def delete_collection(collection_id: str) -> int:
         db.execute("DELETE FROM rec_images WHERE collection_id = ?", [collection_id])
         db.execute("DELETE FROM rec_objects WHERE collection_id = ?", [collection_id])
         db.execute("DELETE FROM rec_scans WHERE collection_id = ?", [collection_id])
+        db.execute("DELETE FROM rec_rebuilds WHERE collection_id = ?", [collection_id])
         db.execute("DELETE FROM rec_collections WHERE id = ?", [collection_id])
     for path in (get_settings().data_dir / "indexes").glob(f"{collection_id}.*faiss"):
         path.unlink(missing_ok=True)
@@ -526,22 +778,21 @@ def add_image(collection_id: str, object_id: str, image: Image.Image, *, force: 
         index = _load_index(db, settings, collection_id, gen)
         model = analysis.model
         gindex = _load_global(db, settings, collection_id, gen, model) if model is not None else None
-        image_id = db["rec_images"].insert({
-            "collection_id": collection_id, "object_id": object_id, "width": feats.width, "height": feats.height,
+        image_id = _next_image_id(db)
+        db["rec_images"].insert({
+            "id": image_id, "collection_id": collection_id, "object_id": object_id, "width": feats.width, "height": feats.height,
             "rating": stars, "keypoints": len(feats), "points": points, "descriptors": desc,
             "embedding": analysis.embedding.tobytes() if analysis.embedding is not None else None,
             "embedding_model": model.model_id if model is not None else None,
-            "created_at": _now()}).last_pk
+            "created_at": _now()})
         # The index holds the stored (quantised) descriptors, exactly what a rebuild would give.
         stored = Features.from_blobs(points, desc, feats.width, feats.height).descriptors
         index.add(int(image_id), _indexed(settings, stored))
         if index.outgrown(settings.recognition.ivf_threshold):
-            # Flat past ivf_threshold, or an IVF index 4x past the size its lists were made for: a rebuild (this
-            # image included) keeps the vote's cost near constant; it comes once per 4x growth.
-            t = time.perf_counter()
-            index = _rebuild_descriptors(db, settings, collection_id)
-            log.info("recognition index of %s rebuilt as %s (%d descriptors) in %.1f s", collection_id,
-                     index.kind, index.ntotal, time.perf_counter() - t)
+            # Flat past ivf_threshold, or an IVF index 4x past the size its lists were made for: a rebuild keeps the
+            # vote's cost near constant (once per 4x growth). It runs in the background; until it lands this index,
+            # with the image just added, answers correctly, only slower.
+            _queue_rebuild(db, collection_id)
         index.save(index_path(settings, collection_id))
         if gindex is not None and model is not None and analysis.embedding is not None:
             gindex.add(int(image_id), analysis.embedding)
@@ -551,7 +802,17 @@ def add_image(collection_id: str, object_id: str, image: Image.Image, *, force: 
             _cache[(str(settings.data_dir), collection_id)] = _Cached(index, gen + 1)
             if gindex is not None and model is not None:
                 _global_cache[(str(settings.data_dir), collection_id, model.model_id)] = _CachedGlobal(gindex, gen + 1)
+    _start_claimable_rebuild(db, settings, collection_id)
     return {**out, "status": "added", "id": int(image_id)}
+
+
+def _next_image_id(db: sqlite_utils.Database) -> int:
+    """Inside a write transaction: a new image id, above every id given out before (SQLite would reuse the id of
+    a deleted last row, which a rebuild's "images after the snapshot" would miss)."""
+    last = db.execute("SELECT MAX(COALESCE((SELECT MAX(id) FROM rec_images), 0), "
+                      "COALESCE((SELECT value FROM rec_counters WHERE name = 'image_id'), 0))").fetchone()[0]
+    db.execute("INSERT OR REPLACE INTO rec_counters (name, value) VALUES ('image_id', ?)", [int(last) + 1])
+    return int(last) + 1
 
 
 def list_images(collection_id: str, object_id: str) -> list[dict[str, Any]]:
@@ -610,6 +871,7 @@ def purge_reference_images() -> int:
     with write_txn(db):
         n = int(db.execute("SELECT COUNT(*) FROM rec_images").fetchone()[0])
         db.execute("DELETE FROM rec_images")
+        db.execute("DELETE FROM rec_rebuilds")
         db.execute("UPDATE rec_collections SET index_gen = index_gen + 1")
     for path in (get_settings().data_dir / "indexes").glob("*.faiss"):
         path.unlink(missing_ok=True)
@@ -690,12 +952,14 @@ def recognize(collection_id: str, image: Image.Image, *, mode: str = "single", l
     with write_txn(db):
         db["rec_scans"].insert({"collection_id": collection_id, "created_at": _now(),
                                 "matched": int(any(r["score"] >= threshold for r in results))})
+    _start_claimable_rebuild(db, settings, collection_id)  # a rebuild whose worker was killed is taken over
     return {"results": results, "mode": mode, "min_score": threshold,
             "search_time_ms": round((time.perf_counter() - start) * 1000, 1)}
 
 
 def summary(collection_id: str) -> dict[str, Any]:
-    """Counts for a collection: objects, images, active, processing, failed, scans this and last month, index."""
+    """Counts for a collection: objects, images, active, processing, failed, scans this and last month, index
+    (with its queued or running rebuild, also counted in pending_index_work)."""
     coll = get_collection(collection_id)
     db = get_db()
     one = lambda sql, *a: int(db.execute(sql, [collection_id, *a]).fetchone()[0])  # noqa: E731
@@ -708,6 +972,8 @@ def summary(collection_id: str) -> dict[str, Any]:
     model = embedder()
     # With an embedding model installed, images stored before it (no embedding) keep the shortlist on votes.
     pending = images - _embedded_count(db, collection_id, model) if model is not None else 0
+    rebuild = rebuild_state(db, collection_id)  # the index outgrew its kind: a rebuild is queued or running
+    _start_claimable_rebuild(db, settings, collection_id)
     return {
         "collection": _collection_out(coll),
         "objects": one("SELECT COUNT(*) FROM rec_objects WHERE collection_id = ?"),
@@ -715,12 +981,12 @@ def summary(collection_id: str) -> dict[str, Any]:
         "images": images,
         "processing": 0,  # an upload is in the index before its request answers
         "failed": int(coll.get("failed_uploads") or 0),  # uploads refused for having no usable features
-        "pending_index_work": pending,
+        "pending_index_work": pending + int(rebuild is not None),
         "scans_this_month": one("SELECT COUNT(*) FROM rec_scans WHERE collection_id = ? AND created_at >= ?",
                                 this_month.isoformat()),
         "scans_last_month": one("SELECT COUNT(*) FROM rec_scans WHERE collection_id = ? AND created_at >= ? "
                                 "AND created_at < ?", last_month.isoformat(), this_month.isoformat()),
         "index": {"kind": index.kind, "descriptors": index.ntotal, "memory_bytes": index.memory_bytes,
                   "shortlist": "embedding" if model is not None and pending == 0 else "votes",
-                  "embedding_model": model.model_id if model is not None else None},
+                  "embedding_model": model.model_id if model is not None else None, "rebuild": rebuild},
     }
