@@ -780,14 +780,13 @@ def add_image(collection_id: str, object_id: str, image: Image.Image, *, force: 
         gindex = _load_global(db, settings, collection_id, gen, model) if model is not None else None
         image_id = _next_image_id(db)
         db["rec_images"].insert({
-            "id": image_id, "collection_id": collection_id, "object_id": object_id, "width": feats.width, "height": feats.height,
-            "rating": stars, "keypoints": len(feats), "points": points, "descriptors": desc,
+            "id": image_id, "collection_id": collection_id, "object_id": object_id, "width": feats.width,
+            "height": feats.height, "rating": stars, "keypoints": len(feats), "points": points, "descriptors": desc,
             "embedding": analysis.embedding.tobytes() if analysis.embedding is not None else None,
             "embedding_model": model.model_id if model is not None else None,
             "created_at": _now()})
         # The index holds the stored (quantised) descriptors, exactly what a rebuild would give.
-        stored = Features.from_blobs(points, desc, feats.width, feats.height).descriptors
-        index.add(int(image_id), _indexed(settings, stored))
+        index.add(image_id, _stored_descriptors(settings, desc))
         if index.outgrown(settings.recognition.ivf_threshold):
             # Flat past ivf_threshold, or an IVF index 4x past the size its lists were made for: a rebuild keeps the
             # vote's cost near constant (once per 4x growth). It runs in the background; until it lands this index,
@@ -795,7 +794,7 @@ def add_image(collection_id: str, object_id: str, image: Image.Image, *, force: 
             _queue_rebuild(db, collection_id)
         index.save(index_path(settings, collection_id))
         if gindex is not None and model is not None and analysis.embedding is not None:
-            gindex.add(int(image_id), analysis.embedding)
+            gindex.add(image_id, analysis.embedding)
             gindex.save(global_path(settings, collection_id, model))
         db.execute("UPDATE rec_collections SET index_gen = ? WHERE id = ?", [gen + 1, collection_id])
         with _cache_lock:
@@ -803,7 +802,7 @@ def add_image(collection_id: str, object_id: str, image: Image.Image, *, force: 
             if gindex is not None and model is not None:
                 _global_cache[(str(settings.data_dir), collection_id, model.model_id)] = _CachedGlobal(gindex, gen + 1)
     _start_claimable_rebuild(db, settings, collection_id)
-    return {**out, "status": "added", "id": int(image_id)}
+    return {**out, "status": "added", "id": image_id}
 
 
 def _next_image_id(db: sqlite_utils.Database) -> int:
