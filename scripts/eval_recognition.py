@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/eval_recognition.py ../shared/data [--masks gt|segmenter|none] [--limit-cars N]
         [--cache DIR] [--vote-keypoints N] [--index-keypoints N] [--min-score S] [--ivf-threshold N]
-        [--stop-score S]
+        [--stop-score S] [--midpoint N] [--view-top N]
 
 Each Carvana car is one object; the 100 distractors are always in the collection as other objects. Features come
 from the car only (`--masks gt`: the dataset's masks, `segmenter`: the configured car segmenter; distractors, which
@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.recognition import FeatureIndex, extract, search  # noqa: E402
 from models.recognition.features import Features, extract_views  # noqa: E402
+from models.recognition.matcher import CAR_INLIER_MIDPOINT  # noqa: E402
 
 MIN_SCORE = 0.5
 
@@ -88,7 +89,8 @@ def _run(name: str, refs: dict[int, Features], owner: dict[int, str],
     for truth, q, v in queries:
         t = time.perf_counter()
         matches = search(index, q, lambda ids: {i: refs[i] for i in ids}, vote_keypoints=args.vote_keypoints,
-                         views=v, view_top=args.view_top, stop_score=args.stop_score or None)
+                         views=v, view_top=args.view_top, stop_score=args.stop_score or None,
+                         midpoint=args.midpoint)
         times.append(time.perf_counter() - t)
         ranked: list[str] = []
         best_inl: dict[str, int] = {}
@@ -139,6 +141,8 @@ def main() -> None:
     ap.add_argument("--min-score", type=float, default=MIN_SCORE, help="recognition.min_score")
     ap.add_argument("--stop-score", type=float, default=0.0,
                     help="Stop verifying at the first match scoring this (the server's mode single; 0: verify all)")
+    ap.add_argument("--midpoint", type=float, default=CAR_INLIER_MIDPOINT,
+                    help="Inliers scoring 0.5 (recognition.car_inlier_midpoint; these are car collections)")
     ap.add_argument("--view-top", type=int, default=0,
                     help="Match simulated views of the query (features.extract_views) against this many of the "
                          "shortlisted images (0: off)")
@@ -186,18 +190,26 @@ def main() -> None:
     refs, owner = collection(cars, odd)
     near = _run("near views (odd angles -> even)", refs, owner, [(c, feats[(c, a)], views[(c, a)]) for c in cars for a in even], True, args)
     refs, owner = collection(cars, [1, 5, 9, 13])
-    _run("far views (01,05,09,13 -> 03,07,11,15)", refs, owner,
-         [(c, feats[(c, a)], views[(c, a)]) for c in cars for a in (3, 7, 11, 15)], True, args)
+    far = _run("far views (01,05,09,13 -> 03,07,11,15)", refs, owner,
+               [(c, feats[(c, a)], views[(c, a)]) for c in cars for a in (3, 7, 11, 15)], True, args)
+    # Unknown cars both ways round: the first half in the collection and the second half queried, then swapped, so
+    # every car is an unknown one once (twice the queries of one split, and a check that one split is no fluke).
     half = len(cars) // 2
-    refs, owner = collection(cars[:half], odd)
-    unknown = _run(f"unknown cars ({half} cars in, {len(cars) - half} out)", refs, owner,
-         [(c, feats[(c, a)], views[(c, a)]) for c in cars[half:] for a in even], False, args)
+    unknown: list[tuple[bool, float]] = []
+    for inside, outside in ((cars[:half], cars[half:]), (cars[half:], cars[:half])):
+        refs, owner = collection(inside, odd)
+        unknown += _run(f"unknown cars ({len(inside)} cars in, {len(outside)} out, {outside[0]}...)", refs, owner,
+                        [(c, feats[(c, a)], views[(c, a)]) for c in outside for a in even], False, args)
+    print(f"unknown cars, both splits: answered no match {sum(s < args.min_score for _, s in unknown) / len(unknown):.3f}"
+          f" of {len(unknown)}", flush=True)
 
-    print("min_score sweep (near-view recall@1 / unknown cars answered no match):", flush=True)
+    print("min_score sweep (near-view recall@1 / far-view recall@1 / unknown cars answered no match, both splits):",
+          flush=True)
     for ms in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
         r1 = sum(ok and score >= ms for ok, score in near) / len(near)
+        rf = sum(ok and score >= ms for ok, score in far) / len(far)
         rej = sum(score < ms for _, score in unknown) / len(unknown)
-        print(f"  {ms:.1f}: {r1:.3f} / {rej:.3f}", flush=True)
+        print(f"  {ms:.1f}: {r1:.3f} / {rf:.3f} / {rej:.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -104,10 +104,17 @@ class RecognitionSettings(Section):
     max_keypoints: int = Field(1000, ge=50, le=4000, description="RootSIFT keypoints kept per image.")
     max_side: int = Field(800, ge=200, le=4000, description="Images are resized to this long side before features.")
     shortlist: int = Field(10, ge=1, le=200, description="Reference images verified with RANSAC per scan.")
-    min_score: float = Field(0.5, ge=0, le=1, description="Default min_score of a scan (0.5 is about 18 inliers).")
+    min_score: float = Field(0.5, ge=0, le=1, description="Default min_score of a scan (0.5 is inlier_midpoint "
+                             "inliers, or car_inlier_midpoint in a car collection).")
+    inlier_midpoint: float = Field(
+        18.0, ge=8, le=200, description="Inliers that score 0.5 in a generic collection (the score is a logistic in "
+        "the inlier count, scale 3); printed material sharing a font's glyphs reaches 13-17 by chance.")
+    car_inlier_midpoint: float = Field(
+        17.0, ge=8, le=200, description="Inliers that score 0.5 in a car collection (features from the car mask): a "
+        "wrong car's best chance fit reaches 8-19, 17 or more in 3 of 96 unknown-car scans on the Carvana views.")
     stop_score: float = Field(
         0.95, ge=0, le=1, description="A mode=single scan verifies the shortlist in vote order and stops at the "
-        "first match scoring this (about 27 inliers; a wrong car's best stays near 20); 0 verifies all of it.")
+        "first match scoring this (about 27 inliers, 26 for cars; a wrong car's best stays near 20); 0 verifies all of it.")
     min_query_side: int = Field(64, ge=16, le=4096, description="Queries with a shorter side answer no match.")
     max_query_megapixels: float = Field(25.0, gt=0, le=100, description="Largest query or reference image.")
     max_file_mb: int = Field(22, ge=1, le=200, description="Largest query or reference image file in MB.")

@@ -11,6 +11,8 @@ import pytest
 from models.recognition import FeatureIndex, extract, score_from_inliers, search, verify
 from models.recognition.features import Features, extract_views, rating
 from models.recognition.index import IndexCorrupt
+from models.recognition.matcher import CAR_INLIER_MIDPOINT, INLIER_MIDPOINT
+from server.config import RecognitionSettings
 from tests.recognition_synth import pattern, scene
 
 
@@ -112,6 +114,24 @@ def test_score_calibration_is_monotonic_with_the_documented_midpoint() -> None:
     assert score_from_inliers(11) < 0.1 < 0.9 < score_from_inliers(25)
     scores = [score_from_inliers(n) for n in range(8, 60)]
     assert scores == sorted(scores) and scores[-1] > 0.99
+    assert score_from_inliers(17, CAR_INLIER_MIDPOINT) == pytest.approx(0.5)
+    assert score_from_inliers(10, CAR_INLIER_MIDPOINT) < 0.1 < 0.9 < score_from_inliers(24, CAR_INLIER_MIDPOINT)
+
+
+def test_the_settings_default_to_the_documented_midpoints() -> None:
+    r = RecognitionSettings()
+    assert (r.inlier_midpoint, r.car_inlier_midpoint) == (INLIER_MIDPOINT, CAR_INLIER_MIDPOINT) == (18.0, 17.0)
+
+
+def test_search_scores_with_the_midpoint_it_is_given(refs: dict[int, Features]) -> None:
+    index = FeatureIndex.build((i, f.descriptors) for i, f in refs.items())
+    load = lambda ids: {i: refs[i] for i in ids}  # noqa: E731
+    generic = search(index, refs[2], load)
+    assert generic[0].image_id == 2 and generic[0].score == pytest.approx(score_from_inliers(generic[0].inliers))
+    # A midpoint at the match's own inlier count scores it 0.5, whatever the default would have said.
+    shifted = search(index, refs[2], load, midpoint=float(generic[0].inliers))
+    assert (shifted[0].image_id, shifted[0].inliers) == (2, generic[0].inliers)
+    assert shifted[0].score == pytest.approx(0.5) and generic[0].score > 0.99
 
 
 def test_blob_round_trip_keeps_matching(refs: dict[int, Features]) -> None:

@@ -6,7 +6,11 @@ import base64
 import io
 from pathlib import Path
 
+import pytest
 from PIL import Image
+
+from models.recognition import score_from_inliers
+from models.recognition.matcher import CAR_INLIER_MIDPOINT
 
 CARS = ("0ce66b539f52", "0d3adbbc9a8b")
 
@@ -30,6 +34,7 @@ def test_two_carvana_cars_are_told_apart_from_the_car_alone(client, admin, share
         assert r.status_code == 200, r.json
         assert [i["status"] for i in r.json["images"]] == ["added", "added"]
         assert all(i["rating"] >= 2 for i in r.json["images"])
+    between = 0
     for car in CARS:
         query = base64.b64encode(_small_jpeg(images / f"{car}_02.jpg")).decode()
         r = client.post(f"/v1/collections/{cid}/recognize", json={"image_file_b64": query, "mode": "all"},
@@ -38,5 +43,10 @@ def test_two_carvana_cars_are_told_apart_from_the_car_alone(client, admin, share
         results = r.json["results"]
         assert results[0]["object_id"] == car and results[0]["score"] >= 0.5, results
         assert all(x["score"] < 0.5 for x in results[1:]), results
+        # A car collection's scores use the car calibration (recognition.car_inlier_midpoint).
+        for x in results:
+            assert x["score"] == pytest.approx(score_from_inliers(x["inliers"], CAR_INLIER_MIDPOINT), abs=1e-4)
+            between += 0.001 < x["score"] < 0.999  # a score where the two calibrations differ
         xs = [p[0] for p in results[0]["polygon"]]
         assert 0 <= min(xs) < max(xs) <= 960
+    assert between, "no result scored where the car and generic calibrations differ"

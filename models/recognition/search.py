@@ -10,12 +10,12 @@ import numpy as np
 
 from models.recognition.features import Features
 from models.recognition.index import FeatureIndex
-from models.recognition.matcher import VIEW_INLIER_MIDPOINT, Match, verify
+from models.recognition.matcher import INLIER_MIDPOINT, VIEW_MIDPOINT_OFFSET, Match, verify
 
 MIN_QUERY_FEATURES = 20
 VIEW_TOP = 3
 VIEW_SKIP_SCORE = 0.9
-# A decisive match (search's stop_score): 27 inliers (18 + 3 ln 19); the wrong cars' best epipolar fits reach
+# A decisive match (search's stop_score): 27 inliers for generic objects (18 + 3 ln 19), 26 for cars; the wrong cars' best epipolar fits reach
 # 10-20 on the Carvana views (scripts/eval_recognition.py prints them).
 STOP_SCORE = 0.95
 
@@ -32,7 +32,7 @@ def shortlist_by_votes(index: FeatureIndex, query: Features, *, shortlist: int =
 def search(index: FeatureIndex | None, query: Features, load: Callable[[list[int]], dict[int, Features]], *,
            shortlist: int = 10, allowed: set[int] | None = None, vote_keypoints: int = 0,
            candidates: Sequence[int] | None = None, views: Features | None = None,
-           view_top: int = VIEW_TOP, stop_score: float | None = None,
+           view_top: int = VIEW_TOP, stop_score: float | None = None, midpoint: float = INLIER_MIDPOINT,
            timings: dict[str, float] | None = None) -> list[Match]:
     """Verified matches for the shortlisted reference images, best first; a query with too few features
     (tiny, blank, featureless) gets none. `candidates` (e.g. from a global embedding) replaces the vote.
@@ -46,6 +46,9 @@ def search(index: FeatureIndex | None, query: Features, load: Callable[[list[int
     `views` (features.extract_views of the query) are matched too, with the query's own features, against the
     first `view_top` shortlisted images whose plain verification scored below VIEW_SKIP_SCORE: a view far from
     the references finds the inliers a 45-degree turn costs, and only a few candidates pay for it.
+
+    `midpoint`: the score calibration's inlier midpoint for this kind of object (matcher.INLIER_MIDPOINT,
+    CAR_INLIER_MIDPOINT); the simulated views' fits use it plus VIEW_MIDPOINT_OFFSET.
 
     `timings` (optional) receives seconds spent in shortlist, load and verify, and the count verified."""
     clock = time.perf_counter
@@ -66,14 +69,14 @@ def search(index: FeatureIndex | None, query: Features, load: Callable[[list[int
     if stop_score is None:
         refs = load(ranked)
         t_load = clock() - t1
-        matches = [verify(query, refs[i], i) for i in ranked if i in refs]
+        matches = [verify(query, refs[i], i, midpoint=midpoint) for i in ranked if i in refs]
     else:
         for i in ranked:
             t = clock()
             refs.update(load([i]))
             t_load += clock() - t
             if i in refs:
-                matches.append(verify(query, refs[i], i))
+                matches.append(verify(query, refs[i], i, midpoint=midpoint))
                 if matches[-1].score >= stop_score:
                     break
     if views is not None and len(views) and view_top > 0:
@@ -81,7 +84,7 @@ def search(index: FeatureIndex | None, query: Features, load: Callable[[list[int
                         np.concatenate([query.descriptors, views.descriptors]), query.width, query.height)
         for k, m in enumerate(matches[:view_top]):
             if m.score < VIEW_SKIP_SCORE:
-                v = verify(both, refs[m.image_id], m.image_id, mutual=True, midpoint=VIEW_INLIER_MIDPOINT)
+                v = verify(both, refs[m.image_id], m.image_id, mutual=True, midpoint=midpoint + VIEW_MIDPOINT_OFFSET)
                 if v.score > m.score:
                     matches[k] = v
     if timings is not None:

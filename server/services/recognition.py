@@ -891,9 +891,10 @@ def _matches(db: sqlite_utils.Database, settings: Settings, coll: dict[str, Any]
              allowed: set[int] | None, single: bool = False) -> list:  # type: ignore[type-arg]
     """Shortlist (the embedding's nearest neighbours when every image has this model's embedding, else
     descriptor votes), then RANSAC; `single` (one answer wanted) stops at the first decisive match
-    (recognition.stop_score)."""
+    (recognition.stop_score). Scores use the collection's calibration (car_inlier_midpoint for cars)."""
     r = settings.recognition
     stop = r.stop_score if single and r.stop_score > 0 else None
+    midpoint = r.car_inlier_midpoint if coll["object_type"] == "car" else r.inlier_midpoint
     gen = _index_gen(db, coll["id"])
     load = lambda ids: _load_features(db, ids)  # noqa: E731
     model = analysis.model
@@ -903,10 +904,10 @@ def _matches(db: sqlite_utils.Database, settings: Settings, coll: dict[str, Any]
             gindex = _load_global(db, settings, coll["id"], gen, model)
             candidates = gindex.search(analysis.embedding, r.shortlist, allowed)
             return search(None, analysis.features, load, shortlist=r.shortlist, allowed=allowed,
-                          candidates=candidates, stop_score=stop)
+                          candidates=candidates, stop_score=stop, midpoint=midpoint)
     index = _load_index(db, settings, coll["id"], gen)
     return search(index, analysis.features, load, shortlist=r.shortlist, allowed=allowed,
-                  vote_keypoints=r.vote_keypoints, stop_score=stop)
+                  vote_keypoints=r.vote_keypoints, stop_score=stop, midpoint=midpoint)
 
 
 def recognize(collection_id: str, image: Image.Image, *, mode: str = "single", limit: int = 10,
