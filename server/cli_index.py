@@ -21,7 +21,8 @@ def index_group() -> None:
 def rebuild_command(obj, collection_id: str | None, pending: bool) -> None:  # type: ignore[no-untyped-def]
     """Rebuild indexes from the database (flat, or IVF past recognition.ivf_threshold descriptors)."""
     from server import create_app
-    from server.services import recognition as svc
+    from server.services.recognition_index import forget_cached_indexes, rebuild_index
+    from server.services.recognition_rebuild import clear_queued_rebuild, run_pending_rebuilds
     from server.store import get_db
 
     app = create_app(obj.settings)
@@ -29,7 +30,7 @@ def rebuild_command(obj, collection_id: str | None, pending: bool) -> None:  # t
         db = get_db()
         settings = app.extensions["forecourt.settings"]
         if pending:
-            results = svc.run_pending_rebuilds(collection_id)
+            results = run_pending_rebuilds(collection_id)
             for r in results:
                 detail = f", {r['descriptors']} descriptors, {r['kind']} index" if r["status"] == "done" else ""
                 click.echo(f"{r['collection_id']}: {r['status']}{detail}")
@@ -44,9 +45,9 @@ def rebuild_command(obj, collection_id: str | None, pending: bool) -> None:  # t
                 raise click.ClickException(f"no collection {collection_id!r}")
         for row in rows:
             with tqdm(total=row["n"], desc=f"{row['name']} ({row['id']})", unit="img") as bar:
-                index = svc.rebuild_index(db, settings, row["id"], progress=bar.update)
-            svc.clear_queued_rebuild(db, row["id"])
-            svc.forget_cached_indexes()
+                index = rebuild_index(db, settings, row["id"], progress=bar.update)
+            clear_queued_rebuild(db, row["id"])
+            forget_cached_indexes()
             click.echo(f"{row['id']}: {row['n']} images, {index.ntotal} descriptors, {index.kind} index")
 
 

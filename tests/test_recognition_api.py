@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 
 from models.recognition import score_from_inliers
+from models.recognition.index import FeatureIndex
 from models.recognition.matcher import INLIER_MIDPOINT
 from server.services import recognition as svc
+from server.services import recognition_index as svc_index
+from server.services import recognition_rebuild as svc_rebuild
 from tests.recognition_synth import jpeg, pattern, scene
 
 
@@ -185,12 +188,12 @@ def test_index_survives_restart_and_rebuilds_when_corrupt(app, client, admin, co
     _stock(client, admin, coll)
     query = jpeg(scene(pattern(1), seed=12))
     with app.app_context():
-        path = svc.index_path(app.extensions["forecourt.settings"], coll)
+        path = svc_index.index_path(app.extensions["forecourt.settings"], coll)
     assert path.exists()
-    svc.forget_cached_indexes()  # a new process
+    svc_index.forget_cached_indexes()  # a new process
     assert _scan(client, admin.headers, coll, query).json["results"][0]["object_id"] == "sign-1"
     for broken in (b"garbage", None):
-        svc.forget_cached_indexes()
+        svc_index.forget_cached_indexes()
         if broken is None:
             path.unlink()
         else:
@@ -204,11 +207,11 @@ def test_stale_index_in_another_process_is_reloaded(app, client, admin, coll) ->
     query = jpeg(scene(pattern(2), seed=5))
     assert _scan(client, admin.headers, coll, query).json["results"] == []  # caches the index at this generation
     with app.app_context():
-        cached = dict(svc._cache)
+        cached = dict(svc_index.cache)
     client.put(f"/v1/collections/{coll}/objects/sign-2", json={}, headers=admin.headers)
     _upload(client, admin.headers, coll, "sign-2", jpeg(scene(pattern(2), seed=2)))
-    svc._cache.clear()
-    svc._cache.update(cached)  # this "worker" still holds the old generation
+    svc_index.cache.clear()
+    svc_index.cache.update(cached)  # this "worker" still holds the old generation
     assert _scan(client, admin.headers, coll, query).json["results"][0]["object_id"] == "sign-2"
 
 
@@ -237,7 +240,7 @@ def test_concurrent_uploads_and_scans(app, client, admin, coll) -> None:  # type
     for t in threads:
         t.join()
     assert errors == []
-    svc.forget_cached_indexes()
+    svc_index.forget_cached_indexes()
     for i in range(1, 6):
         r = _scan(client, admin.headers, coll, jpeg(scene(pattern(i), seed=60 + i)))
         assert r.json["results"][0]["object_id"] == f"sign-{i}"
@@ -273,7 +276,7 @@ def test_cli_index_rebuild_restores_a_deleted_index(app, client, admin, coll, cl
 
     _stock(client, admin, coll, n=2)
     with app.app_context():
-        path = svc.index_path(app.extensions["forecourt.settings"], coll)
+        path = svc_index.index_path(app.extensions["forecourt.settings"], coll)
     size = path.stat().st_size
     path.unlink()
     runner, env = cli_runner
@@ -300,15 +303,15 @@ def test_upload_past_the_ivf_threshold_rebuilds_the_index_as_ivf(small_ivf, app,
         r = _upload(client, admin.headers, cid, f"sign-{i}", jpeg(scene(pattern(i), seed=i)))
         assert r.json["images"][0]["status"] == "added", r.json
         with app.app_context():
-            assert svc.wait_for_rebuilds(timeout=120)  # the rebuild runs in this worker's background thread
+            assert svc_rebuild.wait_for_rebuilds(timeout=120)  # the rebuild runs in this worker's background thread
         index = client.get(f"/v1/collections/{cid}/summary", headers=admin.headers).json["index"]
         kinds.append((index["kind"], index["descriptors"]))
     assert kinds[0][0] == "flat" and kinds[-1][0] == "ivfpq", kinds
     assert all(kind == ("flat" if n <= 1000 else "ivfpq") for kind, n in kinds), kinds
     with app.app_context():
-        path = svc.index_path(app.extensions["forecourt.settings"], cid)
-    svc.forget_cached_indexes()  # the saved file is the IVF one
+        path = svc_index.index_path(app.extensions["forecourt.settings"], cid)
+    svc_index.forget_cached_indexes()  # the saved file is the IVF one
     assert _scan(client, admin.headers, cid, jpeg(scene(pattern(6), seed=60, angle=5))).json["results"][0][
         "object_id"] == "sign-6"
     with app.app_context():
-        assert svc.FeatureIndex.load(path).kind == "ivfpq"
+        assert FeatureIndex.load(path).kind == "ivfpq"

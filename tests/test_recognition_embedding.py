@@ -13,7 +13,8 @@ import pytest
 from models.errors import ModelCorrupt, ModelMissing
 from models.recognition import embedding as emb
 from models.recognition.index import FeatureIndex, GlobalIndex
-from server.services import recognition as svc
+from server.services import recognition_index as svc_index
+from server.store import get_db
 from tests.recognition_synth import jpeg, pattern, scene
 
 
@@ -101,14 +102,14 @@ def test_scans_shortlist_by_embedding_not_votes(app, client, admin, monkeypatch)
     s = client.get(f"/v1/collections/{cid}/summary", headers=admin.headers).json
     assert s["index"]["shortlist"] == "embedding" and s["pending_index_work"] == 0
     with app.app_context():
-        model = svc.embedder()
-        path = svc.global_path(app.extensions["forecourt.settings"], cid, model)
+        model = svc_index.embedder()
+        path = svc_index.global_path(app.extensions["forecourt.settings"], cid, model)
     # Removing an image takes it out of the embedding index; a corrupt file is rebuilt from the database.
     image_id = client.get(f"/v1/collections/{cid}/objects/o2/images", headers=admin.headers).json["images"][0]["id"]
     client.delete(f"/v1/collections/{cid}/objects/o2/images/{image_id}", headers=admin.headers)
     assert _scan(client, admin.headers, cid, jpeg(scene(pattern(2), seed=50))).json["results"] == []
     path.write_bytes(b"garbage")
-    svc.forget_cached_indexes()
+    svc_index.forget_cached_indexes()
     assert _scan(client, admin.headers, cid, jpeg(scene(pattern(3), seed=51))).json["results"][0]["object_id"] == "o3"
     with app.app_context():
         assert GlobalIndex.load(path, model.dim).ntotal == 2
@@ -119,8 +120,8 @@ def test_images_stored_before_the_model_keep_votes(app, client, admin, models_di
     client.put(f"/v1/collections/{cid}/objects/o1", json={}, headers=admin.headers)
     _upload(client, admin.headers, cid, "o1", jpeg(scene(pattern(1), seed=1)))
     with app.app_context():
-        svc.get_db().execute("UPDATE rec_images SET embedding = NULL, embedding_model = NULL")
-    svc.forget_cached_indexes()
+        get_db().execute("UPDATE rec_images SET embedding = NULL, embedding_model = NULL")
+    svc_index.forget_cached_indexes()
     s = client.get(f"/v1/collections/{cid}/summary", headers=admin.headers).json
     assert s["pending_index_work"] == 1 and s["index"]["shortlist"] == "votes"
     assert _scan(client, admin.headers, cid, jpeg(scene(pattern(1), seed=5))).json["results"][0]["object_id"] == "o1"

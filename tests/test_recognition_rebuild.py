@@ -19,8 +19,9 @@ import pytest
 import requests
 
 from models.recognition.index import KP_BITS, FeatureIndex
-from server.services import recognition as svc
-from server.store import get_db
+from server.services import recognition_index as svc_index
+from server.services import recognition_rebuild as svc_rebuild
+from server.store import get_db, write_txn
 from tests.recognition_synth import jpeg, pattern, scene
 
 
@@ -76,7 +77,7 @@ def _stored(app, cid: str) -> Counter:  # type: ignore[no-untyped-def]
 
 def _saved(app, cid: str) -> FeatureIndex:  # type: ignore[no-untyped-def]
     with app.app_context():
-        return FeatureIndex.load(svc.index_path(app.extensions["forecourt.settings"], cid))
+        return FeatureIndex.load(svc_index.index_path(app.extensions["forecourt.settings"], cid))
 
 
 def _rows(app, cid: str) -> list[dict]:  # type: ignore[no-untyped-def]
@@ -99,7 +100,7 @@ def test_crossing_the_threshold_queues_a_rebuild_that_makes_an_exact_ivf_index(a
     assert _found(client, admin, coll, 4) == "sign-4"  # while queued: the flat index holds the new image
 
     with app.app_context():
-        results = svc.run_pending_rebuilds()
+        results = svc_rebuild.run_pending_rebuilds()
     assert results == [{**results[0], "collection_id": coll, "status": "done", "kind": "ivfpq",
                         "descriptors": 1200, "added_meanwhile": 0, "removed_meanwhile": 0}]
     s = _summary(client, admin, coll)
@@ -109,10 +110,10 @@ def test_crossing_the_threshold_queues_a_rebuild_that_makes_an_exact_ivf_index(a
     assert saved.kind == "ivfpq" and _descriptors_per_image(saved) == _stored(app, coll)
     for i in (1, 4):  # after, in this worker and in one that loads the file
         assert _found(client, admin, coll, i) == f"sign-{i}"
-    svc.forget_cached_indexes()
+    svc_index.forget_cached_indexes()
     assert _found(client, admin, coll, 3) == "sign-3"
     with app.app_context():
-        assert svc.run_pending_rebuilds() == []
+        assert svc_rebuild.run_pending_rebuilds() == []
 
 
 def test_an_upload_and_a_delete_between_snapshot_and_swap_are_in_the_new_index(app, client, admin, coll) -> None:  # type: ignore[no-untyped-def]
@@ -133,7 +134,7 @@ def test_an_upload_and_a_delete_between_snapshot_and_swap_are_in_the_new_index(a
         assert r.status_code == 200, r.json
 
     with app.app_context():
-        [result] = svc.run_pending_rebuilds(before_swap=meanwhile)
+        [result] = svc_rebuild.run_pending_rebuilds(before_swap=meanwhile)
     assert seen["state"] == "running" and seen["found"] == "sign-3"
     assert [(r["rowid"], r["state"], r["claimed_by"]) for r in seen["rows"]] == [
         (queued[0]["rowid"], "running", seen["claimed_by"])]  # not queued twice
@@ -141,7 +142,7 @@ def test_an_upload_and_a_delete_between_snapshot_and_swap_are_in_the_new_index(a
     assert _rows(app, coll) == []
     expected = _stored(app, coll)
     assert first not in expected and seen["new"] in expected and len(expected) == 4
-    svc.forget_cached_indexes()
+    svc_index.forget_cached_indexes()
     saved = _saved(app, coll)
     assert saved.kind == "ivfpq" and _descriptors_per_image(saved) == expected
     assert _found(client, admin, coll, 5) == "sign-5"
@@ -165,14 +166,14 @@ def test_a_rebuild_whose_worker_is_gone_is_taken_over(app, client, admin, coll) 
     def claim(owner: str, lease_in: float) -> None:
         with app.app_context():
             db = get_db()
-            with svc.write_txn(db):
+            with write_txn(db):
                 db.execute("UPDATE rec_rebuilds SET state = 'running', claimed_by = ?, lease_until = ? "
                            "WHERE collection_id = ?", [owner, time.time() + lease_in, coll])
 
     claim("other-host:1234:abcd", 600)  # another worker, alive and within its lease
     assert _summary(client, admin, coll)["index"]["rebuild"] == "running"
     with app.app_context():
-        assert svc.run_pending_rebuilds() == []
+        assert svc_rebuild.run_pending_rebuilds() == []
     claim("other-host:1234:abcd", -1)  # its lease lapsed (killed, or stuck)
     assert _summary(client, admin, coll)["index"]["rebuild"] == "queued"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -185,11 +186,11 @@ def test_a_rebuild_whose_worker_is_gone_is_taken_over(app, client, admin, coll) 
         claim("other-host:99:efgh", 600)
 
     with app.app_context():
-        assert [r["status"] for r in svc.run_pending_rebuilds(before_swap=taken_over)] == ["superseded"]
+        assert [r["status"] for r in svc_rebuild.run_pending_rebuilds(before_swap=taken_over)] == ["superseded"]
     assert _saved(app, coll).kind == "flat" and _rows(app, coll)[0]["claimed_by"] == "other-host:99:efgh"
     claim("other-host:99:efgh", -1)
     with app.app_context():
-        assert [r["status"] for r in svc.run_pending_rebuilds()] == ["done"]
+        assert [r["status"] for r in svc_rebuild.run_pending_rebuilds()] == ["done"]
     assert _saved(app, coll).kind == "ivfpq" and _rows(app, coll) == []
     assert _found(client, admin, coll, 2) == "sign-2"
 
@@ -209,8 +210,8 @@ def test_cli_runs_pending_rebuilds_and_a_full_rebuild_clears_them(app, client, a
     assert _rows(app, coll) == []
     with app.app_context():
         db = get_db()
-        with svc.write_txn(db):
-            svc._queue_rebuild(db, coll)
+        with write_txn(db):
+            svc_rebuild.queue_rebuild(db, coll)
     result = runner.invoke(cli, ["index", "rebuild", "--pending"], env=env)
     assert result.exit_code == 0 and f"{coll}: done, 1500 descriptors, ivfpq index" in result.output, result.output
     assert _rows(app, coll) == []

@@ -1,46 +1,54 @@
 """Recognition service: collections, objects and reference images in SQLite, one FAISS index per collection in
-<data_dir>/indexes, scans. Views call these functions; the engine is models/recognition."""
+<data_dir>/indexes (recognition_index; rebuilt in the background by recognition_rebuild), scans. Views call these
+functions; the engine is models/recognition."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import datetime as dt
 import json
-import logging
-import os
 import secrets
-import socket
-import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import sqlite_utils
-from flask import Flask, current_app
+from flask import Flask
 from PIL import Image
 from sqlite_utils.migrations import Migrations
 
 from models import imaging
-from models.recognition.embedding import EmbeddingModel, load_embedding
+from models.recognition.embedding import EmbeddingModel
 from models.recognition.features import Features, extract, rating
-from models.recognition.index import FeatureIndex, GlobalIndex, IndexCorrupt
 from models.recognition.search import search
 from server.config import Settings, get_settings
 from server.errors import ApiError, NotFound
-from server.store import close_thread_connections, get_db, write_txn
+from server.services.recognition_index import (
+    Cached,
+    CachedGlobal,
+    cache,
+    cache_lock,
+    embedded_count,
+    embedder,
+    forget_cached_indexes,
+    global_cache,
+    global_path,
+    index_gen,
+    index_path,
+    load_global,
+    load_index,
+    stored_descriptors,
+)
+from server.services.recognition_rebuild import queue_rebuild, rebuild_state, start_claimable_rebuild
+from server.store import get_db, write_txn
 
 OBJECT_TYPES = ("car", "generic")
 MAX_OBJECT_ID = 255
 MAX_METADATA_BYTES = 1_000_000
 MODES = ("single", "multi", "all")
 
-log = logging.getLogger("forecourt.recognition")
 migrations = Migrations("forecourt_recognition")
 
 
@@ -108,404 +116,6 @@ def _now() -> str:
 # --- errors ------------------------------------------------------------------------------------------------------
 class RecognitionError(ApiError):
     code, title, status = "invalid_parameters", "Invalid parameters", 400
-
-
-# --- the index cache ---------------------------------------------------------------------------------------------
-@dataclass
-class _Cached:
-    index: FeatureIndex
-    gen: int
-
-
-_cache: dict[tuple[str, str], _Cached] = {}
-_cache_lock = threading.Lock()
-
-
-def index_path(settings: Settings, collection_id: str) -> Path:
-    """Where a collection's FAISS index is saved."""
-    return settings.data_dir / "indexes" / f"{collection_id}.faiss"
-
-
-def _descriptor_total(db: sqlite_utils.Database, settings: Settings, collection_id: str) -> int:
-    cap = settings.recognition.index_keypoints or 1 << 30
-    row = db.execute("SELECT COALESCE(SUM(MIN(keypoints, ?)), 0) FROM rec_images WHERE collection_id = ?",
-                     [cap, collection_id]).fetchone()
-    return int(row[0])
-
-
-def _indexed(settings: Settings, descriptors: np.ndarray) -> np.ndarray:
-    """The descriptors of a reference image that go into the index (its strongest index_keypoints)."""
-    cap = settings.recognition.index_keypoints
-    return descriptors[:cap] if cap else descriptors
-
-
-def _stored_descriptors(settings: Settings, blob: bytes) -> np.ndarray:
-    """The index's descriptors of a stored image: its quantised descriptors re-normalised, strongest first, capped."""
-    d = np.frombuffer(blob, dtype=np.uint8).reshape(-1, 128).astype(np.float32)
-    d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-6)
-    return _indexed(settings, d)
-
-
-def _rebuild_descriptors(db: sqlite_utils.Database, settings: Settings, collection_id: str,
-                         progress: Any = None, upto: int | None = None,
-                         seen: set[int] | None = None) -> FeatureIndex:
-    """A fresh descriptor index from the features in the database (flat, or IVF-PQ past ivf_threshold): every
-    image of the collection, or those with id <= upto; the ids read are added to `seen`."""
-    sql = "SELECT id, descriptors FROM rec_images WHERE collection_id = ?"
-    args: list[Any] = [collection_id]
-    if upto is not None:
-        sql, args = sql + " AND id <= ?", [*args, upto]
-
-    def items():  # type: ignore[no-untyped-def]
-        for row in db.execute(sql + " ORDER BY id", args):
-            if progress is not None:
-                progress(1)
-            if seen is not None:
-                seen.add(int(row[0]))
-            yield int(row[0]), _stored_descriptors(settings, row[1])
-
-    r = settings.recognition
-    return FeatureIndex.build(items(), ivf_threshold=r.ivf_threshold, nprobe=r.nprobe, pq_m=r.pq_m)
-
-
-def rebuild_index(db: sqlite_utils.Database, settings: Settings, collection_id: str,
-                  progress: Any = None) -> FeatureIndex:
-    """Build a collection's descriptor index from the features in the database and save it (progress(n) per
-    image); the global-embedding index too when an embedding model is installed."""
-    index = _rebuild_descriptors(db, settings, collection_id, progress)
-    index.save(index_path(settings, collection_id))
-    model = embedder()
-    if model is not None:
-        rebuild_global(db, settings, collection_id, model)
-    return index
-
-
-def _load_index(db: sqlite_utils.Database, settings: Settings, collection_id: str, gen: int) -> FeatureIndex:
-    """This process's copy of the index at generation gen: cached, else from the file, else rebuilt.
-
-    The cache lock is never held while waiting for the database's write lock (a writer in this process calls
-    this from inside its write transaction); a rebuild runs inside a write transaction so that no upload lands
-    between reading the features and saving the file."""
-    key = (str(settings.data_dir), collection_id)
-    with _cache_lock:
-        cached = _cache.get(key)
-        if cached is not None and cached.gen == gen:
-            return cached.index
-    path = index_path(settings, collection_id)
-    index = None
-    if path.exists():
-        try:
-            index = FeatureIndex.load(path)
-        except IndexCorrupt:
-            log.warning("recognition index %s is unreadable; rebuilding it from the database", path)
-            index = None
-    if index is None or index.ntotal != _descriptor_total(db, settings, collection_id):
-        with write_txn(db):
-            index = rebuild_index(db, settings, collection_id)
-            gen = _index_gen(db, collection_id)
-    with _cache_lock:
-        _cache[key] = _Cached(index, gen)
-    return index
-
-
-def _index_gen(db: sqlite_utils.Database, collection_id: str) -> int:
-    row = db.execute("SELECT index_gen FROM rec_collections WHERE id = ?", [collection_id]).fetchone()
-    return int(row[0]) if row else 0
-
-
-def forget_cached_indexes() -> None:
-    """Drop every cached index (tests simulating a restart)."""
-    with _cache_lock:
-        _cache.clear()
-        _global_cache.clear()
-
-
-# --- the global-embedding index (when an embedding model is installed) -------------------------------------------
-_global_cache: dict[tuple[str, str, str], _CachedGlobal] = {}
-
-
-@dataclass
-class _CachedGlobal:
-    index: GlobalIndex
-    gen: int
-
-
-def embedder() -> EmbeddingModel | None:
-    """The installed embedding model named by recognition.embedding, or None (shortlist by descriptor votes)."""
-    settings = get_settings()
-    name = settings.recognition.embedding
-    if not name:
-        return None
-    return load_embedding(settings.models_dir / "recognition" / name)
-
-
-def global_path(settings: Settings, collection_id: str, model: EmbeddingModel) -> Path:
-    """Where a collection's global-embedding index for this model is saved."""
-    return settings.data_dir / "indexes" / f"{collection_id}.emb-{model.model_id.rsplit(':', 1)[-1]}.faiss"
-
-
-def rebuild_global(db: sqlite_utils.Database, settings: Settings, collection_id: str,
-                   model: EmbeddingModel) -> GlobalIndex:
-    """Build and save a collection's global index from the embeddings this model gave (others are skipped)."""
-    rows = db.execute("SELECT id, embedding FROM rec_images WHERE collection_id = ? AND embedding_model = ? "
-                      "ORDER BY id", [collection_id, model.model_id])
-    index = GlobalIndex.build(model.dim, ((int(i), np.frombuffer(b, dtype=np.float32)) for i, b in rows),
-                              ivf_threshold=settings.recognition.global_ivf_threshold,
-                              nprobe=settings.recognition.nprobe)
-    index.save(global_path(settings, collection_id, model))
-    return index
-
-
-def _embedded_count(db: sqlite_utils.Database, collection_id: str, model: EmbeddingModel) -> int:
-    return int(db.execute("SELECT COUNT(*) FROM rec_images WHERE collection_id = ? AND embedding_model = ?",
-                          [collection_id, model.model_id]).fetchone()[0])
-
-
-def _load_global(db: sqlite_utils.Database, settings: Settings, collection_id: str, gen: int,
-                 model: EmbeddingModel) -> GlobalIndex:
-    """Like _load_index, for the global-embedding index of this model."""
-    key = (str(settings.data_dir), collection_id, model.model_id)
-    with _cache_lock:
-        cached = _global_cache.get(key)
-        if cached is not None and cached.gen == gen:
-            return cached.index
-    path = global_path(settings, collection_id, model)
-    index = None
-    if path.exists():
-        try:
-            index = GlobalIndex.load(path, model.dim)
-        except IndexCorrupt:
-            log.warning("recognition index %s is unreadable; rebuilding it from the database", path)
-    if index is None or index.ntotal != _embedded_count(db, collection_id, model):
-        with write_txn(db):
-            index = rebuild_global(db, settings, collection_id, model)
-            gen = _index_gen(db, collection_id)
-    with _cache_lock:
-        _global_cache[key] = _CachedGlobal(index, gen)
-    return index
-
-
-# --- background rebuilds -----------------------------------------------------------------------------------------
-# An upload that outgrows the index queues a rebuild (one rec_rebuilds row per collection, shared by every worker).
-# A thread of the worker that claims it builds a new index from a snapshot (the images up to the largest id at
-# start) without holding the write lock, then swaps it in within a short write transaction that adds the images
-# stored since and removes those deleted since.
-REBUILD_LEASE_SECONDS = 120.0  # a running rebuild renews its lease every quarter of this; a lapsed one is taken over
-
-
-def _owner_token() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-def _owner_gone(claimed_by: str | None) -> bool:
-    """True when the claim was made by a process of this host that no longer runs (a killed worker)."""
-    host, _, rest = (claimed_by or "").partition(":")
-    pid = rest.split(":", 1)[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # another user's process: alive
-        return False
-    return False
-
-
-def _claimable(row: dict[str, Any]) -> bool:
-    return (row["state"] == "queued" or (row["lease_until"] or 0.0) < time.time()
-            or _owner_gone(row["claimed_by"]))
-
-
-def _queue_rebuild(db: sqlite_utils.Database, collection_id: str) -> None:
-    """Inside a write transaction: ask for a rebuild of a collection's index; a request already queued or running
-    stays as it is."""
-    db.execute("INSERT OR IGNORE INTO rec_rebuilds (collection_id, state, queued_at) VALUES (?, 'queued', ?)",
-               [collection_id, _now()])
-
-
-def rebuild_state(db: sqlite_utils.Database, collection_id: str) -> str | None:
-    """The collection's index rebuild: queued, running or None (a running one whose worker is gone is queued)."""
-    rows = list(db.query("SELECT * FROM rec_rebuilds WHERE collection_id = ?", [collection_id]))
-    if not rows:
-        return None
-    return "queued" if _claimable(rows[0]) else "running"
-
-
-def clear_queued_rebuild(db: sqlite_utils.Database, collection_id: str) -> None:
-    """Drop a collection's queued (not running) rebuild request: its index was just rebuilt in full."""
-    with write_txn(db):
-        db.execute("DELETE FROM rec_rebuilds WHERE collection_id = ? AND state = 'queued'", [collection_id])
-
-
-def _claim_rebuild(db: sqlite_utils.Database, only: str | None, skip: set[str]) -> tuple[str, str] | None:
-    """Take a queued rebuild, or a running one whose lease lapsed or whose process is gone: (collection, token)."""
-    with write_txn(db):
-        rows = [r for r in db.query("SELECT * FROM rec_rebuilds ORDER BY queued_at, collection_id")
-                if _claimable(r) and r["collection_id"] not in skip and only in (None, r["collection_id"])]
-        if not rows:
-            return None
-        collection_id, token = rows[0]["collection_id"], _owner_token()
-        db.execute("UPDATE rec_rebuilds SET state = 'running', started_at = ?, claimed_by = ?, lease_until = ? "
-                   "WHERE collection_id = ?", [_now(), token, time.time() + REBUILD_LEASE_SECONDS, collection_id])
-    return collection_id, token
-
-
-@contextlib.contextmanager
-def _lease_kept(app: Flask, collection_id: str, token: str) -> Iterator[None]:
-    """Renew a claimed rebuild's lease from another thread while the body runs (FAISS training holds this one)."""
-    stop = threading.Event()
-
-    def renew() -> None:
-        with app.app_context():
-            db = get_db()
-            try:
-                while not stop.wait(REBUILD_LEASE_SECONDS / 4):
-                    try:
-                        with write_txn(db):
-                            db.execute("UPDATE rec_rebuilds SET lease_until = ? WHERE collection_id = ? AND "
-                                       "claimed_by = ?", [time.time() + REBUILD_LEASE_SECONDS, collection_id, token])
-                    except sqlite3.Error as exc:  # a busy database: try again at the next beat
-                        log.warning("could not renew the rebuild lease of %s: %s", collection_id, exc)
-            finally:
-                close_thread_connections()
-
-    beat = threading.Thread(target=renew, name=f"recognition-lease-{collection_id}", daemon=True)
-    beat.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        beat.join()
-
-
-def _rebuild_and_swap(db: sqlite_utils.Database, settings: Settings, collection_id: str, token: str,
-                      before_swap: Callable[[str], None] | None) -> dict[str, Any]:
-    """Build a collection's index from a snapshot outside any write transaction, then swap it in (see above)."""
-    start = time.perf_counter()
-    upto = int(db.execute("SELECT COALESCE(MAX(id), 0) FROM rec_images WHERE collection_id = ?",
-                          [collection_id]).fetchone()[0])
-    seen: set[int] = set()
-    index = _rebuild_descriptors(db, settings, collection_id, upto=upto, seen=seen)
-    if before_swap is not None:
-        before_swap(collection_id)
-    out: dict[str, Any] = {"collection_id": collection_id, "status": "superseded"}
-    with write_txn(db):
-        row = db.execute("SELECT claimed_by FROM rec_rebuilds WHERE collection_id = ?", [collection_id]).fetchone()
-        if row is None or row[0] != token:
-            return out  # cleared (collection deleted, purge), or taken over by another worker after a lapsed lease
-        stored = {int(r[0]) for r in db.execute("SELECT id FROM rec_images WHERE collection_id = ?",
-                                                [collection_id])}
-        gone = sorted(seen - stored)  # ids are never reused: every image stored since has an id above upto
-        index.remove(gone)
-        added = 0
-        for image_id, blob in db.execute("SELECT id, descriptors FROM rec_images WHERE collection_id = ? AND id > ? "
-                                         "ORDER BY id", [collection_id, upto]):
-            index.add(int(image_id), _stored_descriptors(settings, blob))
-            added += 1
-        index.save(index_path(settings, collection_id))
-        gen = _index_gen(db, collection_id) + 1
-        db.execute("UPDATE rec_collections SET index_gen = ? WHERE id = ?", [gen, collection_id])
-        if index.outgrown(settings.recognition.ivf_threshold):  # so many uploads landed meanwhile: go again
-            db.execute("UPDATE rec_rebuilds SET state = 'queued', claimed_by = NULL, lease_until = NULL, "
-                       "queued_at = ? WHERE collection_id = ?", [_now(), collection_id])
-        else:
-            db.execute("DELETE FROM rec_rebuilds WHERE collection_id = ?", [collection_id])
-        with _cache_lock:
-            _cache[(str(settings.data_dir), collection_id)] = _Cached(index, gen)
-    seconds = time.perf_counter() - start
-    log.info("recognition index of %s rebuilt in the background as %s (%d descriptors, %d images added and %d "
-             "removed meanwhile) in %.1f s", collection_id, index.kind, index.ntotal, added, len(gone), seconds)
-    return {**out, "status": "done", "kind": index.kind, "descriptors": index.ntotal, "images": len(stored),
-            "added_meanwhile": added, "removed_meanwhile": len(gone), "seconds": round(seconds, 1)}
-
-
-def run_pending_rebuilds(collection_id: str | None = None, *,
-                         before_swap: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """Run the queued index rebuilds (and lapsed running ones) in this thread, each collection at most once; the
-    background thread calls this, as do `forecourt index rebuild --pending` and tests. before_swap(collection_id)
-    runs between the build and the swap. Returns one result per rebuild (status done, superseded or failed)."""
-    db, settings = get_db(), get_settings()
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    done: list[dict[str, Any]] = []
-    while (claim := _claim_rebuild(db, collection_id, {d["collection_id"] for d in done})) is not None:
-        cid, token = claim
-        try:
-            with _lease_kept(app, cid, token):
-                done.append(_rebuild_and_swap(db, settings, cid, token, before_swap))
-        except Exception:  # noqa: BLE001 - the next upload that finds the index outgrown queues it again
-            log.exception("background rebuild of the recognition index of %s failed", cid)
-            with write_txn(db):
-                db.execute("DELETE FROM rec_rebuilds WHERE collection_id = ? AND claimed_by = ?", [cid, token])
-            done.append({"collection_id": cid, "status": "failed"})
-    return done
-
-
-class _Rebuilder:
-    """This worker's background rebuild thread (one per app): started on demand, it runs run_pending_rebuilds
-    until a pass finds nothing new was asked for, then ends."""
-
-    def __init__(self, app: Flask) -> None:
-        self.app = app
-        self.lock = threading.Lock()
-        self.thread: threading.Thread | None = None
-        self.wanted = False
-
-    def kick(self) -> None:
-        with self.lock:
-            self.wanted = True
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._main, name="recognition-rebuild", daemon=True)
-                self.thread.start()
-
-    def _main(self) -> None:
-        try:
-            while True:
-                with self.lock:
-                    if not self.wanted:
-                        self.thread = None
-                        return
-                    self.wanted = False
-                try:
-                    with self.app.app_context():
-                        run_pending_rebuilds()
-                except Exception:  # noqa: BLE001 - a locked or vanished database: the next kick tries again
-                    log.exception("background index rebuilds stopped")
-        finally:
-            close_thread_connections()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            with self.lock:
-                thread = self.thread
-            if thread is None:
-                return True
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():
-                return False
-
-
-_rebuilders_lock = threading.Lock()
-
-
-def _rebuilder(app: Flask) -> _Rebuilder:
-    with _rebuilders_lock:
-        found = app.extensions.get("forecourt.recognition.rebuilder")
-        if found is None:
-            found = app.extensions["forecourt.recognition.rebuilder"] = _Rebuilder(app)
-        return found  # type: ignore[no-any-return]
-
-
-def _start_claimable_rebuild(db: sqlite_utils.Database, settings: Settings, collection_id: str) -> None:
-    """Start this worker's rebuild thread when the collection has a rebuild waiting (recognition.background_rebuild)."""
-    if settings.recognition.background_rebuild and rebuild_state(db, collection_id) == "queued":
-        _rebuilder(current_app._get_current_object()).kick()  # type: ignore[attr-defined]
-
-
-def wait_for_rebuilds(timeout: float | None = None) -> bool:
-    """Wait until this worker's rebuild thread has nothing left to do (tests, shutdown); False on timeout."""
-    return _rebuilder(current_app._get_current_object()).wait(timeout)  # type: ignore[attr-defined]
 
 
 # --- collections -------------------------------------------------------------------------------------------------
@@ -775,9 +385,9 @@ def add_image(collection_id: str, object_id: str, image: Image.Image, *, force: 
     points, desc = feats.to_blobs()
     with write_txn(db):
         gen = int(db.execute("SELECT index_gen FROM rec_collections WHERE id = ?", [collection_id]).fetchone()[0])
-        index = _load_index(db, settings, collection_id, gen)
+        index = load_index(db, settings, collection_id, gen)
         model = analysis.model
-        gindex = _load_global(db, settings, collection_id, gen, model) if model is not None else None
+        gindex = load_global(db, settings, collection_id, gen, model) if model is not None else None
         image_id = _next_image_id(db)
         db["rec_images"].insert({
             "id": image_id, "collection_id": collection_id, "object_id": object_id, "width": feats.width,
@@ -786,22 +396,22 @@ def add_image(collection_id: str, object_id: str, image: Image.Image, *, force: 
             "embedding_model": model.model_id if model is not None else None,
             "created_at": _now()})
         # The index holds the stored (quantised) descriptors, exactly what a rebuild would give.
-        index.add(image_id, _stored_descriptors(settings, desc))
+        index.add(image_id, stored_descriptors(settings, desc))
         if index.outgrown(settings.recognition.ivf_threshold):
             # Flat past ivf_threshold, or an IVF index 4x past the size its lists were made for: a rebuild keeps the
             # vote's cost near constant (once per 4x growth). It runs in the background; until it lands this index,
             # with the image just added, answers correctly, only slower.
-            _queue_rebuild(db, collection_id)
+            queue_rebuild(db, collection_id)
         index.save(index_path(settings, collection_id))
         if gindex is not None and model is not None and analysis.embedding is not None:
             gindex.add(image_id, analysis.embedding)
             gindex.save(global_path(settings, collection_id, model))
         db.execute("UPDATE rec_collections SET index_gen = ? WHERE id = ?", [gen + 1, collection_id])
-        with _cache_lock:
-            _cache[(str(settings.data_dir), collection_id)] = _Cached(index, gen + 1)
+        with cache_lock:
+            cache[(str(settings.data_dir), collection_id)] = Cached(index, gen + 1)
             if gindex is not None and model is not None:
-                _global_cache[(str(settings.data_dir), collection_id, model.model_id)] = _CachedGlobal(gindex, gen + 1)
-    _start_claimable_rebuild(db, settings, collection_id)
+                global_cache[(str(settings.data_dir), collection_id, model.model_id)] = CachedGlobal(gindex, gen + 1)
+    start_claimable_rebuild(db, settings, collection_id)
     return {**out, "status": "added", "id": image_id}
 
 
@@ -840,9 +450,9 @@ def _remove_images(collection_id: str, ids: list[int]) -> None:
     db = get_db()
     with write_txn(db):
         gen = int(db.execute("SELECT index_gen FROM rec_collections WHERE id = ?", [collection_id]).fetchone()[0])
-        index = _load_index(db, settings, collection_id, gen)
+        index = load_index(db, settings, collection_id, gen)
         model = embedder()
-        gindex = _load_global(db, settings, collection_id, gen, model) if model is not None else None
+        gindex = load_global(db, settings, collection_id, gen, model) if model is not None else None
         db.execute(f"DELETE FROM rec_images WHERE id IN ({','.join('?' * len(ids))})", ids)
         index.remove(ids)
         index.save(index_path(settings, collection_id))
@@ -850,10 +460,10 @@ def _remove_images(collection_id: str, ids: list[int]) -> None:
             gindex.remove(ids)
             gindex.save(global_path(settings, collection_id, model))
         db.execute("UPDATE rec_collections SET index_gen = ? WHERE id = ?", [gen + 1, collection_id])
-        with _cache_lock:
-            _cache[(str(settings.data_dir), collection_id)] = _Cached(index, gen + 1)
+        with cache_lock:
+            cache[(str(settings.data_dir), collection_id)] = Cached(index, gen + 1)
             if gindex is not None and model is not None:
-                _global_cache[(str(settings.data_dir), collection_id, model.model_id)] = _CachedGlobal(gindex, gen + 1)
+                global_cache[(str(settings.data_dir), collection_id, model.model_id)] = CachedGlobal(gindex, gen + 1)
 
 
 def count_images(collection_id: str, object_id: str | None = None) -> int:
@@ -895,17 +505,17 @@ def _matches(db: sqlite_utils.Database, settings: Settings, coll: dict[str, Any]
     r = settings.recognition
     stop = r.stop_score if single and r.stop_score > 0 else None
     midpoint = r.car_inlier_midpoint if coll["object_type"] == "car" else r.inlier_midpoint
-    gen = _index_gen(db, coll["id"])
+    gen = index_gen(db, coll["id"])
     load = lambda ids: _load_features(db, ids)  # noqa: E731
     model = analysis.model
     if model is not None and analysis.embedding is not None:
         total = int(db.execute("SELECT COUNT(*) FROM rec_images WHERE collection_id = ?", [coll["id"]]).fetchone()[0])
-        if _embedded_count(db, coll["id"], model) == total:
-            gindex = _load_global(db, settings, coll["id"], gen, model)
+        if embedded_count(db, coll["id"], model) == total:
+            gindex = load_global(db, settings, coll["id"], gen, model)
             candidates = gindex.search(analysis.embedding, r.shortlist, allowed)
             return search(None, analysis.features, load, shortlist=r.shortlist, allowed=allowed,
                           candidates=candidates, stop_score=stop, midpoint=midpoint)
-    index = _load_index(db, settings, coll["id"], gen)
+    index = load_index(db, settings, coll["id"], gen)
     return search(index, analysis.features, load, shortlist=r.shortlist, allowed=allowed,
                   vote_keypoints=r.vote_keypoints, stop_score=stop, midpoint=midpoint)
 
@@ -952,7 +562,7 @@ def recognize(collection_id: str, image: Image.Image, *, mode: str = "single", l
     with write_txn(db):
         db["rec_scans"].insert({"collection_id": collection_id, "created_at": _now(),
                                 "matched": int(any(r["score"] >= threshold for r in results))})
-    _start_claimable_rebuild(db, settings, collection_id)  # a rebuild whose worker was killed is taken over
+    start_claimable_rebuild(db, settings, collection_id)  # a rebuild whose worker was killed is taken over
     return {"results": results, "mode": mode, "min_score": threshold,
             "search_time_ms": round((time.perf_counter() - start) * 1000, 1)}
 
@@ -967,13 +577,13 @@ def summary(collection_id: str) -> dict[str, Any]:
     this_month = today.replace(day=1)
     last_month = (this_month - dt.timedelta(days=1)).replace(day=1)
     settings = get_settings()
-    index = _load_index(db, settings, collection_id, int(coll["index_gen"]))
+    index = load_index(db, settings, collection_id, int(coll["index_gen"]))
     images = one("SELECT COUNT(*) FROM rec_images WHERE collection_id = ?")
     model = embedder()
     # With an embedding model installed, images stored before it (no embedding) keep the shortlist on votes.
-    pending = images - _embedded_count(db, collection_id, model) if model is not None else 0
+    pending = images - embedded_count(db, collection_id, model) if model is not None else 0
     rebuild = rebuild_state(db, collection_id)  # the index outgrew its kind: a rebuild is queued or running
-    _start_claimable_rebuild(db, settings, collection_id)
+    start_claimable_rebuild(db, settings, collection_id)
     return {
         "collection": _collection_out(coll),
         "objects": one("SELECT COUNT(*) FROM rec_objects WHERE collection_id = ?"),

@@ -1,0 +1,202 @@
+"""Recognition indexes: where a collection's FAISS files live, this process's cache of them (by generation), and
+building them from the features kept in the database (descriptors, and the global embeddings when an embedding
+model is installed)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlite_utils
+
+from models.recognition.embedding import EmbeddingModel, load_embedding
+from models.recognition.index import FeatureIndex, GlobalIndex, IndexCorrupt
+from server.config import Settings, get_settings
+from server.store import write_txn
+
+log = logging.getLogger("forecourt.recognition")
+
+
+# --- the index cache ---------------------------------------------------------------------------------------------
+@dataclass
+class Cached:
+    """This process's copy of a collection's descriptor index, at index generation gen."""
+
+    index: FeatureIndex
+    gen: int
+
+
+cache: dict[tuple[str, str], Cached] = {}
+cache_lock = threading.Lock()
+
+
+def index_path(settings: Settings, collection_id: str) -> Path:
+    """Where a collection's FAISS index is saved."""
+    return settings.data_dir / "indexes" / f"{collection_id}.faiss"
+
+
+def _descriptor_total(db: sqlite_utils.Database, settings: Settings, collection_id: str) -> int:
+    cap = settings.recognition.index_keypoints or 1 << 30
+    row = db.execute("SELECT COALESCE(SUM(MIN(keypoints, ?)), 0) FROM rec_images WHERE collection_id = ?",
+                     [cap, collection_id]).fetchone()
+    return int(row[0])
+
+
+def _indexed(settings: Settings, descriptors: np.ndarray) -> np.ndarray:
+    """The descriptors of a reference image that go into the index (its strongest index_keypoints)."""
+    cap = settings.recognition.index_keypoints
+    return descriptors[:cap] if cap else descriptors
+
+
+def stored_descriptors(settings: Settings, blob: bytes) -> np.ndarray:
+    """The index's descriptors of a stored image: its quantised descriptors re-normalised, strongest first, capped."""
+    d = np.frombuffer(blob, dtype=np.uint8).reshape(-1, 128).astype(np.float32)
+    d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-6)
+    return _indexed(settings, d)
+
+
+def rebuild_descriptors(db: sqlite_utils.Database, settings: Settings, collection_id: str,
+                         progress: Any = None, upto: int | None = None,
+                         seen: set[int] | None = None) -> FeatureIndex:
+    """A fresh descriptor index from the features in the database (flat, or IVF-PQ past ivf_threshold): every
+    image of the collection, or those with id <= upto; the ids read are added to `seen`."""
+    sql = "SELECT id, descriptors FROM rec_images WHERE collection_id = ?"
+    args: list[Any] = [collection_id]
+    if upto is not None:
+        sql, args = sql + " AND id <= ?", [*args, upto]
+
+    def items():  # type: ignore[no-untyped-def]
+        for row in db.execute(sql + " ORDER BY id", args):
+            if progress is not None:
+                progress(1)
+            if seen is not None:
+                seen.add(int(row[0]))
+            yield int(row[0]), stored_descriptors(settings, row[1])
+
+    r = settings.recognition
+    return FeatureIndex.build(items(), ivf_threshold=r.ivf_threshold, nprobe=r.nprobe, pq_m=r.pq_m)
+
+
+def rebuild_index(db: sqlite_utils.Database, settings: Settings, collection_id: str,
+                  progress: Any = None) -> FeatureIndex:
+    """Build a collection's descriptor index from the features in the database and save it (progress(n) per
+    image); the global-embedding index too when an embedding model is installed."""
+    index = rebuild_descriptors(db, settings, collection_id, progress)
+    index.save(index_path(settings, collection_id))
+    model = embedder()
+    if model is not None:
+        rebuild_global(db, settings, collection_id, model)
+    return index
+
+
+def load_index(db: sqlite_utils.Database, settings: Settings, collection_id: str, gen: int) -> FeatureIndex:
+    """This process's copy of the index at generation gen: cached, else from the file, else rebuilt.
+
+    The cache lock is never held while waiting for the database's write lock (a writer in this process calls
+    this from inside its write transaction); a rebuild runs inside a write transaction so that no upload lands
+    between reading the features and saving the file."""
+    key = (str(settings.data_dir), collection_id)
+    with cache_lock:
+        cached = cache.get(key)
+        if cached is not None and cached.gen == gen:
+            return cached.index
+    path = index_path(settings, collection_id)
+    index = None
+    if path.exists():
+        try:
+            index = FeatureIndex.load(path)
+        except IndexCorrupt:
+            log.warning("recognition index %s is unreadable; rebuilding it from the database", path)
+            index = None
+    if index is None or index.ntotal != _descriptor_total(db, settings, collection_id):
+        with write_txn(db):
+            index = rebuild_index(db, settings, collection_id)
+            gen = index_gen(db, collection_id)
+    with cache_lock:
+        cache[key] = Cached(index, gen)
+    return index
+
+
+def index_gen(db: sqlite_utils.Database, collection_id: str) -> int:
+    """The collection's index generation (bumped by every change to its index)."""
+    row = db.execute("SELECT index_gen FROM rec_collections WHERE id = ?", [collection_id]).fetchone()
+    return int(row[0]) if row else 0
+
+
+def forget_cached_indexes() -> None:
+    """Drop every cached index (tests simulating a restart)."""
+    with cache_lock:
+        cache.clear()
+        global_cache.clear()
+
+
+# --- the global-embedding index (when an embedding model is installed) -------------------------------------------
+global_cache: dict[tuple[str, str, str], CachedGlobal] = {}
+
+
+@dataclass
+class CachedGlobal:
+    """This process's copy of a collection's global-embedding index, at index generation gen."""
+
+    index: GlobalIndex
+    gen: int
+
+
+def embedder() -> EmbeddingModel | None:
+    """The installed embedding model named by recognition.embedding, or None (shortlist by descriptor votes)."""
+    settings = get_settings()
+    name = settings.recognition.embedding
+    if not name:
+        return None
+    return load_embedding(settings.models_dir / "recognition" / name)
+
+
+def global_path(settings: Settings, collection_id: str, model: EmbeddingModel) -> Path:
+    """Where a collection's global-embedding index for this model is saved."""
+    return settings.data_dir / "indexes" / f"{collection_id}.emb-{model.model_id.rsplit(':', 1)[-1]}.faiss"
+
+
+def rebuild_global(db: sqlite_utils.Database, settings: Settings, collection_id: str,
+                   model: EmbeddingModel) -> GlobalIndex:
+    """Build and save a collection's global index from the embeddings this model gave (others are skipped)."""
+    rows = db.execute("SELECT id, embedding FROM rec_images WHERE collection_id = ? AND embedding_model = ? "
+                      "ORDER BY id", [collection_id, model.model_id])
+    index = GlobalIndex.build(model.dim, ((int(i), np.frombuffer(b, dtype=np.float32)) for i, b in rows),
+                              ivf_threshold=settings.recognition.global_ivf_threshold,
+                              nprobe=settings.recognition.nprobe)
+    index.save(global_path(settings, collection_id, model))
+    return index
+
+
+def embedded_count(db: sqlite_utils.Database, collection_id: str, model: EmbeddingModel) -> int:
+    """How many of the collection's images have an embedding from this model."""
+    return int(db.execute("SELECT COUNT(*) FROM rec_images WHERE collection_id = ? AND embedding_model = ?",
+                          [collection_id, model.model_id]).fetchone()[0])
+
+
+def load_global(db: sqlite_utils.Database, settings: Settings, collection_id: str, gen: int,
+                 model: EmbeddingModel) -> GlobalIndex:
+    """Like load_index, for the global-embedding index of this model."""
+    key = (str(settings.data_dir), collection_id, model.model_id)
+    with cache_lock:
+        cached = global_cache.get(key)
+        if cached is not None and cached.gen == gen:
+            return cached.index
+    path = global_path(settings, collection_id, model)
+    index = None
+    if path.exists():
+        try:
+            index = GlobalIndex.load(path, model.dim)
+        except IndexCorrupt:
+            log.warning("recognition index %s is unreadable; rebuilding it from the database", path)
+    if index is None or index.ntotal != embedded_count(db, collection_id, model):
+        with write_txn(db):
+            index = rebuild_global(db, settings, collection_id, model)
+            gen = index_gen(db, collection_id)
+    with cache_lock:
+        global_cache[key] = CachedGlobal(index, gen)
+    return index

@@ -1,0 +1,260 @@
+"""Background rebuilds of recognition indexes: queued by uploads that outgrow an index, claimed under a lease by
+one worker's thread, built from a snapshot without the write lock, then swapped in with what landed meanwhile."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import secrets
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import sqlite_utils
+from flask import Flask, current_app
+
+from server.config import Settings, get_settings
+from server.services.recognition_index import (
+    Cached,
+    cache,
+    cache_lock,
+    index_gen,
+    index_path,
+    rebuild_descriptors,
+    stored_descriptors,
+)
+from server.store import close_thread_connections, get_db, write_txn
+
+log = logging.getLogger("forecourt.recognition")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+# --- background rebuilds -----------------------------------------------------------------------------------------
+# An upload that outgrows the index queues a rebuild (one rec_rebuilds row per collection, shared by every worker).
+# A thread of the worker that claims it builds a new index from a snapshot (the images up to the largest id at
+# start) without holding the write lock, then swaps it in within a short write transaction that adds the images
+# stored since and removes those deleted since.
+REBUILD_LEASE_SECONDS = 120.0  # a running rebuild renews its lease every quarter of this; a lapsed one is taken over
+
+
+def _owner_token() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def _owner_gone(claimed_by: str | None) -> bool:
+    """True when the claim was made by a process of this host that no longer runs (a killed worker)."""
+    host, _, rest = (claimed_by or "").partition(":")
+    pid = rest.split(":", 1)[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's process: alive
+        return False
+    return False
+
+
+def _claimable(row: dict[str, Any]) -> bool:
+    return (row["state"] == "queued" or (row["lease_until"] or 0.0) < time.time()
+            or _owner_gone(row["claimed_by"]))
+
+
+def queue_rebuild(db: sqlite_utils.Database, collection_id: str) -> None:
+    """Inside a write transaction: ask for a rebuild of a collection's index; a request already queued or running
+    stays as it is."""
+    db.execute("INSERT OR IGNORE INTO rec_rebuilds (collection_id, state, queued_at) VALUES (?, 'queued', ?)",
+               [collection_id, _now()])
+
+
+def rebuild_state(db: sqlite_utils.Database, collection_id: str) -> str | None:
+    """The collection's index rebuild: queued, running or None (a running one whose worker is gone is queued)."""
+    rows = list(db.query("SELECT * FROM rec_rebuilds WHERE collection_id = ?", [collection_id]))
+    if not rows:
+        return None
+    return "queued" if _claimable(rows[0]) else "running"
+
+
+def clear_queued_rebuild(db: sqlite_utils.Database, collection_id: str) -> None:
+    """Drop a collection's queued (not running) rebuild request: its index was just rebuilt in full."""
+    with write_txn(db):
+        db.execute("DELETE FROM rec_rebuilds WHERE collection_id = ? AND state = 'queued'", [collection_id])
+
+
+def _claim_rebuild(db: sqlite_utils.Database, only: str | None, skip: set[str]) -> tuple[str, str] | None:
+    """Take a queued rebuild, or a running one whose lease lapsed or whose process is gone: (collection, token)."""
+    with write_txn(db):
+        rows = [r for r in db.query("SELECT * FROM rec_rebuilds ORDER BY queued_at, collection_id")
+                if _claimable(r) and r["collection_id"] not in skip and only in (None, r["collection_id"])]
+        if not rows:
+            return None
+        collection_id, token = rows[0]["collection_id"], _owner_token()
+        db.execute("UPDATE rec_rebuilds SET state = 'running', started_at = ?, claimed_by = ?, lease_until = ? "
+                   "WHERE collection_id = ?", [_now(), token, time.time() + REBUILD_LEASE_SECONDS, collection_id])
+    return collection_id, token
+
+
+@contextlib.contextmanager
+def _lease_kept(app: Flask, collection_id: str, token: str) -> Iterator[None]:
+    """Renew a claimed rebuild's lease from another thread while the body runs (FAISS training holds this one)."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        with app.app_context():
+            db = get_db()
+            try:
+                while not stop.wait(REBUILD_LEASE_SECONDS / 4):
+                    try:
+                        with write_txn(db):
+                            db.execute("UPDATE rec_rebuilds SET lease_until = ? WHERE collection_id = ? AND "
+                                       "claimed_by = ?", [time.time() + REBUILD_LEASE_SECONDS, collection_id, token])
+                    except sqlite3.Error as exc:  # a busy database: try again at the next beat
+                        log.warning("could not renew the rebuild lease of %s: %s", collection_id, exc)
+            finally:
+                close_thread_connections()
+
+    beat = threading.Thread(target=renew, name=f"recognition-lease-{collection_id}", daemon=True)
+    beat.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beat.join()
+
+
+def _rebuild_and_swap(db: sqlite_utils.Database, settings: Settings, collection_id: str, token: str,
+                      before_swap: Callable[[str], None] | None) -> dict[str, Any]:
+    """Build a collection's index from a snapshot outside any write transaction, then swap it in (see above)."""
+    start = time.perf_counter()
+    upto = int(db.execute("SELECT COALESCE(MAX(id), 0) FROM rec_images WHERE collection_id = ?",
+                          [collection_id]).fetchone()[0])
+    seen: set[int] = set()
+    index = rebuild_descriptors(db, settings, collection_id, upto=upto, seen=seen)
+    if before_swap is not None:
+        before_swap(collection_id)
+    out: dict[str, Any] = {"collection_id": collection_id, "status": "superseded"}
+    with write_txn(db):
+        row = db.execute("SELECT claimed_by FROM rec_rebuilds WHERE collection_id = ?", [collection_id]).fetchone()
+        if row is None or row[0] != token:
+            return out  # cleared (collection deleted, purge), or taken over by another worker after a lapsed lease
+        stored = {int(r[0]) for r in db.execute("SELECT id FROM rec_images WHERE collection_id = ?",
+                                                [collection_id])}
+        gone = sorted(seen - stored)  # ids are never reused: every image stored since has an id above upto
+        index.remove(gone)
+        added = 0
+        for image_id, blob in db.execute("SELECT id, descriptors FROM rec_images WHERE collection_id = ? AND id > ? "
+                                         "ORDER BY id", [collection_id, upto]):
+            index.add(int(image_id), stored_descriptors(settings, blob))
+            added += 1
+        index.save(index_path(settings, collection_id))
+        gen = index_gen(db, collection_id) + 1
+        db.execute("UPDATE rec_collections SET index_gen = ? WHERE id = ?", [gen, collection_id])
+        if index.outgrown(settings.recognition.ivf_threshold):  # so many uploads landed meanwhile: go again
+            db.execute("UPDATE rec_rebuilds SET state = 'queued', claimed_by = NULL, lease_until = NULL, "
+                       "queued_at = ? WHERE collection_id = ?", [_now(), collection_id])
+        else:
+            db.execute("DELETE FROM rec_rebuilds WHERE collection_id = ?", [collection_id])
+        with cache_lock:
+            cache[(str(settings.data_dir), collection_id)] = Cached(index, gen)
+    seconds = time.perf_counter() - start
+    log.info("recognition index of %s rebuilt in the background as %s (%d descriptors, %d images added and %d "
+             "removed meanwhile) in %.1f s", collection_id, index.kind, index.ntotal, added, len(gone), seconds)
+    return {**out, "status": "done", "kind": index.kind, "descriptors": index.ntotal, "images": len(stored),
+            "added_meanwhile": added, "removed_meanwhile": len(gone), "seconds": round(seconds, 1)}
+
+
+def run_pending_rebuilds(collection_id: str | None = None, *,
+                         before_swap: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Run the queued index rebuilds (and lapsed running ones) in this thread, each collection at most once; the
+    background thread calls this, as do `forecourt index rebuild --pending` and tests. before_swap(collection_id)
+    runs between the build and the swap. Returns one result per rebuild (status done, superseded or failed)."""
+    db, settings = get_db(), get_settings()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    done: list[dict[str, Any]] = []
+    while (claim := _claim_rebuild(db, collection_id, {d["collection_id"] for d in done})) is not None:
+        cid, token = claim
+        try:
+            with _lease_kept(app, cid, token):
+                done.append(_rebuild_and_swap(db, settings, cid, token, before_swap))
+        except Exception:  # noqa: BLE001 - the next upload that finds the index outgrown queues it again
+            log.exception("background rebuild of the recognition index of %s failed", cid)
+            with write_txn(db):
+                db.execute("DELETE FROM rec_rebuilds WHERE collection_id = ? AND claimed_by = ?", [cid, token])
+            done.append({"collection_id": cid, "status": "failed"})
+    return done
+
+
+class _Rebuilder:
+    """This worker's background rebuild thread (one per app): started on demand, it runs run_pending_rebuilds
+    until a pass finds nothing new was asked for, then ends."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+        self.wanted = False
+
+    def kick(self) -> None:
+        with self.lock:
+            self.wanted = True
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._main, name="recognition-rebuild", daemon=True)
+                self.thread.start()
+
+    def _main(self) -> None:
+        try:
+            while True:
+                with self.lock:
+                    if not self.wanted:
+                        self.thread = None
+                        return
+                    self.wanted = False
+                try:
+                    with self.app.app_context():
+                        run_pending_rebuilds()
+                except Exception:  # noqa: BLE001 - a locked or vanished database: the next kick tries again
+                    log.exception("background index rebuilds stopped")
+        finally:
+            close_thread_connections()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self.lock:
+                thread = self.thread
+            if thread is None:
+                return True
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                return False
+
+
+_rebuilders_lock = threading.Lock()
+
+
+def _rebuilder(app: Flask) -> _Rebuilder:
+    with _rebuilders_lock:
+        found = app.extensions.get("forecourt.recognition.rebuilder")
+        if found is None:
+            found = app.extensions["forecourt.recognition.rebuilder"] = _Rebuilder(app)
+        return found  # type: ignore[no-any-return]
+
+
+def start_claimable_rebuild(db: sqlite_utils.Database, settings: Settings, collection_id: str) -> None:
+    """Start this worker's rebuild thread when the collection has a rebuild waiting (recognition.background_rebuild)."""
+    if settings.recognition.background_rebuild and rebuild_state(db, collection_id) == "queued":
+        _rebuilder(current_app._get_current_object()).kick()  # type: ignore[attr-defined]
+
+
+def wait_for_rebuilds(timeout: float | None = None) -> bool:
+    """Wait until this worker's rebuild thread has nothing left to do (tests, shutdown); False on timeout."""
+    return _rebuilder(current_app._get_current_object()).wait(timeout)  # type: ignore[attr-defined]
