@@ -26,19 +26,13 @@ from models.recognition.search import search
 from server.config import Settings, get_settings
 from server.errors import ApiError, NotFound
 from server.services.recognition_index import (
-    Cached,
-    CachedGlobal,
-    cache,
-    cache_lock,
     embedded_count,
     embedder,
     forget_cached_indexes,
-    global_cache,
-    global_path,
     index_gen,
-    index_path,
     load_global,
     load_index,
+    publish,
     stored_descriptors,
 )
 from server.services.recognition_rebuild import queue_rebuild, rebuild_state, start_claimable_rebuild
@@ -402,15 +396,9 @@ def add_image(collection_id: str, object_id: str, image: Image.Image, *, force: 
             # vote's cost near constant (once per 4x growth). It runs in the background; until it lands this index,
             # with the image just added, answers correctly, only slower.
             queue_rebuild(db, collection_id)
-        index.save(index_path(settings, collection_id))
-        if gindex is not None and model is not None and analysis.embedding is not None:
+        if gindex is not None and analysis.embedding is not None:
             gindex.add(image_id, analysis.embedding)
-            gindex.save(global_path(settings, collection_id, model))
-        db.execute("UPDATE rec_collections SET index_gen = ? WHERE id = ?", [gen + 1, collection_id])
-        with cache_lock:
-            cache[(str(settings.data_dir), collection_id)] = Cached(index, gen + 1)
-            if gindex is not None and model is not None:
-                global_cache[(str(settings.data_dir), collection_id, model.model_id)] = CachedGlobal(gindex, gen + 1)
+        publish(db, settings, collection_id, gen + 1, index, gindex, model)
     start_claimable_rebuild(db, settings, collection_id)
     return {**out, "status": "added", "id": image_id}
 
@@ -455,15 +443,9 @@ def _remove_images(collection_id: str, ids: list[int]) -> None:
         gindex = load_global(db, settings, collection_id, gen, model) if model is not None else None
         db.execute(f"DELETE FROM rec_images WHERE id IN ({','.join('?' * len(ids))})", ids)
         index.remove(ids)
-        index.save(index_path(settings, collection_id))
-        if gindex is not None and model is not None:
+        if gindex is not None:
             gindex.remove(ids)
-            gindex.save(global_path(settings, collection_id, model))
-        db.execute("UPDATE rec_collections SET index_gen = ? WHERE id = ?", [gen + 1, collection_id])
-        with cache_lock:
-            cache[(str(settings.data_dir), collection_id)] = Cached(index, gen + 1)
-            if gindex is not None and model is not None:
-                global_cache[(str(settings.data_dir), collection_id, model.model_id)] = CachedGlobal(gindex, gen + 1)
+        publish(db, settings, collection_id, gen + 1, index, gindex, model)
 
 
 def count_images(collection_id: str, object_id: str | None = None) -> int:

@@ -200,3 +200,17 @@ def load_global(db: sqlite_utils.Database, settings: Settings, collection_id: st
     with cache_lock:
         global_cache[key] = CachedGlobal(index, gen)
     return index
+
+
+def publish(db: sqlite_utils.Database, settings: Settings, collection_id: str, gen: int, index: FeatureIndex,
+            gindex: GlobalIndex | None = None, model: EmbeddingModel | None = None) -> None:
+    """Inside the write transaction that changed them: save a collection's indexes, move it to generation gen (so
+    every worker reloads them) and keep them as this process's cached copies."""
+    index.save(index_path(settings, collection_id))
+    if gindex is not None and model is not None:
+        gindex.save(global_path(settings, collection_id, model))
+    db.execute("UPDATE rec_collections SET index_gen = ? WHERE id = ?", [gen, collection_id])
+    with cache_lock:
+        cache[(str(settings.data_dir), collection_id)] = Cached(index, gen)
+        if gindex is not None and model is not None:
+            global_cache[(str(settings.data_dir), collection_id, model.model_id)] = CachedGlobal(gindex, gen)

@@ -20,11 +20,8 @@ from flask import Flask, current_app
 
 from server.config import Settings, get_settings
 from server.services.recognition_index import (
-    Cached,
-    cache,
-    cache_lock,
     index_gen,
-    index_path,
+    publish,
     rebuild_descriptors,
     stored_descriptors,
 )
@@ -155,16 +152,12 @@ def _rebuild_and_swap(db: sqlite_utils.Database, settings: Settings, collection_
                                          "ORDER BY id", [collection_id, upto]):
             index.add(int(image_id), stored_descriptors(settings, blob))
             added += 1
-        index.save(index_path(settings, collection_id))
-        gen = index_gen(db, collection_id) + 1
-        db.execute("UPDATE rec_collections SET index_gen = ? WHERE id = ?", [gen, collection_id])
+        publish(db, settings, collection_id, index_gen(db, collection_id) + 1, index)
         if index.outgrown(settings.recognition.ivf_threshold):  # so many uploads landed meanwhile: go again
             db.execute("UPDATE rec_rebuilds SET state = 'queued', claimed_by = NULL, lease_until = NULL, "
                        "queued_at = ? WHERE collection_id = ?", [_now(), collection_id])
         else:
             db.execute("DELETE FROM rec_rebuilds WHERE collection_id = ?", [collection_id])
-        with cache_lock:
-            cache[(str(settings.data_dir), collection_id)] = Cached(index, gen)
     seconds = time.perf_counter() - start
     log.info("recognition index of %s rebuilt in the background as %s (%d descriptors, %d images added and %d "
              "removed meanwhile) in %.1f s", collection_id, index.kind, index.ntotal, added, len(gone), seconds)
