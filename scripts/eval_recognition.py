@@ -4,9 +4,10 @@
         [--cache DIR] [--vote-keypoints N] [--index-keypoints N] [--min-score S] [--ivf-threshold N]
         [--stop-score S] [--midpoint N] [--view-top N]
 
-Each Carvana car is one object; the 100 distractors are always in the collection as other objects. Features come
-from the car only (`--masks gt`: the dataset's masks, `segmenter`: the configured car segmenter; distractors, which
-have no masks, use the segmenter or the whole image) or the whole image (`none`). Prints recall@1, recall@5, how often
+Each Carvana car is one object; the 100 distractors are always in the collection as other objects. Every default
+is the server's for a car collection (recognition settings' defaults; features from the configured segmenter's car
+mask). Features come from the car only (`--masks segmenter`, the default; `gt`: the dataset's masks, distractors,
+which have none, then use the whole image) or the whole image (`none`). Prints recall@1, recall@5, how often
 the top match is a distractor or another car, and the inlier counts of right and wrong top matches.
 """
 
@@ -24,9 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.recognition import FeatureIndex, extract, search  # noqa: E402
 from models.recognition.features import Features, extract_views  # noqa: E402
-from models.recognition.matcher import CAR_INLIER_MIDPOINT  # noqa: E402
-
-MIN_SCORE = 0.5
+from server.config import RecognitionSettings  # noqa: E402
 
 
 def _features(path: Path, mask_path: Path | None, masks: str, segmenter,  # type: ignore[no-untyped-def]
@@ -127,21 +126,26 @@ def _run(name: str, refs: dict[int, Features], owner: dict[int, str],
 
 def main() -> None:
     """Parse arguments, extract every feature once, run the three protocols."""
+    server = RecognitionSettings()  # every default is the server's, for a car collection
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", type=Path)
-    ap.add_argument("--masks", choices=("gt", "segmenter", "none"), default="gt")
+    ap.add_argument("--masks", choices=("gt", "segmenter", "none"), default="segmenter",
+                    help="Car masks: the configured segmenter's (what a car collection uses; the default), the "
+                         "dataset's, or none")
     ap.add_argument("--limit-cars", type=int, default=0)
-    ap.add_argument("--nprobe", type=int, default=16, help="recognition.nprobe (IVF lists searched)")
-    ap.add_argument("--ivf-threshold", type=int, default=20_000,
+    ap.add_argument("--nprobe", type=int, default=server.nprobe, help="recognition.nprobe (IVF lists searched)")
+    ap.add_argument("--ivf-threshold", type=int, default=server.ivf_threshold,
                     help="Descriptors past which the index is IVF (the server's default is recognition.ivf_threshold)")
     ap.add_argument("--models-dir", type=Path, default=Path("var/models"))
     ap.add_argument("--cache", type=Path, default=None, help="Keep extracted features here between runs")
-    ap.add_argument("--vote-keypoints", type=int, default=0, help="recognition.vote_keypoints (0: all)")
-    ap.add_argument("--index-keypoints", type=int, default=0, help="recognition.index_keypoints (0: all)")
-    ap.add_argument("--min-score", type=float, default=MIN_SCORE, help="recognition.min_score")
+    ap.add_argument("--vote-keypoints", type=int, default=server.vote_keypoints,
+                    help="recognition.vote_keypoints (0: all)")
+    ap.add_argument("--index-keypoints", type=int, default=server.index_keypoints,
+                    help="recognition.index_keypoints (0: all)")
+    ap.add_argument("--min-score", type=float, default=server.min_score, help="recognition.min_score")
     ap.add_argument("--stop-score", type=float, default=0.0,
                     help="Stop verifying at the first match scoring this (the server's mode single; 0: verify all)")
-    ap.add_argument("--midpoint", type=float, default=CAR_INLIER_MIDPOINT,
+    ap.add_argument("--midpoint", type=float, default=server.car_inlier_midpoint,
                     help="Inliers scoring 0.5 (recognition.car_inlier_midpoint; these are car collections)")
     ap.add_argument("--view-top", type=int, default=0,
                     help="Match simulated views of the query (features.extract_views) against this many of the "
