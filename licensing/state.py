@@ -88,6 +88,9 @@ class Policy:
                     f"The license expired on {iso(self.expires_at)}; until {iso(self.grace_until)} recognition "
                     "keeps working but uploads, edits and deletes are locked. Install a new license.")
             return
+        if self.expires_at is None:  # no trial at all: its record does not verify
+            raise LicenseExpired(f"No trial on this box: {'; '.join(self.reasons)}. Only license install, status, "
+                                 "account and data export work.")
         what = "trial" if self.license is None else "license"
         raise LicenseExpired(f"The {what} expired on {iso(self.expires_at)}; only license install, status, "
                              "account and data export work. Install a new license.")
@@ -156,8 +159,8 @@ def evaluate(db: sqlite_utils.Database, options: LicensingOptions, now: float, *
         expires_at = start + TRIAL_DAYS * DAY
         state = "trial" if now < expires_at and not problem else "expired"
         policy = Policy(state, now, TRIAL, None, expires_at, Overage(), reasons)
-        if problem:
-            policy.expires_at = start
+        if problem:  # no trial: no end date either, so no purge is scheduled from one
+            policy.expires_at = None
 
     hwm = kv_get(db, "clock_hwm")
     if hwm is not None and now < hwm - options.clock_tolerance_s:
@@ -177,6 +180,9 @@ def evaluate(db: sqlite_utils.Database, options: LicensingOptions, now: float, *
                   f"The {what} expired on {iso(policy.expires_at)}. Recognition keeps working until "
                   f"{iso(policy.grace_until)}; collection management is locked. Install a new license."
                   if policy.license else f"The {what} expired on {iso(policy.expires_at)}. Install a license.")
+        elif policy.license is None and policy.state == "expired":
+            _note(policy, db, "trial:record", "license_expired", "No trial",
+                  f"No trial on this box: {'; '.join(policy.reasons)}.")
     return policy
 
 

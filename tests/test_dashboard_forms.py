@@ -375,6 +375,29 @@ def test_overview_shows_each_license_state_in_words(client, app, admin: Account,
         assert "Install a new license" in client.get("/").get_data(as_text=True)
 
 
+def test_overview_says_why_there_is_no_trial(client, app, admin: Account) -> None:
+    """A trial record that does not verify (left by an earlier installation, or edited) means no trial: the overview
+    and the API say so, with no made-up end date."""
+    from licensing import trial
+    from licensing.testing import ThrowawayVendor
+    from server.services import licensing
+
+    sign_in(client, admin)
+    assert overview_state(client)[0] == "trial"
+    with app.app_context():
+        box = licensing.box()
+        outside = trial._paths(box.options.licensing_dir, box.options.state_dir)[1]
+        outside.write_text(ThrowawayVendor().sign("trial_record", {"started_at": "2030-06-01T00:00:00Z",
+                                                                   "box": box.fingerprint}))
+        box.policy(write=True)
+    assert overview_state(client) == ("expired", "No trial")
+    html = client.get("/").get_data(as_text=True)
+    assert "No trial on this box: the trial record in" in html and "1970" not in html
+    r = client.post("/v1/metering/probe", json={"metric": "credits", "amount": 1}, headers=admin.headers)
+    assert r.status_code == 403 and r.get_json()["errors"][0]["code"] == "license_expired"
+    assert r.get_json()["errors"][0]["detail"].startswith("No trial on this box")
+
+
 def test_make_a_collection_and_add_objects_with_photos(client, app, admin: Account, shared_data) -> None:
     """Staff stock a collection from the browser; uploads are charged per stored photo, duplicates are not."""
     first = (shared_data / "carvana/images/0ce66b539f52_01.jpg").read_bytes()

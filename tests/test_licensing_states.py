@@ -97,6 +97,14 @@ def test_trial_record_edits_and_a_wiped_data_folder_end_the_trial(tmp_path, vend
     outside.write_text(forged)
     st = box.policy(write=True)
     assert st.state == "expired" and "does not verify" in st.reasons[0]
+    # no trial means no end date: the refusal says why (not "expired on 1970-01-01"), and no purge is scheduled
+    assert st.expires_at is None and st.grace_until is None and purge.schedule(st) == []
+    with pytest.raises(errors.LicenseExpired) as refused:
+        st.check("background_removal")
+    assert refused.value.detail.startswith("No trial on this box: the trial record in ")
+    assert "does not verify" in refused.value.detail and "1970" not in refused.value.detail
+    assert [(n["title"], "does not verify" in n["body"]) for n in notices.list_notices(box.db)
+            if n["kind"] == "license_expired"] == [("No trial", True)]
     # wiping the whole data folder makes a new install key; the old outside record cannot be re-signed
     box2 = make_box(tmp_path / "other", vendor)
     box2.policy(write=True)

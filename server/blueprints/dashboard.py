@@ -282,10 +282,14 @@ def license_summary(status: dict[str, Any], t: float) -> dict[str, Any]:
         out = {"headline": "Paused: the clock went back", "tone": "bad",
                "text": "The box's clock reads earlier than a time it has already seen. Set the clock right or "
                        "install a new license."}
+    elif status["expires_at"] is None:  # no trial: its record does not verify
+        out = {"headline": "No trial", "tone": "bad",
+               "text": f"No trial on this box: {'; '.join(status['reasons'])}. Only signing in, the license and data "
+                       "export work."}
     else:
         out = {"headline": "Expired", "tone": "bad",
                "text": f"The {'trial' if not status['license_id'] else 'license'} ended on "
-                       f"{(status['expires_at'] or '')[:10]}. Only signing in, the license and data export work. "
+                       f"{status['expires_at'][:10]}. Only signing in, the license and data export work. "
                        "Install a new license."}
     if exhausted and state in ("trial", "active", "grace"):
         period = status["balances"]["credits"].get("period")
