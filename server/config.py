@@ -114,7 +114,12 @@ class RecognitionSettings(Section):
         "wrong car's best chance fit reaches 8-19, 17 or more in 3 of 96 unknown-car scans on the Carvana views.")
     stop_score: float = Field(
         0.95, ge=0, le=1, description="A mode=single scan verifies the shortlist in vote order and stops at the "
-        "first match scoring this (about 27 inliers, 26 for cars; a wrong car's best stays near 20); 0 verifies all of it.")
+        "first match scoring this (about 27 inliers, 26 for cars; a wrong car's best stays near 20); 0 verifies all "
+        "of it.")
+    duplicate_score: float = Field(
+        0.95, ge=0, le=1, description="An upload matching another object at this score or more is refused as a "
+        "duplicate (force=true adds it); matches from min_score up are reported but added, since a look-alike car "
+        "shot at the same angle in the same booth can reach min_score by chance.")
     min_query_side: int = Field(64, ge=16, le=4096, description="Queries with a shorter side answer no match.")
     max_query_megapixels: float = Field(25.0, gt=0, le=100, description="Largest query or reference image.")
     max_file_mb: int = Field(22, ge=1, le=200, description="Largest query or reference image file in MB.")

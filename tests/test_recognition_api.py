@@ -152,6 +152,25 @@ def test_duplicate_of_another_object_is_reported_not_added(client, admin, coll) 
     assert r.json["images"][0]["status"] == "added"
 
 
+def test_a_weak_match_of_another_object_is_reported_but_added(client, admin, coll, app) -> None:  # type: ignore[no-untyped-def]
+    """A photo showing only a sliver of sign-1 matches it above min_score but under duplicate_score (0.95): it is
+    reported in `duplicates` and added; with duplicate_score at min_score the same upload is refused."""
+    _stock(client, admin, coll, n=1)
+    client.put(f"/v1/collections/{coll}/objects/sliver", json={}, headers=admin.headers)
+    sliver = pattern(1)
+    sliver[:, 20:] = 255
+    photo = jpeg(scene(sliver, seed=34))
+    settings = app.extensions["forecourt.settings"].recognition
+    settings.duplicate_score = 0.5
+    img = _upload(client, admin.headers, coll, "sliver", photo).json["images"][0]
+    assert img["status"] == "duplicate" and img["id"] is None
+    settings.duplicate_score = 0.95
+    img = _upload(client, admin.headers, coll, "sliver", photo).json["images"][0]
+    assert img["status"] == "added" and img["id"] is not None
+    assert [d["object_id"] for d in img["duplicates"]] == ["sign-1"]
+    assert 0.5 <= img["duplicates"][0]["score"] < 0.95
+
+
 def test_many_images_in_one_upload_and_base64(client, admin, coll) -> None:  # type: ignore[no-untyped-def]
     client.put(f"/v1/collections/{coll}/objects/multi", json={}, headers=admin.headers)
     r = _upload(client, admin.headers, coll, "multi", jpeg(scene(pattern(5), seed=1)),

@@ -177,8 +177,9 @@ def delete_object(collection_id: str, object_id: str) -> Response:
 @require_key
 def add_images(collection_id: str, object_id: str) -> Response:
     """Add one or many reference images (multipart image_file, repeatable, or base64); each gets a 0-5 rating,
-    the duplicates found, and status added, duplicate (matches another object; force=true adds it), failed (no
-    usable features) or refused (the upload allowance ran out mid-batch). Only added images are charged."""
+    the duplicates found (every object it matches at min_score or more), and status added, duplicate (matches
+    another object at recognition.duplicate_score, 0.95; force=true adds it), failed (no usable features) or
+    refused (the upload allowance ran out mid-batch). Only added images are charged."""
     check("collection_manage")
     svc.get_object(collection_id, object_id)
     uploads = _uploaded_images()

@@ -355,8 +355,10 @@ def _image_out(row: dict[str, Any]) -> dict[str, Any]:
 def add_image(collection_id: str, object_id: str, image: Image.Image, *, force: bool = False) -> dict[str, Any]:
     """Extract, rate and check one reference image for duplicates, then store it and add it to the index.
 
-    An image that already matches another object (score >= the default min_score) is reported with
-    status "duplicate" and not added unless force is true."""
+    Every object it already matches (score >= the default min_score) is reported in `duplicates`; when one of them
+    is another object matched decisively (score >= recognition.duplicate_score) the image gets status "duplicate"
+    and is not added unless force is true. A weaker match is reported but added: a look-alike car photographed
+    at the same angle in the same booth reaches the min_score by chance, and is not a copy."""
     coll = get_collection(collection_id)
     _object_row(collection_id, object_id)
     settings = get_settings()
@@ -368,7 +370,8 @@ def add_image(collection_id: str, object_id: str, image: Image.Image, *, force: 
     owners = _owners(db, [m.image_id for m in matches])
     duplicates = [{"object_id": owners[m.image_id], "image_id": m.image_id, "score": round(m.score, 3)}
                   for m in matches if m.score >= settings.recognition.min_score and m.image_id in owners]
-    other = [d for d in duplicates if d["object_id"] != object_id]
+    refuse = settings.recognition.duplicate_score
+    other = [d for d in duplicates if d["object_id"] != object_id and d["score"] >= refuse]
     out: dict[str, Any] = {"rating": stars, "keypoints": len(feats), "duplicates": duplicates}
     if other and not force:
         return {**out, "status": "duplicate", "id": None}
