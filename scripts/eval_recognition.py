@@ -117,7 +117,8 @@ def _run(name: str, refs: dict[int, Features], owner: dict[int, str],
         print(f"  recall@1 {r1 / n:.3f}  recall@5 {r5 / n:.3f}", flush=True)
     else:
         print(f"  answered no match {no_match / n:.3f}", flush=True)
-    print(f"  top match is a distractor {distractor / n:.3f}, another car {other / n:.3f}, no match {no_match / n:.3f}", flush=True)
+    print(f"  top match is a distractor {distractor / n:.3f}, another car {other / n:.3f}, "
+          f"no match {no_match / n:.3f}", flush=True)
     q = lambda xs: f"median {np.median(xs):.0f}, min {min(xs)}, max {max(xs)}" if xs else "none"  # noqa: E731
     print(f"  inliers of right top matches: {q(right_inl)}; of wrong top matches: {q(wrong_inl)}", flush=True)
     print(f"  search p50 {np.median(times) * 1000:.0f} ms (shortlist + RANSAC, features excluded)", flush=True)
@@ -192,7 +193,8 @@ def main() -> None:
 
     odd, even = list(range(1, 17, 2)), list(range(2, 17, 2))
     refs, owner = collection(cars, odd)
-    near = _run("near views (odd angles -> even)", refs, owner, [(c, feats[(c, a)], views[(c, a)]) for c in cars for a in even], True, args)
+    near = _run("near views (odd angles -> even)", refs, owner,
+                [(c, feats[(c, a)], views[(c, a)]) for c in cars for a in even], True, args)
     refs, owner = collection(cars, [1, 5, 9, 13])
     far = _run("far views (01,05,09,13 -> 03,07,11,15)", refs, owner,
                [(c, feats[(c, a)], views[(c, a)]) for c in cars for a in (3, 7, 11, 15)], True, args)
@@ -204,8 +206,8 @@ def main() -> None:
         refs, owner = collection(inside, odd)
         unknown += _run(f"unknown cars ({len(inside)} cars in, {len(outside)} out, {outside[0]}...)", refs, owner,
                         [(c, feats[(c, a)], views[(c, a)]) for c in outside for a in even], False, args)
-    print(f"unknown cars, both splits: answered no match {sum(s < args.min_score for _, s in unknown) / len(unknown):.3f}"
-          f" of {len(unknown)}", flush=True)
+    rejected = sum(s < args.min_score for _, s in unknown) / len(unknown)
+    print(f"unknown cars, both splits: answered no match {rejected:.3f} of {len(unknown)}", flush=True)
 
     print("min_score sweep (near-view recall@1 / far-view recall@1 / unknown cars answered no match, both splits):",
           flush=True)

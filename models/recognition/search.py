@@ -15,8 +15,8 @@ from models.recognition.matcher import INLIER_MIDPOINT, VIEW_MIDPOINT_OFFSET, Ma
 MIN_QUERY_FEATURES = 20
 VIEW_TOP = 3
 VIEW_SKIP_SCORE = 0.9
-# A decisive match (search's stop_score): 27 inliers for generic objects (18 + 3 ln 19), 26 for cars; the wrong cars' best epipolar fits reach
-# 10-20 on the Carvana views (scripts/eval_recognition.py prints them).
+# A decisive match (search's stop_score): 27 inliers for generic objects (18 + 3 ln 19), 26 for cars; the wrong
+# cars' best epipolar fits reach 10-20 on the Carvana views (scripts/eval_recognition.py prints them).
 STOP_SCORE = 0.95
 
 
