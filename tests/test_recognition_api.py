@@ -226,11 +226,11 @@ def test_stale_index_in_another_process_is_reloaded(app, client, admin, coll) ->
     query = jpeg(scene(pattern(2), seed=5))
     assert _scan(client, admin.headers, coll, query).json["results"] == []  # caches the index at this generation
     with app.app_context():
-        cached = dict(svc_index.cache)
+        cached = dict(svc_index._cache)
     client.put(f"/v1/collections/{coll}/objects/sign-2", json={}, headers=admin.headers)
     _upload(client, admin.headers, coll, "sign-2", jpeg(scene(pattern(2), seed=2)))
-    svc_index.cache.clear()
-    svc_index.cache.update(cached)  # this "worker" still holds the old generation
+    svc_index._cache.clear()
+    svc_index._cache.update(cached)  # this "worker" still holds the old generation
     assert _scan(client, admin.headers, coll, query).json["results"][0]["object_id"] == "sign-2"
 
 

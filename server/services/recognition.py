@@ -25,6 +25,7 @@ from models.recognition.features import Features, extract, rating
 from models.recognition.search import search
 from server.config import Settings, get_settings
 from server.errors import ApiError, NotFound
+from server.services.accounts import now_iso
 from server.services.recognition_index import (
     embedded_count,
     embedder,
@@ -35,7 +36,7 @@ from server.services.recognition_index import (
     publish,
     stored_descriptors,
 )
-from server.services.recognition_rebuild import queue_rebuild, rebuild_state, start_claimable_rebuild
+from server.services.recognition_rebuild import queue_rebuild, start_claimable_rebuild
 from server.store import get_db, write_txn
 
 OBJECT_TYPES = ("car", "generic")
@@ -103,9 +104,6 @@ def init_app(app: Flask) -> None:
         pass
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
 
 # --- errors ------------------------------------------------------------------------------------------------------
 class RecognitionError(ApiError):
@@ -124,7 +122,7 @@ def create_collection(name: str, object_type: str = "generic") -> dict[str, Any]
         raise RecognitionError("name is required (1-255 characters).")
     if not isinstance(object_type, str) or object_type not in OBJECT_TYPES:
         raise RecognitionError(f"object_type must be one of {', '.join(OBJECT_TYPES)}.")
-    row = {"id": "col_" + secrets.token_hex(8), "name": name, "object_type": object_type, "created_at": _now(),
+    row = {"id": "col_" + secrets.token_hex(8), "name": name, "object_type": object_type, "created_at": now_iso(),
            "index_gen": 0}
     db = get_db()
     with write_txn(db):
@@ -208,7 +206,7 @@ def put_object(collection_id: str, object_id: str, fields: dict[str, Any]) -> tu
     with write_txn(db):
         existing = list(db.query("SELECT created_at FROM rec_objects WHERE collection_id = ? AND object_id = ?",
                                  [collection_id, object_id]))
-        now = _now()
+        now = now_iso()
         row = {"collection_id": collection_id, "object_id": object_id, **values,
                "created_at": existing[0]["created_at"] if existing else now, "updated_at": now}
         db["rec_objects"].upsert(row, pk=("collection_id", "object_id"))
@@ -237,7 +235,7 @@ def patch_object(collection_id: str, object_id: str, fields: dict[str, Any]) -> 
     values = _check_object_fields(fields)
     db = get_db()
     with write_txn(db):
-        db["rec_objects"].update((collection_id, object_id), {**values, "updated_at": _now()})
+        db["rec_objects"].update((collection_id, object_id), {**values, "updated_at": now_iso()})
     return get_object(collection_id, object_id)
 
 
@@ -391,7 +389,7 @@ def add_image(collection_id: str, object_id: str, image: Image.Image, *, force: 
             "height": feats.height, "rating": stars, "keypoints": len(feats), "points": points, "descriptors": desc,
             "embedding": analysis.embedding.tobytes() if analysis.embedding is not None else None,
             "embedding_model": model.model_id if model is not None else None,
-            "created_at": _now()})
+            "created_at": now_iso()})
         # The index holds the stored (quantised) descriptors, exactly what a rebuild would give.
         index.add(image_id, stored_descriptors(settings, desc))
         if index.outgrown(settings.recognition.ivf_threshold):
@@ -545,7 +543,7 @@ def recognize(collection_id: str, image: Image.Image, *, mode: str = "single", l
                             "polygon": m.polygon})
         results = results[:1] if mode == "single" else results[:limit]
     with write_txn(db):
-        db["rec_scans"].insert({"collection_id": collection_id, "created_at": _now(),
+        db["rec_scans"].insert({"collection_id": collection_id, "created_at": now_iso(),
                                 "matched": int(any(r["score"] >= threshold for r in results))})
     start_claimable_rebuild(db, settings, collection_id)  # a rebuild whose worker was killed is taken over
     return {"results": results, "mode": mode, "min_score": threshold,
@@ -567,8 +565,7 @@ def summary(collection_id: str) -> dict[str, Any]:
     model = embedder()
     # With an embedding model installed, images stored before it (no embedding) keep the shortlist on votes.
     pending = images - embedded_count(db, collection_id, model) if model is not None else 0
-    rebuild = rebuild_state(db, collection_id)  # the index outgrew its kind: a rebuild is queued or running
-    start_claimable_rebuild(db, settings, collection_id)
+    rebuild = start_claimable_rebuild(db, settings, collection_id)  # the index outgrew its kind: queued or running
     return {
         "collection": _collection_out(coll),
         "objects": one("SELECT COUNT(*) FROM rec_objects WHERE collection_id = ?"),

@@ -23,15 +23,15 @@ log = logging.getLogger("forecourt.recognition")
 
 # --- the index cache ---------------------------------------------------------------------------------------------
 @dataclass
-class Cached:
+class _Cached:
     """This process's copy of a collection's descriptor index, at index generation gen."""
 
     index: FeatureIndex
     gen: int
 
 
-cache: dict[tuple[str, str], Cached] = {}
-cache_lock = threading.Lock()
+_cache: dict[tuple[str, str], _Cached] = {}
+_cache_lock = threading.Lock()
 
 
 def index_path(settings: Settings, collection_id: str) -> Path:
@@ -100,8 +100,8 @@ def load_index(db: sqlite_utils.Database, settings: Settings, collection_id: str
     this from inside its write transaction); a rebuild runs inside a write transaction so that no upload lands
     between reading the features and saving the file."""
     key = (str(settings.data_dir), collection_id)
-    with cache_lock:
-        cached = cache.get(key)
+    with _cache_lock:
+        cached = _cache.get(key)
         if cached is not None and cached.gen == gen:
             return cached.index
     path = index_path(settings, collection_id)
@@ -116,8 +116,8 @@ def load_index(db: sqlite_utils.Database, settings: Settings, collection_id: str
         with write_txn(db):
             index = rebuild_index(db, settings, collection_id)
             gen = index_gen(db, collection_id)
-    with cache_lock:
-        cache[key] = Cached(index, gen)
+    with _cache_lock:
+        _cache[key] = _Cached(index, gen)
     return index
 
 
@@ -129,17 +129,17 @@ def index_gen(db: sqlite_utils.Database, collection_id: str) -> int:
 
 def forget_cached_indexes() -> None:
     """Drop every cached index (tests simulating a restart)."""
-    with cache_lock:
-        cache.clear()
-        global_cache.clear()
+    with _cache_lock:
+        _cache.clear()
+        _global_cache.clear()
 
 
 # --- the global-embedding index (when an embedding model is installed) -------------------------------------------
-global_cache: dict[tuple[str, str, str], CachedGlobal] = {}
+_global_cache: dict[tuple[str, str, str], _CachedGlobal] = {}
 
 
 @dataclass
-class CachedGlobal:
+class _CachedGlobal:
     """This process's copy of a collection's global-embedding index, at index generation gen."""
 
     index: GlobalIndex
@@ -182,8 +182,8 @@ def load_global(db: sqlite_utils.Database, settings: Settings, collection_id: st
                  model: EmbeddingModel) -> GlobalIndex:
     """Like load_index, for the global-embedding index of this model."""
     key = (str(settings.data_dir), collection_id, model.model_id)
-    with cache_lock:
-        cached = global_cache.get(key)
+    with _cache_lock:
+        cached = _global_cache.get(key)
         if cached is not None and cached.gen == gen:
             return cached.index
     path = global_path(settings, collection_id, model)
@@ -197,8 +197,8 @@ def load_global(db: sqlite_utils.Database, settings: Settings, collection_id: st
         with write_txn(db):
             index = rebuild_global(db, settings, collection_id, model)
             gen = index_gen(db, collection_id)
-    with cache_lock:
-        global_cache[key] = CachedGlobal(index, gen)
+    with _cache_lock:
+        _global_cache[key] = _CachedGlobal(index, gen)
     return index
 
 
@@ -210,7 +210,7 @@ def publish(db: sqlite_utils.Database, settings: Settings, collection_id: str, g
     if gindex is not None and model is not None:
         gindex.save(global_path(settings, collection_id, model))
     db.execute("UPDATE rec_collections SET index_gen = ? WHERE id = ?", [gen, collection_id])
-    with cache_lock:
-        cache[(str(settings.data_dir), collection_id)] = Cached(index, gen)
+    with _cache_lock:
+        _cache[(str(settings.data_dir), collection_id)] = _Cached(index, gen)
         if gindex is not None and model is not None:
-            global_cache[(str(settings.data_dir), collection_id, model.model_id)] = CachedGlobal(gindex, gen)
+            _global_cache[(str(settings.data_dir), collection_id, model.model_id)] = _CachedGlobal(gindex, gen)

@@ -4,7 +4,6 @@ one worker's thread, built from a snapshot without the write lock, then swapped 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
 import os
 import secrets
@@ -19,6 +18,7 @@ import sqlite_utils
 from flask import Flask, current_app
 
 from server.config import Settings, get_settings
+from server.services.accounts import now_iso
 from server.services.recognition_index import (
     index_gen,
     publish,
@@ -29,9 +29,6 @@ from server.store import close_thread_connections, get_db, write_txn
 
 log = logging.getLogger("forecourt.recognition")
 
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 # --- background rebuilds -----------------------------------------------------------------------------------------
@@ -70,7 +67,7 @@ def queue_rebuild(db: sqlite_utils.Database, collection_id: str) -> None:
     """Inside a write transaction: ask for a rebuild of a collection's index; a request already queued or running
     stays as it is."""
     db.execute("INSERT OR IGNORE INTO rec_rebuilds (collection_id, state, queued_at) VALUES (?, 'queued', ?)",
-               [collection_id, _now()])
+               [collection_id, now_iso()])
 
 
 def rebuild_state(db: sqlite_utils.Database, collection_id: str) -> str | None:
@@ -96,7 +93,7 @@ def _claim_rebuild(db: sqlite_utils.Database, only: str | None, skip: set[str]) 
             return None
         collection_id, token = rows[0]["collection_id"], _owner_token()
         db.execute("UPDATE rec_rebuilds SET state = 'running', started_at = ?, claimed_by = ?, lease_until = ? "
-                   "WHERE collection_id = ?", [_now(), token, time.time() + REBUILD_LEASE_SECONDS, collection_id])
+                   "WHERE collection_id = ?", [now_iso(), token, time.time() + REBUILD_LEASE_SECONDS, collection_id])
     return collection_id, token
 
 
@@ -155,7 +152,7 @@ def _rebuild_and_swap(db: sqlite_utils.Database, settings: Settings, collection_
         publish(db, settings, collection_id, index_gen(db, collection_id) + 1, index)
         if index.outgrown(settings.recognition.ivf_threshold):  # so many uploads landed meanwhile: go again
             db.execute("UPDATE rec_rebuilds SET state = 'queued', claimed_by = NULL, lease_until = NULL, "
-                       "queued_at = ? WHERE collection_id = ?", [_now(), collection_id])
+                       "queued_at = ? WHERE collection_id = ?", [now_iso(), collection_id])
         else:
             db.execute("DELETE FROM rec_rebuilds WHERE collection_id = ?", [collection_id])
     seconds = time.perf_counter() - start
@@ -242,10 +239,13 @@ def _rebuilder(app: Flask) -> _Rebuilder:
         return found  # type: ignore[no-any-return]
 
 
-def start_claimable_rebuild(db: sqlite_utils.Database, settings: Settings, collection_id: str) -> None:
-    """Start this worker's rebuild thread when the collection has a rebuild waiting (recognition.background_rebuild)."""
-    if settings.recognition.background_rebuild and rebuild_state(db, collection_id) == "queued":
+def start_claimable_rebuild(db: sqlite_utils.Database, settings: Settings, collection_id: str) -> str | None:
+    """Start this worker's rebuild thread when the collection has a rebuild waiting (recognition.background_rebuild);
+    returns the rebuild's state as read (rebuild_state)."""
+    state = rebuild_state(db, collection_id)
+    if settings.recognition.background_rebuild and state == "queued":
         _rebuilder(current_app._get_current_object()).kick()  # type: ignore[attr-defined]
+    return state
 
 
 def wait_for_rebuilds(timeout: float | None = None) -> bool:
