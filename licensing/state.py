@@ -58,6 +58,11 @@ class Policy:
         return self.license.license_id if self.license else None
 
     @property
+    def no_trial(self) -> str:
+        """Why there is no trial (its record does not verify), for refusals and the notice."""
+        return f"No trial on this box: {'; '.join(self.reasons)}."
+
+    @property
     def grace_until(self) -> float | None:
         return self.expires_at + GRACE_DAYS * DAY if self.expires_at is not None else None
 
@@ -89,8 +94,7 @@ class Policy:
                     "keeps working but uploads, edits and deletes are locked. Install a new license.")
             return
         if self.expires_at is None:  # no trial at all: its record does not verify
-            raise LicenseExpired(f"No trial on this box: {'; '.join(self.reasons)}. Only license install, status, "
-                                 "account and data export work.")
+            raise LicenseExpired(f"{self.no_trial} Only license install, status, account and data export work.")
         what = "trial" if self.license is None else "license"
         raise LicenseExpired(f"The {what} expired on {iso(self.expires_at)}; only license install, status, "
                              "account and data export work. Install a new license.")
@@ -181,8 +185,7 @@ def evaluate(db: sqlite_utils.Database, options: LicensingOptions, now: float, *
                   f"{iso(policy.grace_until)}; collection management is locked. Install a new license."
                   if policy.license else f"The {what} expired on {iso(policy.expires_at)}. Install a license.")
         elif policy.license is None and policy.state == "expired":
-            _note(policy, db, "trial:record", "license_expired", "No trial",
-                  f"No trial on this box: {'; '.join(policy.reasons)}.")
+            _note(policy, db, "trial:record", "license_expired", "No trial", policy.no_trial)
     return policy
 
 
