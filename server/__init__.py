@@ -22,7 +22,7 @@ from server.auth import SECURITY_SCHEMES, rate_limit_key
 from server.config import Settings, load_settings
 from server.logs import setup_logging
 from server.readiness import CheckResult, register_check
-from server.store import get_db, migrate, open_db
+from server.store import get_db, migrate, open_db, pending_migrations
 from server.version import __version__
 
 log = logging.getLogger("forecourt.access")
@@ -55,11 +55,32 @@ def prepare_data_dir(settings: Settings) -> None:
         (settings.data_dir / sub).mkdir(exist_ok=True)
     with open(settings.data_dir / ".migrate.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        existed = settings.db_path.exists()
         db = open_db(settings.db_path, settings.storage.busy_timeout_ms)
         try:
+            if existed and settings.storage.backup_before_migrate:
+                backup_if_upgrading(settings, db)
             migrate(db)
         finally:
             db.close()
+
+
+def backup_if_upgrading(settings: Settings, db: Any) -> Path | None:
+    """Before an upgrade's schema changes touch a data folder that holds data, write a backup of it (as
+    `forecourt backup` does); returns where, or None when nothing is pending."""
+    from server.backup import backup
+
+    pending = pending_migrations(db)
+    if not pending or not db["_sqlite_migrations"].exists():
+        return None  # up to date, or a brand-new database
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest = (settings.storage.backup_dir or settings.data_dir / "backups").expanduser().resolve() / \
+        f"before-upgrade-{stamp}"
+    backup(settings.data_dir, dest, models_dir=settings.models_dir)
+    logging.getLogger("forecourt.store").warning(
+        "backed up the data folder to %s before applying %d schema change(s): %s", dest, len(pending),
+        ", ".join(pending))
+    return dest
 
 
 def create_app(settings: Settings | dict[str, Any] | None = None) -> APIFlask:

@@ -15,7 +15,7 @@ from server.version import __version__
 
 DB_NAME = "forecourt.db"
 SKIP = {DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", "tmp", "prometheus", "ratelimit.db", "ratelimit.db-wal",
-        "ratelimit.db-shm", ".migrate.lock", "scheduler.lock"}
+        "ratelimit.db-shm", ".migrate.lock", "scheduler.lock", "backups"}
 
 
 class BackupError(Exception):

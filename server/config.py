@@ -38,6 +38,17 @@ class StorageSettings(Section):
 
     data_dir: Path = Field(Path("var"), description="Holds the database, images, indexes and models.")
     busy_timeout_ms: int = Field(10000, ge=0, description="SQLite busy timeout in milliseconds.")
+    backup_before_migrate: bool = Field(
+        True, description="An upgrade that brings schema changes first writes `forecourt backup` of the data "
+        "folder to backup_dir.")
+    backup_dir: Path | None = Field(
+        None, description="Where the automatic pre-upgrade backups go; empty means <data_dir>/backups (which "
+        "backups themselves skip).")
+
+    @field_validator("backup_dir", mode="before")
+    @classmethod
+    def _empty_backup_dir(cls, value: Any) -> Any:
+        return None if value == "" else value
 
 
 class AuthSettings(Section):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,14 +51,32 @@ def migrate(db: sqlite_utils.Database) -> None:
     """Apply the server's pending migrations, then each engine's own."""
     migrations.apply(db)
     for hook in _extra_migrations:
-        hook(db)
+        hook.apply(db) if isinstance(hook, Migrations) else hook(db)
 
 
 _extra_migrations: list = []
 
 
+def _migration_sets() -> list[Migrations]:
+    """The server's migration set and each registered engine's (its module's `migrations`)."""
+    sets = [migrations]
+    for hook in _extra_migrations:
+        found = hook if isinstance(hook, Migrations) else getattr(hook, "__self__", None)
+        if not isinstance(found, Migrations):  # a module's migrate(db) hook: that module's `migrations` set
+            found = getattr(sys.modules.get(hook.__module__), "migrations", None)
+        if isinstance(found, Migrations) and found not in sets:
+            sets.append(found)
+    return sets
+
+
+def pending_migrations(db: sqlite_utils.Database) -> list[str]:
+    """Names of the schema steps not yet applied to this database (read only)."""
+    return [f"{s.name}.{m.name}" for s in _migration_sets() for m in s.pending(db)]
+
+
 def register_migrations(hook) -> None:  # type: ignore[no-untyped-def]
-    """Let an engine (licensing, recognition, ...) add its own schema step, run after the server's."""
+    """Let an engine (licensing, recognition, ...) add its own schema steps (a Migrations set or a migrate(db)
+    function of a module with a `migrations` set), run after the server's."""
     if hook not in _extra_migrations:
         _extra_migrations.append(hook)
 
