@@ -17,7 +17,7 @@ from apiflask import APIFlask
 from flask import Response, g, request
 from flask_limiter import Limiter
 
-from server import errors, metrics
+from server import errors, json_limits, metrics
 from server.auth import SECURITY_SCHEMES, rate_limit_key
 from server.config import Settings, load_settings
 from server.logs import setup_logging
@@ -234,6 +234,10 @@ def _init_request_hooks(app: APIFlask) -> None:
         incoming = request.headers.get("X-Request-Id", "")
         g.request_id = incoming if REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
         g.started = time.perf_counter()
+        if request.is_json:  # before any parser recurses into it, and before auth: no work for a hostile body
+            why = json_limits.too_deep(request.get_data(cache=True))
+            if why:
+                raise errors.BadRequest(why, code="invalid_parameters", title="Invalid parameters")
         # APIFlask reads a JSON `null` body as {}; the spec says a body is an object, so refuse it here.
         if request.is_json and (request.content_length or 99) <= 16 and request.get_data().strip() == b"null":
             raise errors.BadRequest("The JSON body must be an object, not null.", code="invalid_parameters",

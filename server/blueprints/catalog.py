@@ -11,6 +11,7 @@ from flask import Flask, Response, current_app, request, send_file
 from pydantic import Field
 
 from models import plates
+from server import json_limits
 from server.auth import API_KEY_SECURITY, require_admin_key, require_key
 from server.config import get_settings
 from server.errors import BadRequest
@@ -188,7 +189,7 @@ def upload_photos(vehicle_id: int) -> tuple[dict[str, Any], int]:
     uploads = []
     for i, f in enumerate(files):
         try:
-            regions = plates.parse_regions(json.loads(regions_raw[i])) if regions_raw else []
+            regions = plates.parse_regions(json_limits.loads(regions_raw[i])) if regions_raw else []
         except json.JSONDecodeError as exc:
             raise BadRequest("plate_regions must be JSON, e.g. [[10, 20, 110, 60]].",
                              code="invalid_plate_region") from exc

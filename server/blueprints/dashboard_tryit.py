@@ -17,6 +17,7 @@ from licensing.errors import LicensingError
 from models import imaging
 from models.errors import ModelError
 from models.registry import model_status
+from server import json_limits
 from server.blueprints.dashboard import bp, friendly_message, login_required
 from server.config import get_settings
 from server.errors import ApiError
@@ -168,7 +169,7 @@ def tryit_refine(token: str) -> Any:
     """Run the same photo again with Segment Anything, steered by the points clicked (keep or remove)."""
     folder, meta = _meta(token)
     try:
-        raw = json.loads(request.form.get("points") or "[]")
+        raw = json_limits.loads(request.form.get("points") or "[]")
         points = [[min(max(float(x), 0.0), 1.0), min(max(float(y), 0.0), 1.0), 1 if int(lab) else 0]
                   for x, y, lab in raw][:50]
     except (TypeError, ValueError):

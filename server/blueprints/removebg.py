@@ -14,7 +14,7 @@ from flask import Response, jsonify, request
 from PIL import Image
 
 from models import imaging
-from server import metrics
+from server import json_limits, metrics
 from server.auth import API_KEY_SECURITY, require_key
 from server.config import get_settings
 from server.services import fetch_url
@@ -182,7 +182,7 @@ def _json_param(params: dict[str, Any], name: str) -> Any:
         return None
     if isinstance(value, str):
         try:
-            return json.loads(value)
+            return json_limits.loads(value)
         except json.JSONDecodeError as exc:
             raise RemoveBgError(f"{name} must be JSON, e.g. [[100, 200]].", code="invalid_prompt") from exc
     return value

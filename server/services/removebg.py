@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -17,7 +16,7 @@ from licensing.errors import LicensingError
 from models import compose, imaging, shadow
 from models.compose import Box, Margin
 from models.errors import ModelError
-from server import metrics
+from server import json_limits, metrics
 from server.config import get_settings
 from server.errors import ApiError
 
@@ -211,7 +210,7 @@ def parse_refine_points(raw: Any) -> list[tuple[float, float, int]]:
     """JSON list of [x, y, label]: x and y as fractions (0-1) of the image's width and height, label 1 = keep
     (object), 0 = remove (background)."""
     try:
-        items = json.loads(raw) if isinstance(raw, str) else raw
+        items = json_limits.loads(raw) if isinstance(raw, str) else raw
         points = [(float(x), float(y), int(label)) for x, y, label in items]
     except (TypeError, ValueError) as exc:
         raise _bad("invalid_refine_points", "refine_points must be JSON like [[0.5, 0.6, 1], [0.1, 0.1, 0]]: x and "
