@@ -18,6 +18,7 @@ from server.auth import session_principal
 from server.blueprints.accounts import send_reset_link
 from server.config import get_settings
 from server.errors import ApiError
+from server.redirects import local_path
 from server.services import accounts
 from server.services import licensing as licensing_service
 from server.store import get_db
@@ -108,10 +109,9 @@ def admin_required(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _safe_next(target: str | None) -> str:
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return url_for("dashboard.home")
+def safe_next(target: str | None) -> str:
+    """Where to go after signing in: the visitor's `next` when it is a path on this site, else the overview."""
+    return local_path(target) or url_for("dashboard.home")
 
 
 @bp.app_template_filter("fc_time")
@@ -162,8 +162,9 @@ def dashboard_error(exc: Exception) -> tuple[str, int]:
 def login() -> Any:
     """Sign in with e-mail and password."""
     error = None
+    target = safe_next(request.args.get("next"))  # a tampered `next` is a 400 before anything else
     if request.method == "GET" and g.user is not None:
-        return redirect(_safe_next(request.args.get("next")))
+        return redirect(target)
     if request.method == "POST":
         try:
             user = accounts.authenticate(get_db(), request.form.get("email", ""), request.form.get("password", ""))
@@ -174,7 +175,7 @@ def login() -> Any:
             session.permanent = True
             session["user_id"] = user["id"]
             session["pw"] = user["password_hash"][-16:]
-            return redirect(_safe_next(request.args.get("next")))
+            return redirect(target)
     return render_template("login.html", error=error, email=request.form.get("email", "")), (401 if error else 200)
 
 
