@@ -3,6 +3,8 @@
 #   docker run --gpus all -p 8080:8080 -v forecourt-data:/data -v forecourt-models:/models \
 #     -v forecourt-state:/state forecourt
 # The first start creates the database and prints a first admin and API key once (see `docker logs`).
+# Check the GPU path on the box: docker run --gpus all -v /path/to/shared/data:/check-data forecourt \
+#   scripts/gpu_check.sh /check-data
 FROM nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
 
 ENV DEBIAN_FRONTEND=noninteractive \
@@ -35,8 +37,10 @@ COPY setup.cfg pyproject.toml README.md ./
 COPY server ./server
 COPY models ./models
 COPY licensing ./licensing
-COPY scripts/healthcheck.py ./scripts/healthcheck.py
-RUN pip install . -c constraints.txt
+COPY scripts/healthcheck.py scripts/use_onnxruntime.sh scripts/bench_removebg.py ./scripts/
+# onnxruntime's CUDA build (the gpu extra, CUDA 13 + cuDNN 9 like this base image) replaces the CPU-only one
+RUN pip install ".[gpu]" -c constraints.txt \
+    && sh scripts/use_onnxruntime.sh gpu
 
 ENV FORECOURT_STORAGE__DATA_DIR=/data \
     FORECOURT_MODELS__DIR=/models \

@@ -1,13 +1,16 @@
 # Forecourt: `make run` sets everything up and serves; `make test` sets up and runs the tests.
+# On a GPU box: `make run GPU=1` installs onnxruntime's CUDA build (the gpu extra) in place of the CPU one.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+GPU ?=
+STAMP := $(VENV)/.installed$(if $(GPU),-gpu,)
+comma := ,
 CONFIG ?=
 FC := $(BIN)/forecourt $(if $(CONFIG),--config $(CONFIG),)
 PYTEST_ARGS ?=
 
-.PHONY: run test setup weights browser init lint bench clean-venv
+.PHONY: run test setup weights browser init lint bench gpu-check clean-venv
 
 run: setup weights init
 	$(FC) serve
@@ -22,7 +25,10 @@ $(STAMP): setup.cfg constraints.txt pyproject.toml
 	$(BIN)/pip install --quiet --upgrade "pip>=24"
 	# torch and torchvision come from local disk where the machine has them (pip's find-links), else from PyPI.
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1 -c constraints.txt
-	$(BIN)/pip install --quiet -e ".[test]" -c constraints.txt
+	$(BIN)/pip install --quiet -e ".[test$(if $(GPU),$(comma)gpu,)]" -c constraints.txt
+	# onnxruntime's CUDA and CPU wheels install the same package: keep the one this box wants
+	$(if $(GPU),PIP=$(BIN)/pip sh scripts/use_onnxruntime.sh gpu,! $(BIN)/pip show -q onnxruntime-gpu 2>/dev/null || PIP=$(BIN)/pip sh scripts/use_onnxruntime.sh cpu)
+	rm -f $(VENV)/.installed $(VENV)/.installed-gpu
 	touch $(STAMP)
 
 weights: setup
@@ -41,6 +47,9 @@ lint: setup
 bench: setup weights
 	$(BIN)/pip install --quiet -e ".[bench]" -c constraints.txt
 	$(BIN)/python scripts/bench_removebg.py
+
+gpu-check: setup weights
+	bash scripts/gpu_check.sh $(if $(GPU),,--cpu)
 
 clean-venv:
 	rm -rf $(VENV)

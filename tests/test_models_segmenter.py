@@ -162,3 +162,24 @@ def test_a_cached_int8_graph_is_trusted_only_with_a_matching_record(tmp_path: Pa
     assert not IsNetSegmenter._int8_cached(cache, wanted), "file changed after it was recorded"
     record.write_text("{not json")
     assert not IsNetSegmenter._int8_cached(cache, wanted)
+
+
+@pytest.mark.slow
+def test_a_batched_run_gives_each_request_the_mask_it_would_get_alone(shared_data: Path) -> None:
+    """The GPU's path on the CPU: a graph with a free batch dimension, two concurrent requests in one run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    alone = get_segmenter("isnet-general", MODELS_DIR, device="cpu", threads=2, precision="fp32")
+    alone.load()
+    batched = get_segmenter("isnet-general", MODELS_DIR, device="cpu", threads=2, precision="fp32", batch_size=2,
+                            batch_wait_ms=60_000)  # only a full batch of two runs
+    images = [np.asarray(Image.open(shared_data / ROBOFLOW).convert("RGB")),
+              np.asarray(Image.open(shared_data / CARVANA).convert("RGB").resize((480, 320)))]
+    batched.load()
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(batched.probability, images))
+    assert batched._batcher is not None and batched._batcher.batches == 1
+    for image, prob in zip(images, together, strict=True):
+        assert np.allclose(alone.probability(image), prob, atol=1e-4)
+    assert batched.provider == "CPUExecutionProvider" and batched.status()["provider"] == "CPUExecutionProvider"
+    clear_segmenters()

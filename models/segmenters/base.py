@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from models import car, refine
+from models.device import DevicePlan
 from models.errors import InvalidKind, ModelError
 from models.manifest import ModelSpec
 
@@ -42,6 +43,7 @@ class Segmenter(ABC):
         self._load_lock = threading.Lock()
         self._loaded = False
         self._timings = threading.local()
+        self.plan: DevicePlan | None = None  # where the loaded model runs (set by `_load`)
 
     # --- loading ----------------------------------------------------------------------------------------------
     def load(self) -> None:
@@ -62,11 +64,17 @@ class Segmenter(ABC):
     def loaded(self) -> bool:
         return self._loaded
 
+    @property
+    def provider(self) -> str | None:
+        """What the loaded model runs on (an onnxruntime provider or a torch device); None before loading."""
+        return None
+
     def status(self) -> dict:
-        """name, present, verified, loaded, path, error: for /readyz."""
+        """name, present, verified, loaded, path, error, provider, device warning: for /readyz."""
         path = self.spec.path(self.models_dir)
         info = {"name": self.name, "present": path.is_file(), "verified": False, "loaded": self._loaded,
-                "path": str(path), "error": None}
+                "path": str(path), "error": None, "provider": self.provider,
+                "device_warning": self.plan.warning if self.plan is not None else None}
         try:
             self.spec.check(self.models_dir)
             info["verified"] = True
@@ -93,6 +101,7 @@ class Segmenter(ABC):
         start = time.perf_counter()
         rgb = as_rgb_array(image_rgb)
         self.load()
+        self._timings.stages = {}
         alpha = self.probability(rgb)
         confidence = None
         if mirror:
@@ -103,9 +112,13 @@ class Segmenter(ABC):
         model_done = time.perf_counter()
         if kind == "car":
             alpha = car.keep_cars(alpha, confidence=confidence)
+        car_done = time.perf_counter()
         if refine_edges:
             alpha = refine.refine_alpha(rgb, alpha)
         end = time.perf_counter()
+        if kind == "car":
+            self._add_stage("car_filter", car_done - model_done)
+        self._add_stage("edges", end - car_done)
         self._timings.model_ms = (model_done - start) * 1000.0
         self._timings.total_ms = (end - start) * 1000.0
         return alpha
@@ -119,3 +132,15 @@ class Segmenter(ABC):
     def last_model_ms(self) -> float | None:
         """Of that, the model alone with its resizing, in ms."""
         return getattr(self._timings, "model_ms", None)
+
+    @property
+    def last_stages(self) -> dict[str, float]:
+        """This thread's last `mask` call split by stage, in seconds (preprocess, model, upscale, car_filter,
+        edges; a backend reports what it has)."""
+        return dict(getattr(self._timings, "stages", {}))
+
+    def _add_stage(self, name: str, seconds: float) -> None:
+        stages = getattr(self._timings, "stages", None)
+        if stages is None:
+            stages = self._timings.stages = {}
+        stages[name] = stages.get(name, 0.0) + seconds

@@ -1,6 +1,7 @@
 """IS-Net (DIS) on onnxruntime: 1024x1024 input, one sigmoid output.
 
-On CUDA the shipped fp16 graph runs as is. On CPU it is converted once: fp16 -> fp32 with the 11 side outputs
+On CUDA the shipped fp16 graph runs as fp16, its 11 side outputs pruned and its batch dimension freed so that
+concurrent requests share a run (`models.batcher`). On CPU it is converted once: fp16 -> fp32 with the side outputs
 pruned, then (on CPUs with VNNI/AMX) quantized to int8 from the committed calibration ranges, about 2x faster
 again at the same masks. The int8 graph is cached beside the model as `<model>.int8.onnx` with a JSON record of
 what it was built from and its sha256; a record that does not match is rebuilt, never trusted.
@@ -12,12 +13,14 @@ import json
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from models.device import cpu_has_int8_dot, onnx_providers
+from models.batcher import MicroBatcher
+from models.device import DevicePlan, cpu_has_int8_dot, onnx_plan, preload_cuda_libraries, session_fallback
 from models.errors import InferenceFailed, ModelCorrupt, ModelError
 from models.manifest import ModelSpec, sha256_file
 from models.segmenters.base import Segmenter
@@ -26,6 +29,7 @@ log = logging.getLogger(__name__)
 
 INPUT_SIDE = 1024
 PRECISIONS = ("auto", "fp32", "int8", "fp16")
+GPU_BATCH = 8  # batch_size 0 (auto): up to 8 images a run on CUDA, one at a time on the CPU (no faster batched)
 
 
 def preprocess(rgb: np.ndarray) -> np.ndarray:
@@ -40,44 +44,77 @@ class IsNetSegmenter(Segmenter):
     """IS-Net general-use segmentation."""
 
     def __init__(self, spec: ModelSpec, models_dir: Path, device: str = "auto", threads: int = 0,
-                 precision: str = "auto") -> None:
+                 precision: str = "auto", batch_size: int = 0, batch_wait_ms: float = 5.0) -> None:
         super().__init__(spec, models_dir, device, threads)
         if precision not in PRECISIONS:
             raise ModelError(f"precision must be one of {', '.join(PRECISIONS)}", code="invalid_precision")
         self.precision = precision
         self.running_precision: str | None = None
         self.precision_fallback: str | None = None
+        self.batch_size = int(batch_size)
+        self.batch_wait_ms = float(batch_wait_ms)
+        self._batcher: MicroBatcher | None = None
 
     def _load(self) -> None:
+        plan = onnx_plan(self.device)
+        if plan.on_cuda:
+            preload_cuda_libraries()
+        session, precision = self._session_for(plan)
+        real = session_fallback(plan, session.get_providers(), self.name)
+        if real is not plan and plan.on_cuda:  # the CUDA provider did not start: build the CPU's graph instead
+            session, precision = self._session_for(real)
+        self._session = session
+        self._input = session.get_inputs()[0].name
+        names = [o.name for o in session.get_outputs()]
+        self._output = "output" if "output" in names else names[0]
+        self.running_precision = precision
+        self.plan = real
+        batch_dim = session.get_inputs()[0].shape[0]
+        size = self.batch_size or (GPU_BATCH if real.on_cuda else 1)
+        if not isinstance(batch_dim, str):  # a graph with a fixed batch of 1 (the cached int8 one)
+            size = 1
+        self._batcher = MicroBatcher(self._run_batch, size, self.batch_wait_ms, name=f"{self.name}-batcher")
+        log.info("loaded %s (%s) on %s, batches of up to %d", self.name, precision, session.get_providers()[0], size)
+        if real.warning:
+            log.warning("%s", real.warning)
+
+    def _session_for(self, plan: DevicePlan):  # type: ignore[no-untyped-def]
+        """An onnxruntime session of this model for the plan's providers, and the precision it runs."""
         import onnxruntime as ort
 
         path = self.spec.path(self.models_dir)
-        providers = onnx_providers(self.device)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = max(0, int(self.threads))
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        on_cpu = providers[0] == "CPUExecutionProvider"
         precision = self.precision
         if precision == "auto":
-            precision = ("int8" if cpu_has_int8_dot() else "fp32") if on_cpu else "fp16"
+            precision = "fp16" if plan.on_cuda else ("int8" if cpu_has_int8_dot() else "fp32")
+        elif precision == "int8" and plan.on_cuda:
+            log.warning("%s: no int8 graph on CUDA; running fp16", self.name)
+            precision = "fp16"
         model, precision = self._graph(path, precision)
         try:
-            self._session = ort.InferenceSession(model, options, providers=providers)
+            return ort.InferenceSession(model, options, providers=list(plan.providers)), precision
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
             raise ModelCorrupt(f"onnxruntime cannot load {path} ({precision}): {exc}") from exc
-        self._input = self._session.get_inputs()[0].name
-        names = [o.name for o in self._session.get_outputs()]
-        self._output = "output" if "output" in names else names[0]
-        self.running_precision = precision
-        log.info("loaded %s (%s) on %s", self.name, precision, self._session.get_providers()[0])
+
+    @property
+    def provider(self) -> str | None:
+        """The execution provider the loaded session runs on (None before loading)."""
+        return self._session.get_providers()[0] if self._loaded else None
 
     def _graph(self, path: Path, precision: str) -> tuple[bytes | str, str]:
         """The graph to hand onnxruntime (a path or serialized bytes) and the precision it really has."""
         if precision == "fp16":
-            return str(path), "fp16"
+            try:
+                from models.segmenters.onnx_graph import single_output_graph
+
+                return single_output_graph(path, "output", fp32=False, dynamic_batch=True), "fp16"
+            except ImportError:
+                return str(path), "fp16"
         int8_cache = path.with_name(path.stem + ".int8.onnx")
         if precision == "int8":
             try:
@@ -88,12 +125,13 @@ class IsNetSegmenter(Segmenter):
                 log.warning("int8 needs the onnx package (%s); running fp32", exc)
                 precision = "fp32"
         try:
-            from models.segmenters.onnx_graph import to_fp32_single_output
+            from models.segmenters.onnx_graph import single_output_graph, to_fp32_single_output
         except ImportError:
             log.warning("the onnx package is missing: running the fp16 graph as is (slower on CPU)")
             return str(path), "fp16"
         try:
-            fp32 = to_fp32_single_output(path, "output")
+            fp32 = to_fp32_single_output(path, "output") if precision == "int8" else \
+                single_output_graph(path, "output", fp32=True, dynamic_batch=True)
         except Exception as exc:  # noqa: BLE001 - a graph the converter cannot read is a corrupt model
             raise ModelCorrupt(f"cannot read {path} as an ONNX graph: {exc}") from exc
         if precision == "int8":
@@ -148,13 +186,32 @@ class IsNetSegmenter(Segmenter):
         return str(cache)
 
     def probability(self, rgb: np.ndarray) -> np.ndarray:
-        """Foreground probability at the input's size (bilinear upscale of the 1024x1024 output)."""
+        """Foreground probability at the input's size (bilinear upscale of the 1024x1024 output).
+
+        The resize and normalisation run in the calling thread; the model run may be shared with other requests.
+        """
         height, width = rgb.shape[:2]
+        start = time.perf_counter()
+        blob = preprocess(rgb)
+        ran = time.perf_counter()
         try:
-            out = self._session.run([self._output], {self._input: preprocess(rgb)})[0]
+            out = self._batcher.submit(blob) if self._batcher is not None else self._run_batch([blob])[0]
+        except InferenceFailed:
+            raise
         except Exception as exc:  # noqa: BLE001
             raise InferenceFailed(f"{self.name} failed on a {width}x{height} image: {exc}") from exc
+        done = time.perf_counter()
         prob = out[0, 0]
         if (width, height) != (INPUT_SIDE, INPUT_SIDE):
             prob = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
-        return np.clip(prob, 0.0, 1.0, out=prob)
+        prob = np.clip(prob, 0.0, 1.0, out=prob)
+        self._add_stage("preprocess", ran - start)
+        self._add_stage("model", done - ran)
+        self._add_stage("upscale", time.perf_counter() - done)
+        return prob
+
+    def _run_batch(self, blobs: list[np.ndarray]) -> list[np.ndarray]:
+        """One session run over stacked 1x3x1024x1024 inputs; the 1x1x1024x1024 output of each."""
+        batch = blobs[0] if len(blobs) == 1 else np.concatenate(blobs)
+        out = self._session.run([self._output], {self._input: batch})[0]
+        return [out[i:i + 1] for i in range(len(blobs))]

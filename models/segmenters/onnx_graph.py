@@ -13,29 +13,42 @@ def to_fp32_single_output(path: Path, output: str) -> bytes:
     onnxruntime's CPU provider has few fp16 kernels, so an fp16 graph runs through casts and slow paths; side
     outputs (IS-Net returns 12, up to 64x512x512) cost a resize, a sigmoid and a copy each. Needs the `onnx` package.
     """
+    return single_output_graph(path, output, fp32=True)
+
+
+def single_output_graph(path: Path, output: str, *, fp32: bool = True, dynamic_batch: bool = False) -> bytes:
+    """The model at `path` pruned to `output`; `fp32` converts fp16 tensors to fp32 (for the CPU), `dynamic_batch`
+    frees the batch dimension of the input and output so one run can take several images (the GPU's batches)."""
     import onnx
     from onnx import TensorProto, numpy_helper
 
     model = onnx.load(str(path))
     graph = model.graph
 
-    def fp32(tensor: onnx.TensorProto) -> onnx.TensorProto:
+    def to32(tensor: onnx.TensorProto) -> onnx.TensorProto:
         return numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float32), tensor.name)
 
-    for i, init in enumerate(graph.initializer):
-        if init.data_type == TensorProto.FLOAT16:
-            graph.initializer[i].CopyFrom(fp32(init))
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == TensorProto.FLOAT16:
-                attr.t.CopyFrom(fp32(attr.t))
-            elif node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT16:
-                attr.i = TensorProto.FLOAT
-    for info in (*graph.value_info, *graph.input, *graph.output):
-        if info.type.tensor_type.elem_type == TensorProto.FLOAT16:
-            info.type.tensor_type.elem_type = TensorProto.FLOAT
+    if fp32:
+        for i, init in enumerate(graph.initializer):
+            if init.data_type == TensorProto.FLOAT16:
+                graph.initializer[i].CopyFrom(to32(init))
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == TensorProto.FLOAT16:
+                    attr.t.CopyFrom(to32(attr.t))
+                elif node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT16:
+                    attr.i = TensorProto.FLOAT
+        for info in (*graph.value_info, *graph.input, *graph.output):
+            if info.type.tensor_type.elem_type == TensorProto.FLOAT16:
+                info.type.tensor_type.elem_type = TensorProto.FLOAT
 
     _prune(graph, output)
+    if dynamic_batch:
+        for info in (*graph.input, *graph.output):
+            dims = info.type.tensor_type.shape.dim
+            if len(dims):
+                dims[0].dim_param = "batch"
+        del graph.value_info[:]  # recorded shapes say batch 1; onnxruntime infers them again
     return model.SerializeToString()
 
 
