@@ -41,8 +41,8 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || bash scripts/install_chromium.sh
 
 lint: setup
-	$(BIN)/ruff check server models licensing scripts tests
-	$(BIN)/mypy licensing
+	$(BIN)/ruff check core server models licensing scripts tests
+	$(BIN)/mypy core licensing
 
 bench: setup weights
 	$(BIN)/pip install --quiet -e ".[bench]" -c constraints.txt

@@ -8,9 +8,10 @@ from typing import Any
 
 import sqlite_utils
 
+from core.sqlite import write_txn
 from licensing import files, keys, ledger, notices
 from licensing.clock import iso, now, parse_iso, period_bounds, period_of
-from licensing.db import immediate, kv_get, kv_set
+from licensing.db import kv_get, kv_set
 from licensing.errors import (
     InvalidLicenseFile,
     IssuedInFuture,
@@ -55,7 +56,7 @@ class LicenseBox:
                 return evaluate(self.db, self.options, self.clock(), write=False)
             except TrialNotRecorded:
                 pass  # the very first look starts the trial
-        with immediate(self.db):
+        with write_txn(self.db):
             policy = evaluate(self.db, self.options, self.clock())
         notices.dispatch(policy.pending_notices)
         return policy
@@ -83,7 +84,7 @@ class LicenseBox:
             raise IssuedInFuture(f"The file was issued at {payload.issued_at}, after this box's clock "
                                  f"({iso(t)}). Check the clock.")
         pending: list[notices.Notice] = []
-        with immediate(self.db):
+        with write_txn(self.db):
             if isinstance(payload, LicensePayload):
                 result = self._install_license(payload, text, t, pending)
             elif isinstance(payload, CreditPackPayload):
@@ -183,7 +184,7 @@ class LicenseBox:
     def balances(self) -> dict[str, Any]:
         """This period's balance per metric (made on first look, like a reservation would)."""
         t = self.clock()
-        with immediate(self.db):
+        with write_txn(self.db):
             policy = evaluate(self.db, self.options, t)
             out: dict[str, Any] = {}
             for metric in METRICS:

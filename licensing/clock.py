@@ -1,10 +1,10 @@
-"""Time for licensing: epoch seconds (so time-machine travels), settlement periods, ISO text."""
+"""Licensing's calendar: settlement periods (UTC months); the clock itself is core.clock."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 
+from core.clock import iso, now, parse_iso
 from licensing.errors import LicensingError
 
 DAY = 86400.0
@@ -12,26 +12,6 @@ DAY = 86400.0
 
 class BadPeriod(LicensingError):
     code, title, status = "invalid_period", "Invalid period", 400
-
-
-def now() -> float:
-    """The wall clock, in epoch seconds."""
-    return time.time()
-
-
-def iso(ts: float | None) -> str | None:
-    """Epoch seconds as ISO 8601 UTC text."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def parse_iso(text: str) -> float:
-    """ISO 8601 text (Z or offset; a bare date means midnight UTC) as epoch seconds."""
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
 
 
 def period_of(ts: float) -> str:
@@ -66,3 +46,7 @@ def periods_between(first: str, last: str) -> list[str]:
         out.append(p)
         p = next_period(p)
     return out
+
+
+__all__ = ["DAY", "BadPeriod", "iso", "next_period", "now", "parse_iso", "period_bounds", "period_of",
+           "periods_between"]

@@ -1,30 +1,11 @@
-"""Small SQLite helpers: a write transaction that takes the lock up front, and the key/value table."""
+"""Licensing's key/value table (write transactions are core.sqlite.write_txn)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import sqlite_utils
-
-
-@contextlib.contextmanager
-def immediate(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
-    """BEGIN IMMEDIATE ... COMMIT: one writer at a time across processes, so a balance check and its update agree."""
-    conn = db.conn
-    if conn.in_transaction:  # nested: the caller's transaction already holds the lock
-        yield db
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield db
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    else:
-        conn.execute("COMMIT")
 
 
 def kv_get(db: sqlite_utils.Database, key: str, default: Any = None) -> Any:

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
+from core.errors import DomainError
 
-class LicensingError(Exception):
+
+class LicensingError(DomainError):
     """Base of every licensing error; the server renders it as {"errors": [{code, title, detail}]}."""
 
-    code = "licensing_error"
-    title = "Licensing error"
-    status = 400
-
-    def __init__(self, detail: str = "", *, code: str | None = None, title: str | None = None,
-                 status: int | None = None) -> None:
-        super().__init__(detail or self.title)
-        self.detail = detail or self.title
-        if code:
-            self.code = code
-        if title:
-            self.title = title
-        if status:
-            self.status = status
+    code, title, status = "licensing_error", "Licensing error", 400
 
 
 # --- refusals of a metered action -------------------------------------------------------------------------

@@ -8,22 +8,21 @@ ledger.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
+from core.process import owner_alive, owner_id
+from core.sqlite import write_txn
 from licensing import ledger, notices
 from licensing.clock import now, period_of, periods_between
-from licensing.db import immediate, kv_set
+from licensing.db import kv_set
 from licensing.errors import (
     InsufficientCredits,
     LicensingError,
@@ -70,55 +69,6 @@ def _bucket(db: sqlite_utils.Database, bucket_id: str) -> Bucket | None:
     return Bucket(*row) if row else None
 
 
-# --- who owns a reservation -------------------------------------------------------------------------------
-def _boot_id() -> str:
-    with contextlib.suppress(OSError):
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    return "noboot"
-
-
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), to tell a reused pid from the original."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-_owner_cache: dict[int, str] = {}
-
-
-def owner_id() -> str:
-    """This process: boot id, pid and start time."""
-    pid = os.getpid()
-    if pid not in _owner_cache:
-        _owner_cache[pid] = f"{_boot_id()}:{pid}:{_start_time(pid) or '-'}"
-    return _owner_cache[pid]
-
-
-def owner_alive(owner: str | None) -> bool:
-    """Whether the process that made a reservation still runs."""
-    if not owner:
-        return True
-    try:
-        boot, pid_text, started = owner.rsplit(":", 2)
-        pid = int(pid_text)
-    except ValueError:
-        return True
-    if boot != _boot_id():
-        return False
-    if started != "-":
-        return _start_time(pid) == started
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 # --- the meter --------------------------------------------------------------------------------------------
 class Meter:
     """Reserve, commit and refund metered amounts against the license's allowances."""
@@ -142,7 +92,7 @@ class Meter:
         pending: list[notices.Notice] = []
         refusal: LicensingError | None = None
         rid = "rsv_" + uuid.uuid4().hex
-        with immediate(self.db):
+        with write_txn(self.db):
             policy = evaluate(self.db, self.options, t)
             pending += policy.pending_notices
             try:
@@ -168,7 +118,7 @@ class Meter:
         """Charge a reservation: it becomes ledger entries; committing twice charges once."""
         t = self.clock()
         pending: list[notices.Notice] = []
-        with immediate(self.db):
+        with write_txn(self.db):
             row = self._reservation(reservation_id)
             if row["status"] == "committed":
                 return
@@ -191,7 +141,7 @@ class Meter:
 
     def refund(self, reservation_id: str) -> None:
         """Give a reservation back; refunding twice, or after a commit, changes nothing."""
-        with immediate(self.db):
+        with write_txn(self.db):
             row = self._reservation(reservation_id)
             if row["status"] == "pending":
                 self._release_reservation(row, "refunded")
@@ -201,7 +151,7 @@ class Meter:
         if metric not in CAPS:
             raise UnknownMetric(f"Only capped metrics ({', '.join(CAPS)}) can be released.")
         t = self.clock()
-        with immediate(self.db):
+        with write_txn(self.db):
             self.db.execute("UPDATE lic_buckets SET used = MAX(used - ?, 0) WHERE id = ?", [amount, f"cap:{metric}"])
             ledger.append(self.db, "release", at=t, metric=metric, amount=-amount, bucket=f"cap:{metric}",
                           period=period_of(t))
@@ -220,7 +170,7 @@ class Meter:
         if not stale:
             return 0
         count = 0
-        with immediate(self.db):
+        with write_txn(self.db):
             for rid in stale:
                 row = self._reservation(rid)
                 if row["status"] == "pending":

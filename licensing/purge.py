@@ -14,9 +14,10 @@ from typing import Any
 
 import sqlite_utils
 
+from core.sqlite import write_txn
 from licensing import ledger, notices
 from licensing.clock import DAY, iso, now, period_of
-from licensing.db import immediate, kv_get, kv_set
+from licensing.db import kv_get, kv_set
 from licensing.metering import Meter
 from licensing.options import PURGE_ACCOUNTS_DAYS, PURGE_IMAGES_DAYS, PURGE_NOTICE_DAYS, LicensingOptions
 from licensing.state import Policy, evaluate
@@ -84,7 +85,7 @@ def run_due(db: sqlite_utils.Database, options: LicensingOptions, clock: Callabl
     hooks: what deletes each kind (default: the process-wide registry)."""
     hooks = registered_hooks() if hooks is None else hooks
     t = clock()
-    with immediate(db):
+    with write_txn(db):
         policy = evaluate(db, options, t)
     notices.dispatch(policy.pending_notices)
     done: list[dict[str, Any]] = []
@@ -94,7 +95,7 @@ def run_due(db: sqlite_utils.Database, options: LicensingOptions, clock: Callabl
         if step.action == "notice":
             what = "Reference images" if step.kind == "reference_images" else "Accounts"
             purge_at = step.at + PURGE_NOTICE_DAYS * DAY
-            with immediate(db):
+            with write_txn(db):
                 n = notices.record(db, step.key, f"purge_soon_{step.kind}", f"{what} will be deleted",
                                    f"{what} will be deleted on {iso(purge_at)}, {PURGE_KINDS[step.kind]} days after "
                                    f"the license expired ({iso(step.expired_at)}). Install a new license to keep "
@@ -108,7 +109,7 @@ def run_due(db: sqlite_utils.Database, options: LicensingOptions, clock: Callabl
         kind_hooks = hooks.get(step.kind, [])
         for hook in kind_hooks:
             deleted += int(hook() or 0)
-        with immediate(db):
+        with write_txn(db):
             if step.kind == "reference_images":
                 db.execute("UPDATE lic_buckets SET used = 0 WHERE kind = 'cap' AND metric = 'stored_images'")
             ledger.append(db, "purge", at=t, period=period_of(t), ref=step.kind,

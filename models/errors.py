@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
+from core.errors import DomainError
 
-class ModelError(Exception):
+
+class ModelError(DomainError):
     """Base of every models/ error; the server renders it as {"errors": [{code, title, detail}]}."""
 
-    code = "model_error"
-    title = "Model error"
-    status = 500
-
-    def __init__(self, detail: str = "", *, code: str | None = None, title: str | None = None,
-                 status: int | None = None) -> None:
-        super().__init__(detail or self.title)
-        self.detail = detail or self.title
-        if code:
-            self.code = code
-        if title:
-            self.title = title
-        if status:
-            self.status = status
+    code, title, status = "model_error", "Model error", 500
 
 
 # --- model files ---------------------------------------------------------------------------------------------

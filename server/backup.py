@@ -11,6 +11,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from core.clock import now_iso
 from server.version import __version__
 
 DB_NAME = "forecourt.db"
@@ -71,7 +72,7 @@ def backup(data_dir: Path, dest: Path, *, models_dir: Path | None = None) -> dic
             except FileNotFoundError:
                 continue  # deleted while we copied
             entries[f"files/{rel}"] = _sha256(target)
-        manifest = {"forecourt_version": __version__, "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        manifest = {"forecourt_version": __version__, "created_at": now_iso(),
                     "files": entries}
         (work / "manifest.json").write_text(json.dumps(manifest, indent=2))
         dest.parent.mkdir(parents=True, exist_ok=True)

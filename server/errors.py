@@ -8,27 +8,13 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from core.errors import DomainError
+
 log = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
-    """A domain error the API reports: a code, a title, an HTTP status and a detail for people."""
-
-    code = "error"
-    title = "Error"
-    status = 400
-
-    def __init__(self, detail: str = "", *, code: str | None = None, title: str | None = None,
-                 status: int | None = None, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail or self.title)
-        self.detail = detail or self.title
-        if code:
-            self.code = code
-        if title:
-            self.title = title
-        if status:
-            self.status = status
-        self.headers = headers or {}
+class ApiError(DomainError):
+    """A server-side domain error (the base of the services' own errors)."""
 
 
 class BadRequest(ApiError):
@@ -87,23 +73,6 @@ def error_response(status: int, code: str, title: str, detail: str,
     return resp
 
 
-def _domain_error_types() -> tuple[type[BaseException], ...]:
-    types: list[type[BaseException]] = [ApiError]
-    try:
-        from licensing.errors import LicensingError
-
-        types.append(LicensingError)
-    except ImportError:
-        pass
-    try:
-        from models.errors import ModelError
-
-        types.append(ModelError)
-    except ImportError:
-        pass
-    return tuple(types)
-
-
 def _validation_detail(data: Any) -> str:
     """Flatten APIFlask/pydantic validation messages into one sentence."""
     parts: list[str] = []
@@ -128,14 +97,11 @@ def _validation_detail(data: Any) -> str:
 
 def init_app(app: Flask) -> None:
     """Register the handlers that turn every failure into the one error shape."""
-    domain_types = _domain_error_types()
 
     @app.errorhandler(Exception)
     def handle_any(exc: Exception) -> Response:
-        if isinstance(exc, domain_types):
-            status = int(getattr(exc, "status", 400))
-            return error_response(status, str(getattr(exc, "code", "error")), str(getattr(exc, "title", "Error")),
-                                  str(getattr(exc, "detail", "") or exc), getattr(exc, "headers", None))
+        if isinstance(exc, DomainError):
+            return error_response(int(exc.status), exc.code, exc.title, exc.detail or str(exc), exc.headers)
         if isinstance(exc, HTTPException):
             return _http_exception(exc)
         log.exception("unhandled error on %s %s", request.method, request.path)

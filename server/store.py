@@ -6,11 +6,12 @@ import contextlib
 import sqlite3
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
+
+from core.sqlite import write_txn
 
 migrations = Migrations("forecourt")
 
@@ -28,23 +29,6 @@ def open_db(path: Path, busy_timeout_ms: int = 10000) -> sqlite_utils.Database:
     db.execute("PRAGMA foreign_keys = ON")
     db.execute("PRAGMA synchronous = NORMAL")
     return db
-
-
-@contextlib.contextmanager
-def write_txn(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
-    """A write transaction that takes the write lock up front (BEGIN IMMEDIATE), so the busy timeout applies."""
-    if db.conn.in_transaction:
-        with db.atomic():
-            yield db
-        return
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield db
-    except BaseException:
-        db.rollback()
-        raise
-    else:
-        db.conn.execute("COMMIT")
 
 
 def migrate(db: sqlite_utils.Database) -> None:
@@ -134,3 +118,7 @@ def close_thread_connections() -> None:
         with contextlib.suppress(Exception):
             db.close()
     _local.conns = {}
+
+
+__all__ = ["close_thread_connections", "get_db", "migrate", "migrations", "open_db", "register_migrations",
+           "write_txn"]

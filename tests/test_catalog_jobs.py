@@ -79,11 +79,13 @@ def test_jobs_of_a_dead_worker_process_are_queued_again_at_once(app, client, adm
     import subprocess
     import sys
 
+    from core.process import owner_id
+
     v = new_vehicle(client, admin.headers)
     upload(client, admin.headers, v["id"], [(photo(1), "front")])
     db = open_db(app.extensions["forecourt.settings"].db_path)
     job = catalog_jobs.claim(db)
-    assert job["claimed_by"].endswith(f":{os.getpid()}")
+    assert job["claimed_by"] == f"{socket.gethostname()}:{owner_id()}" and f":{os.getpid()}:" in job["claimed_by"]
     assert catalog_jobs.claim(db) is None  # our own running job stays ours
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     db.execute("UPDATE catalog_jobs SET claimed_by = ? WHERE id = ?",

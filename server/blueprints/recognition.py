@@ -8,6 +8,7 @@ from apiflask import APIBlueprint
 from flask import Flask, Response, jsonify, request
 from PIL import Image
 
+from core.encoding import decode_b64
 from licensing.errors import LicensingError
 from server.auth import API_KEY_SECURITY, require_key
 from server.services import recognition as svc
@@ -39,6 +40,12 @@ def _flag(raw: Any) -> bool:
     return str(raw).strip().lower() in ("1", "true", "yes", "on") if raw is not None else False
 
 
+def _b64(raw: object, what: str) -> bytes:
+    if not isinstance(raw, str) or not raw:
+        raise svc.RecognitionError(f"{what} must be a base64 string.")
+    return decode_b64(raw, what)
+
+
 def _uploaded_images() -> list[tuple[str, bytes]]:
     """(name, bytes) of every image in a multipart upload (image_file, repeatable) or JSON/form base64."""
     out: list[tuple[str, bytes]] = []
@@ -48,13 +55,13 @@ def _uploaded_images() -> list[tuple[str, bytes]]:
         if not isinstance(raws, list):
             raise svc.RecognitionError("images_b64 must be a list of base64 strings.")
         for i, raw in enumerate(raws):
-            out.append((f"images_b64[{i}]", svc.decode_b64(raw, f"images_b64[{i}]")))
+            out.append((f"images_b64[{i}]", _b64(raw, f"images_b64[{i}]")))
         return out
     for field in ("image_file", "image_files", "images"):
         for f in request.files.getlist(field):
             out.append((f.filename or field, f.read()))
     for raw in request.form.getlist("image_file_b64"):
-        out.append(("image_file_b64", svc.decode_b64(raw, "image_file_b64")))
+        out.append(("image_file_b64", _b64(raw, "image_file_b64")))
     return out
 
 

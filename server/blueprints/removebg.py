@@ -13,6 +13,8 @@ from apiflask import APIBlueprint
 from flask import Response, jsonify, request
 from PIL import Image
 
+from core.encoding import decode_b64
+from core.errors import InvalidBase64
 from models import imaging
 from server import json_limits, metrics
 from server.auth import API_KEY_SECURITY, require_key
@@ -20,7 +22,7 @@ from server.config import get_settings
 from server.services import fetch_url
 from server.services import removebg as service
 from server.services.metering import check
-from server.services.removebg import RemoveBgError, decode_b64, parse_options
+from server.services.removebg import RemoveBgError, parse_options
 
 bp = APIBlueprint("removebg", __name__, tag="Background removal")
 
@@ -57,7 +59,10 @@ def _image_bytes(params: dict[str, Any], files: dict[str, bytes], max_bytes: int
     if source == "image_file":
         return files["image_file"]
     if source == "image_file_b64":
-        return decode_b64(params["image_file_b64"], "image_file_b64")
+        try:
+            return decode_b64(str(params["image_file_b64"]), "image_file_b64")
+        except InvalidBase64 as exc:
+            raise RemoveBgError(exc.detail, code="failed_to_read_image", title="Could not read the image") from exc
     s = get_settings().removebg
     return fetch_url.fetch(str(params["image_url"]), s.url_allow_hosts, max_bytes, s.url_timeout_seconds)
 

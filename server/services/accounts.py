@@ -7,13 +7,13 @@ import re
 import secrets
 import sqlite3
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlite_utils
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from core.clock import iso, now, now_iso, parse_iso
 from server.errors import ApiError, BadRequest, Conflict, NotFound
 from server.store import write_txn
 
@@ -47,11 +47,6 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
-
-
-def now_iso() -> str:
-    """The current UTC time as ISO 8601."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _sha256(value: str) -> str:
@@ -258,11 +253,10 @@ def create_reset_token(db: sqlite_utils.Database, user_id: int, minutes: int = 6
     """A single-use reset token valid for `minutes`; only its hash is stored."""
     get_user(db, user_id)
     token = secrets.token_urlsafe(32)
-    now = datetime.now(UTC)
+    t = now()
     with write_txn(db):
-        db["reset_tokens"].insert({"token_hash": _sha256(token), "user_id": user_id,
-                                   "created_at": now.isoformat(timespec="seconds"),
-                                   "expires_at": (now + timedelta(minutes=minutes)).isoformat(timespec="seconds"),
+        db["reset_tokens"].insert({"token_hash": _sha256(token), "user_id": user_id, "created_at": iso(t),
+                                   "expires_at": iso(t + minutes * 60),
                                    "used_at": None})
     return token
 
@@ -275,7 +269,7 @@ def use_reset_token(db: sqlite_utils.Database, token: str, new_password: str, mi
         if not rows or rows[0].get("used_at"):
             raise InvalidToken("This reset link is not valid or was already used. Ask for a new one.")
         row = rows[0]
-        if datetime.fromisoformat(row["expires_at"]) < datetime.now(UTC):
+        if parse_iso(row["expires_at"]) < now():
             raise InvalidToken("This reset link has expired. Ask for a new one.")
         db.execute("UPDATE reset_tokens SET used_at = ? WHERE user_id = ? AND used_at IS NULL",
                    [now_iso(), row["user_id"]])

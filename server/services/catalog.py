@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import io
@@ -18,6 +17,8 @@ import sqlite_utils
 from PIL import Image, ImageOps, features
 from sqlite_utils.migrations import Migrations
 
+from core.clock import iso, now_iso
+from core.encoding import decode_cursor, encode_cursor
 from models import imaging, plates
 from models import vin as vins
 from server.config import Settings, get_settings
@@ -49,11 +50,6 @@ def _row_id(value: Any, what: str, code: str) -> int:
     return value
 
 
-def now() -> str:
-    """UTC now, ISO 8601 with seconds."""
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
 @migrations()
 def m001_catalog(db: sqlite_utils.Database) -> None:
     """Vehicles, photos, studio profiles, renders and the render queue."""
@@ -64,7 +60,7 @@ def m001_catalog(db: sqlite_utils.Database) -> None:
     db["catalog_profiles"].create_index(["name"], unique=True)
     db["catalog_profiles"].insert({"name": "studio-white", "bg_color": "ffffff", "add_shadow": 1, "scale": 0.9,
                                    "position": "center", "width": 1200, "height": 800, "format": "jpg",
-                                   "version": 1, "is_default": 1, "created_at": now(), "updated_at": now()})
+                                   "version": 1, "is_default": 1, "created_at": now_iso(), "updated_at": now_iso()})
     db["catalog_vehicles"].create(
         {"id": int, "vin": str, "stock_number": str, "year": int, "make": str, "model": str, "trim": str,
          "body_style": str, "color": str, "status": str, "metadata": str, "vin_info": str, "profile_id": int,
@@ -158,7 +154,7 @@ def create_vehicle(db: sqlite_utils.Database, fields: dict[str, Any]) -> dict[st
         if db["catalog_vehicles"].count_where("vin = ?", [clean["vin"]]):
             raise CatalogError(f"A vehicle with VIN {clean['vin']} is already in the catalog.",
                                code="duplicate_vin", title="Duplicate VIN", status=409)
-        clean["created_at"] = clean["updated_at"] = now()
+        clean["created_at"] = clean["updated_at"] = now_iso()
         vid = db["catalog_vehicles"].insert(clean).last_pk
     return get_vehicle(db, vid)
 
@@ -184,7 +180,7 @@ def update_vehicle(db: sqlite_utils.Database, vehicle_id: int, fields: dict[str,
                 "vin = ?", [clean["vin"]]):
             raise CatalogError(f"A vehicle with VIN {clean['vin']} is already in the catalog.",
                                code="duplicate_vin", title="Duplicate VIN", status=409)
-        clean["updated_at"] = now()
+        clean["updated_at"] = now_iso()
         db["catalog_vehicles"].update(vehicle_id, clean)
         if "profile_id" in clean and clean["profile_id"] != before["profile_id"]:
             profile = vehicle_profile(db, vehicle_id)
@@ -201,24 +197,6 @@ def delete_vehicle(db: sqlite_utils.Database, vehicle_id: int) -> None:
         delete_photo(db, pid)
     with write_txn(db):
         db["catalog_vehicles"].delete(vehicle_id)
-
-
-def encode_cursor(last_id: int) -> str:
-    """An opaque pagination token."""
-    return base64.urlsafe_b64encode(json.dumps({"after": last_id}).encode()).decode().rstrip("=")
-
-
-def decode_cursor(token: str) -> int:
-    """The id a cursor points after; a malformed token is a 400."""
-    try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        after = int(data["after"])
-        if not 0 <= after < 2**63:
-            raise ValueError(after)
-        return after
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BadRequest("The cursor is not valid; use the one a previous page returned.",
-                         code="invalid_cursor") from exc
 
 
 def search_vehicles(db: sqlite_utils.Database, *, make: str | None = None, model: str | None = None,
@@ -246,7 +224,7 @@ def search_vehicles(db: sqlite_utils.Database, *, make: str | None = None, model
         args.extend([like] * 7)
     if cursor:
         where.append("id > ?")
-        args.append(decode_cursor(cursor))
+        args.append(decode_cursor(cursor, int))
     rows = list(db["catalog_vehicles"].rows_where(" AND ".join(where), args, order_by="id", limit=limit + 1))
     more = len(rows) > limit
     rows = rows[:limit]
@@ -318,8 +296,8 @@ def create_profile(db: sqlite_utils.Database, fields: dict[str, Any]) -> dict[st
         if db["catalog_profiles"].count_where("name = ?", [clean.get("name")]):
             raise CatalogError(f"A profile named {clean.get('name')!r} exists.", code="duplicate_profile",
                                title="Duplicate profile", status=409)
-        pid = db["catalog_profiles"].insert({**base, **clean, "version": 1, "is_default": 0, "created_at": now(),
-                                             "updated_at": now()}).last_pk
+        pid = db["catalog_profiles"].insert({**base, **clean, "version": 1, "is_default": 0, "created_at": now_iso(),
+                                             "updated_at": now_iso()}).last_pk
     return get_profile(db, pid)
 
 
@@ -333,7 +311,7 @@ def update_profile(db: sqlite_utils.Database, profile_id: int, fields: dict[str,
                 "name = ?", [clean["name"]]):
             raise CatalogError(f"A profile named {clean['name']!r} exists.", code="duplicate_profile",
                                title="Duplicate profile", status=409)
-        db["catalog_profiles"].update(profile_id, {**clean, "updated_at": now()})
+        db["catalog_profiles"].update(profile_id, {**clean, "updated_at": now_iso()})
         if changed:
             _new_version(db, profile_id)
     return get_profile(db, profile_id)
@@ -360,7 +338,7 @@ def set_profile_background(db: sqlite_utils.Database, settings: Settings, profil
         img.convert("RGB").save(file, "PNG")
         path = str(file.relative_to(settings.data_dir))
     with write_txn(db):
-        db["catalog_profiles"].update(profile_id, {"bg_image": path, "updated_at": now()})
+        db["catalog_profiles"].update(profile_id, {"bg_image": path, "updated_at": now_iso()})
         if path or before["bg_image"]:
             _new_version(db, profile_id)
     # the old file is kept: renders made with it stay valid and jobs already claimed may still read it
@@ -397,10 +375,10 @@ def vehicle_profile(db: sqlite_utils.Database, vehicle_id: int) -> dict[str, Any
 def enqueue(db: sqlite_utils.Database, photo_id: int, profile: dict[str, Any]) -> None:
     """Queue a render of a photo with a profile version; older queued jobs of that photo are superseded."""
     db.execute("UPDATE catalog_jobs SET status = 'superseded', finished_at = ? "
-               "WHERE photo_id = ? AND status = 'queued'", [now(), photo_id])
+               "WHERE photo_id = ? AND status = 'queued'", [now_iso(), photo_id])
     db["catalog_jobs"].insert({"photo_id": photo_id, "profile_id": profile["id"],
                                "profile_version": profile["version"], "status": "queued", "attempts": 0,
-                               "created_at": now()})
+                               "created_at": now_iso()})
 
 
 def job_progress(db: sqlite_utils.Database, *, vehicle_id: int | None = None,
@@ -521,7 +499,7 @@ def store_photos(db: sqlite_utils.Database, settings: Settings, vehicle_id: int,
                 "is_primary": int(not has_primary), "path": str(path.relative_to(settings.data_dir)),
                 "filename": p.filename, "sha256": p.sha256, "phash": p.phash, "width": p.width,
                 "height": p.height, "plate_regions": json.dumps([list(r) for r in p.regions]),
-                "created_at": now()}).last_pk
+                "created_at": now_iso()}).last_pk
             has_primary = True
             known.append((pid, p.sha256, ph))
             enqueue(db, pid, profile)
@@ -583,7 +561,7 @@ def prune_old_renders(db: sqlite_utils.Database, settings: Settings, at: dt.date
     """Delete renders that a newer render of the same photo replaced more than `keep_old_renders_days` ago, with
     their cached sizes; returns how many. Until then old links and embeds keep working."""
     cutoff = (at or dt.datetime.now(dt.UTC)) - dt.timedelta(days=settings.catalog.keep_old_renders_days)
-    stamp = cutoff.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    stamp = iso(cutoff.timestamp())
     with write_txn(db):
         old = [dict(zip(("id", "path"), r, strict=True)) for r in db.execute(
             "SELECT r.id, r.path FROM catalog_renders r WHERE EXISTS (SELECT 1 FROM catalog_renders n WHERE "

@@ -19,6 +19,8 @@ import numpy as np
 from flask import Flask
 from PIL import Image, ImageOps
 
+from core.clock import now_iso
+from core.process import owner_alive, owner_id
 from models import imaging, plates
 from server.config import Settings, get_settings
 from server.services import catalog
@@ -37,17 +39,7 @@ class _Overtaken(Exception):
 
 
 def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
+    return f"{socket.gethostname()}:{owner_id()}"
 
 
 def _recover_dead_owners(db: Any) -> None:
@@ -57,13 +49,12 @@ def _recover_dead_owners(db: Any) -> None:
     for job_id, owner, attempts in db.execute(
             "SELECT id, claimed_by, attempts FROM catalog_jobs WHERE status = 'running' AND claimed_by LIKE ?",
             [f"{host}:%"]).fetchall():
-        pid = owner.rsplit(":", 1)[1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if not owner_alive(owner.split(":", 1)[1]):
             if attempts < MAX_ATTEMPTS:
                 db.execute("UPDATE catalog_jobs SET status = 'queued' WHERE id = ?", [job_id])
             else:
                 db.execute("UPDATE catalog_jobs SET status = 'failed', finished_at = ?, error = 'worker_lost: gave "
-                           "up after repeated tries' WHERE id = ?", [catalog.now(), job_id])
+                           "up after repeated tries' WHERE id = ?", [now_iso(), job_id])
 
 
 def claim(db: Any) -> dict[str, Any] | None:
@@ -76,12 +67,12 @@ def claim(db: Any) -> dict[str, Any] | None:
         db.execute("UPDATE catalog_jobs SET status = 'failed', error = 'worker_lost: gave up after repeated tries', "
                    "finished_at = ? WHERE status = 'running' AND started_at < "
                    "strftime('%Y-%m-%dT%H:%M:%SZ', 'now', ?) AND attempts >= ?",
-                   [catalog.now(), f"-{STALE_MINUTES} minutes", MAX_ATTEMPTS])
+                   [now_iso(), f"-{STALE_MINUTES} minutes", MAX_ATTEMPTS])
         row = db.execute("SELECT id FROM catalog_jobs WHERE status = 'queued' ORDER BY id LIMIT 1").fetchone()
         if row is None:
             return None
         db.execute("UPDATE catalog_jobs SET status = 'running', started_at = ?, attempts = attempts + 1, "
-                   "claimed_by = ? WHERE id = ?", [catalog.now(), _owner(), row[0]])
+                   "claimed_by = ? WHERE id = ?", [now_iso(), _owner(), row[0]])
     return db["catalog_jobs"].get(row[0])
 
 
@@ -183,7 +174,7 @@ def process(db: Any, settings: Settings, job: dict[str, Any]) -> str:
                     "profile_version": profile["version"], "path": str(path.relative_to(settings.data_dir)),
                     "width": rendered.width, "height": rendered.height, "format": profile["format"],
                     "sha256": hashlib.sha256(body).hexdigest(), "bg_color": profile["bg_color"],
-                    "masked_regions": json.dumps([list(r) for r in rendered.masked]), "created_at": catalog.now()})
+                    "masked_regions": json.dumps([list(r) for r in rendered.masked]), "created_at": now_iso()})
             status, error = "done", None
     except _Overtaken:
         path.unlink(missing_ok=True)
@@ -193,7 +184,7 @@ def process(db: Any, settings: Settings, job: dict[str, Any]) -> str:
         status, error = "failed", f"{getattr(exc, 'code', type(exc).__name__)}: {getattr(exc, 'detail', exc)}"
     with write_txn(db):
         db.execute("UPDATE catalog_jobs SET status = ?, error = ?, finished_at = ? WHERE id = ? AND "
-                   "status = 'running'", [status, error, catalog.now(), job["id"]])
+                   "status = 'running'", [status, error, now_iso(), job["id"]])
     return status
 
 

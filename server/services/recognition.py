@@ -4,8 +4,6 @@ functions; the engine is models/recognition."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import json
 import secrets
@@ -19,13 +17,14 @@ from flask import Flask
 from PIL import Image
 from sqlite_utils.migrations import Migrations
 
+from core.clock import now_iso
+from core.encoding import decode_cursor, encode_cursor
 from models import imaging
 from models.recognition.embedding import EmbeddingModel
 from models.recognition.features import Features, extract, rating
 from models.recognition.search import search
 from server.config import Settings, get_settings
 from server.errors import ApiError, NotFound
-from server.services.accounts import now_iso
 from server.services.recognition_index import (
     embedded_count,
     embedder,
@@ -239,31 +238,20 @@ def patch_object(collection_id: str, object_id: str, fields: dict[str, Any]) -> 
     return get_object(collection_id, object_id)
 
 
-def _encode_cursor(object_id: str) -> str:
-    return base64.urlsafe_b64encode(object_id.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise RecognitionError("cursor is not one this server gave out.", code="invalid_cursor") from exc
-
-
 def list_objects(collection_id: str, cursor: str | None = None, limit: int = 50) -> tuple[list[dict[str, Any]],
                                                                                           str | None]:
     """A page of objects ordered by object_id and the cursor of the next page (None at the end)."""
     get_collection(collection_id)
     if not 1 <= limit <= 500:
         raise RecognitionError("limit must be between 1 and 500.")
-    after = _decode_cursor(cursor) if cursor else ""
+    after = decode_cursor(cursor, str) if cursor else ""
     rows = list(get_db().query(
         "SELECT o.*, (SELECT COUNT(*) FROM rec_images i WHERE i.collection_id = o.collection_id "
         "AND i.object_id = o.object_id) AS n FROM rec_objects o WHERE o.collection_id = ? AND o.object_id > ? "
         "ORDER BY o.object_id LIMIT ?", [collection_id, after, limit + 1]))
     more = len(rows) > limit
     rows = rows[:limit]
-    return [_object_out(r, r["n"]) for r in rows], (_encode_cursor(rows[-1]["object_id"]) if more else None)
+    return [_object_out(r, r["n"]) for r in rows], (encode_cursor(rows[-1]["object_id"]) if more else None)
 
 
 def delete_object(collection_id: str, object_id: str) -> int:
@@ -321,18 +309,6 @@ def decode_image(data: bytes, what: str = "image") -> Image.Image:
     s = get_settings().recognition
     return imaging.decode(data, max_bytes=s.max_file_mb * 1024 * 1024, max_megapixels=s.max_query_megapixels,
                           what=what)
-
-
-def decode_b64(raw: Any, what: str) -> bytes:
-    """Base64 (optionally a data: URL) to bytes."""
-    if not isinstance(raw, str) or not raw:
-        raise RecognitionError(f"{what} must be a base64 string.")
-    if raw.startswith("data:") and "," in raw:
-        raw = raw.split(",", 1)[1]
-    try:
-        return base64.b64decode(raw, validate=False)
-    except (binascii.Error, ValueError) as exc:
-        raise RecognitionError(f"{what} is not valid base64.", code="invalid_base64") from exc
 
 
 def _load_features(db: sqlite_utils.Database, ids: list[int]) -> dict[int, Features]:

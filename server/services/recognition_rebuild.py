@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import secrets
 import socket
 import sqlite3
@@ -17,8 +16,9 @@ from typing import Any
 import sqlite_utils
 from flask import Flask, current_app
 
+from core.clock import now_iso
+from core.process import owner_alive, owner_id
 from server.config import Settings, get_settings
-from server.services.accounts import now_iso
 from server.services.recognition_index import (
     index_gen,
     publish,
@@ -40,22 +40,13 @@ REBUILD_LEASE_SECONDS = 120.0  # a running rebuild renews its lease every quarte
 
 
 def _owner_token() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    return f"{socket.gethostname()}:{owner_id()}:{secrets.token_hex(4)}"
 
 
 def _owner_gone(claimed_by: str | None) -> bool:
     """True when the claim was made by a process of this host that no longer runs (a killed worker)."""
     host, _, rest = (claimed_by or "").partition(":")
-    pid = rest.split(":", 1)[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # another user's process: alive
-        return False
-    return False
+    return host == socket.gethostname() and not owner_alive(rest.rsplit(":", 1)[0])
 
 
 def _claimable(row: dict[str, Any]) -> bool:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -294,19 +292,6 @@ def parse_options(params: dict[str, Any]) -> Options:
         opts.refine_points = parse_refine_points(get("refine_points"))
         opts.refine = "sam"
     return opts
-
-
-def decode_b64(raw: Any, what: str) -> bytes:
-    """Base64 (optionally a data: URL, URL-safe alphabet or unpadded) to bytes."""
-    text = re.sub(r"\s+", "", str(raw))
-    if text.startswith("data:") and "," in text:
-        text = text.split(",", 1)[1]
-    text = text.replace("-", "+").replace("_", "/")
-    text += "=" * (-len(text) % 4)
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise _bad("failed_to_read_image", f"{what} is not valid base64.", "Could not read the image") from exc
 
 
 @dataclass
