@@ -23,6 +23,14 @@ ACCEPTED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "HEIF", "HEIC", "TIFF", "BMP"}
 MAX_FILE_BYTES = 22 * 1024 * 1024  # remove.bg's upload limit
 MAX_MEGAPIXELS = 50.0  # remove.bg's input resolution limit
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+_HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1")
+
+
+def has_supported_signature(data: bytes) -> bool:
+    """Whether the bytes start like a JPEG, PNG, WebP, HEIC/HEIF, TIFF or BMP file (the magic bytes only)."""
+    return (data.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"II*\x00", b"MM\x00*", b"II+\x00", b"BM"))
+            or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+            or (data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS))
 
 
 class ImageInputError(ModelError):
@@ -63,6 +71,9 @@ def decode(data: bytes, *, max_bytes: int = MAX_FILE_BYTES, max_megapixels: floa
         raise ImageInputError(f"The {what} claims too many pixels to decode safely.",
                               code="resolution_too_high", title="Resolution too high") from exc
     except UnidentifiedImageError as exc:
+        if has_supported_signature(data):  # a supported type whose body does not decode: unreadable, not unsupported
+            raise ImageInputError(f"The {what} looks like a supported image type but could not be read; the file "
+                                  f"may be damaged or incomplete.") from exc
         raise ImageInputError(f"The {what} is not an image this server reads; send JPEG, PNG, WebP, HEIC/HEIF, "
                               f"TIFF or BMP.", code="invalid_file_type", title="Unsupported file type") from exc
     except (OSError, ValueError, SyntaxError, EOFError, ImageCms.PyCMSError) as exc:

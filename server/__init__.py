@@ -228,7 +228,22 @@ def _route_label() -> str:
     return rule.rule if rule is not None else "<unmatched>"
 
 
+def _retry_after_on_429_only(resp: Response) -> Response:
+    """flask-limiter writes Retry-After on every response, 0 or below as a window ends: keep it on 429 only, >= 1 s."""
+    value = resp.headers.get("Retry-After")
+    if value is None:
+        return resp
+    if resp.status_code != 429:
+        del resp.headers["Retry-After"]
+    elif value.lstrip("-").isdigit() and int(value) < 1:
+        resp.headers["Retry-After"] = "1"
+    return resp
+
+
 def _init_request_hooks(app: APIFlask) -> None:
+    # registered before the limiter's own hook, so it runs after it (Flask runs after_request hooks last-first)
+    app.after_request(_retry_after_on_429_only)
+
     @app.before_request
     def start_request() -> None:
         incoming = request.headers.get("X-Request-Id", "")

@@ -115,6 +115,22 @@ def test_refusals_carry_remove_bg_codes() -> None:
     assert code_of(photo(300, 200), max_megapixels=0.05) == "resolution_too_high"
 
 
+@pytest.mark.parametrize("data", [
+    b"\xff\xd8\xff" + bytes(5000),  # JPEG magic, then nothing a decoder can use
+    photo(200, 200)[:300] + np.random.default_rng(0).bytes(5000),  # a real JPEG header, then noise
+    b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 10,  # PNG magic, no chunks
+    b"BM" + bytes(60),  # BMP magic, an empty header
+], ids=["jpeg-magic-zeros", "jpeg-header-noise", "png-magic-noise", "bmp-magic-empty"])
+def test_a_supported_type_that_does_not_decode_is_failed_to_read_image(data: bytes) -> None:
+    """remove.bg: failed_to_read_image for an unreadable image of a supported type; invalid_file_type for others."""
+    assert code_of(data) == "failed_to_read_image"
+
+
+def test_only_other_types_are_invalid_file_type() -> None:
+    for data in (b"%PDF-1.4 not an image", photo(16, 16, fmt="GIF"), b"GIF89a" + bytes(100), b"hello" * 20):
+        assert code_of(data) == "invalid_file_type"
+
+
 def test_decompression_bombs_are_refused_from_the_header() -> None:
     bomb = photo(20000, 12000, fmt="PNG")  # 240 MP of flat colour in a few hundred kB
     assert len(bomb) < 2_000_000

@@ -124,8 +124,10 @@ def removebg() -> Response:
     image = imaging.decode(_image_bytes(params, files, max_bytes), max_bytes=max_bytes,
                            draft_megapixels=opts.draft_megapixels)
     result = service.run(image, opts)  # charges on success only
-    headers = {"X-Credits-Charged": f"{result.credits:g}", "X-Type": result.type, "X-Width": str(result.width),
+    headers = {"X-Credits-Charged": f"{result.credits:g}", "X-Width": str(result.width),
                "X-Height": str(result.height)}
+    if result.type is not None:  # type_level=none: no X-Type, as remove.bg
+        headers["X-Type"] = result.type
     fg = result.foreground
     if fg is not None:
         headers.update({"X-Foreground-Top": str(fg.top), "X-Foreground-Left": str(fg.left),

@@ -25,6 +25,8 @@ SIZE_MEGAPIXELS = {"preview": 0.25, "medium": 1.5, "hd": 4.0, "full": 25.0, "50M
 SIZE_CREDITS = {"preview": 0.25, "medium": 1.0, "hd": 1.0, "full": 1.0, "50MP": 1.0}
 PNG_MEGAPIXELS = 10.0  # PNG output is capped at 10 MP (remove.bg); JPG, WebP and ZIP get the size's limit
 TYPES = ("auto", "person", "product", "car", "animal", "graphic", "transportation")
+# X-Type at type_level=1 (remove.bg's coarse classes: person, product, animal, car, other) for the finer ones
+COARSE_TYPES = {"car_interior": "car", "car_part": "car", "transportation": "other", "graphics": "other"}
 FORMATS = ("auto", "png", "jpg", "webp", "zip")
 SHADOW_DEFAULT_OPACITY = {"car": 0.6, "3d": 0.5, "drop": 0.4}
 BOOL_TRUE = {"true", "1", "yes", "on"}
@@ -303,7 +305,7 @@ class Result:
     width: int
     height: int
     foreground: Box | None
-    type: str
+    type: str | None  # X-Type; None for type_level=none
     credits: float
     extension: str
 
@@ -389,6 +391,15 @@ def refine_with_sam(rgb: np.ndarray, alpha: np.ndarray,
     return np.maximum(alpha * allowed, core)
 
 
+def reported_type(foreground_type: str, type_level: str) -> str | None:
+    """X-Type for a foreground type: none at type_level=none; at level 1 the finer classes fold into remove.bg's
+    coarse ones (person, product, animal, car, other)."""
+    if type_level == "none":
+        return None
+    name = "graphics" if foreground_type == "graphic" else foreground_type
+    return COARSE_TYPES.get(name, name) if type_level == "1" else name
+
+
 def _check_roi(opts: Options, width: int, height: int) -> tuple[int, int, int, int] | None:
     if opts.roi is None:
         return None
@@ -439,7 +450,8 @@ def remove_background(image: Image.Image, opts: Options) -> Result:
             rgba = compose.composite(rgba, opts.bg_color)
     fmt = output_format(opts, compose.has_transparency(rgba))
     body, media = compose.encode(rgba, fmt, channels=opts.channels)
-    return Result(body, media, rgba.shape[1], rgba.shape[0], fg_box, opts.type if opts.type != "auto" else "other",
+    return Result(body, media, rgba.shape[1], rgba.shape[0], fg_box,
+                  reported_type(opts.type if opts.type != "auto" else "other", opts.type_level),
                   SIZE_CREDITS[size], MEDIA_EXTENSIONS[media])
 
 
