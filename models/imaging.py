@@ -150,3 +150,13 @@ def resize_to_megapixels(img: Image.Image, megapixels: float) -> Image.Image:
     size = (max(1, int(img.width * factor)), max(1, int(img.height * factor)))
     return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
+
+
+def header_pixels(data: bytes) -> int:
+    """Width x height from the image's header, without decoding any pixel; 0 when the header does not read
+    (decode then says why)."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return int(img.width) * int(img.height)
+    except Exception:  # noqa: BLE001 - any unreadable header: decode reports it with the right code
+        return 0

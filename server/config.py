@@ -26,6 +26,10 @@ class ServerSettings(Section):
     timeout: int = Field(180, ge=120, description="Seconds before a silent worker is restarted (at least 120).")
     graceful_timeout: int = Field(30, ge=1, description="Seconds a worker gets to finish requests on shutdown.")
     max_request_mb: int = Field(40, ge=1, le=1024, description="Largest request body in MB; larger gets 413.")
+    max_request_megapixels: float = Field(
+        400.0, ge=1, le=100_000, description="Decoded pixels one request may bring in all its images together "
+        "(recognition reference uploads, vehicle photos), read from the image headers before any is decoded; more "
+        "gets 413. The images are then decoded one at a time, so a worker holds one decoded image per request.")
     secret_key: str = Field(
         "", description="Signs session cookies. Empty: a random key is made once and kept in the data folder."
     )

@@ -20,6 +20,7 @@ from server.services import catalog, catalog_jobs
 from server.services import recognition as rec
 from server.services.metering import charge, check
 from server.services.removebg import SIZE_CREDITS
+from server.services.uploads import check_request_pixels
 from server.store import get_db
 
 PAGE = 50
@@ -83,8 +84,15 @@ def add_reference_photos(collection_id: str, object_id: str, uploads: list[tuple
     """Store reference photos of one object as POST /v1/collections/.../images does: each added photo costs one
     upload and one stored image; duplicates and featureless photos are refunded. Counts per outcome."""
     tally = {"added": 0, "duplicate": 0, "failed": 0}
-    images = [rec.decode_image(data, name) for name, data in uploads]  # a bad file stops the batch before any work
-    for n, image in enumerate(images):
+    check_request_pixels((data for _, data in uploads), get_settings().server.max_request_megapixels)
+    for n, (name, data) in enumerate(uploads):  # one decoded photo at a time
+        try:
+            image = rec.decode_image(data, name)
+        except ModelError:
+            if n == 0:
+                raise  # a first photo that does not read stops the batch before any work
+            tally["failed"] += 1
+            continue
         try:
             with charge("uploads", 1), charge("stored_images", 1):
                 result = rec.add_image(collection_id, object_id, image)
@@ -125,7 +133,8 @@ def add_object(collection_id: str) -> Any:
     if tally["duplicate"]:
         words.append(f"{tally['duplicate']} skipped because another object already has them")
     if tally["failed"]:
-        words.append(f"{tally['failed']} skipped because they show too little detail to recognise")
+        words.append(f"{tally['failed']} skipped because they could not be read or show too little detail to "
+                     "recognise")
     if tally.get("refused"):
         words.append(f"{tally['refused']} not added because this month's uploads are used up")
     flash(f"{object_id}: {', '.join(words)}.")

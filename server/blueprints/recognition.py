@@ -6,13 +6,15 @@ from typing import Any
 
 from apiflask import APIBlueprint
 from flask import Flask, Response, jsonify, request
-from PIL import Image
 
 from core.encoding import decode_b64
 from licensing.errors import LicensingError
+from models.errors import ModelError
 from server.auth import API_KEY_SECURITY, require_key
+from server.config import get_settings
 from server.services import recognition as svc
 from server.services.metering import charge, check, release
+from server.services.uploads import check_request_pixels
 
 bp = APIBlueprint("recognition", __name__, tag="Recognition", url_prefix="/v1/collections")
 _ERRORS = {400: "Invalid parameters", 402: "Allowance exhausted", 403: "Missing key or not allowed", 404: "Not found",
@@ -185,8 +187,10 @@ def delete_object(collection_id: str, object_id: str) -> Response:
 def add_images(collection_id: str, object_id: str) -> Response:
     """Add one or many reference images (multipart image_file, repeatable, or base64); each gets a 0-5 rating,
     the duplicates found (every object it matches at min_score or more), and status added, duplicate (matches
-    another object at recognition.duplicate_score, 0.95; force=true adds it), failed (no usable features) or
-    refused (the upload allowance ran out mid-batch). Only added images are charged."""
+    another object at recognition.duplicate_score, 0.95; force=true adds it), failed (no usable features, or a
+    later image that does not read, with its code) or refused (the upload allowance ran out mid-batch). Only added
+    images are charged. All the images together may decode to at most server.max_request_megapixels (413 before
+    any is decoded); they are decoded one at a time."""
     check("collection_manage")
     svc.get_object(collection_id, object_id)
     uploads = _uploaded_images()
@@ -194,9 +198,16 @@ def add_images(collection_id: str, object_id: str) -> Response:
         raise svc.RecognitionError("No image given: send image_file (multipart) or images_b64 (JSON).",
                                    code="missing_source")
     force = _flag(_params().get("force"))
-    decoded: list[tuple[str, Image.Image]] = [(name, svc.decode_image(data, name)) for name, data in uploads]
+    check_request_pixels((data for _, data in uploads), get_settings().server.max_request_megapixels)
     results: list[dict[str, Any]] = []
-    for n, (name, image) in enumerate(decoded):
+    for n, (name, data) in enumerate(uploads):  # one decoded image at a time: memory stays one image's
+        try:
+            image = svc.decode_image(data, name)
+        except ModelError as exc:
+            if n == 0:
+                raise  # the request's answer when its first image does not read
+            results.append({"name": name, "status": "failed", "id": None, "code": exc.code, "detail": exc.detail})
+            continue
         try:
             with charge("uploads", 1), charge("stored_images", 1):
                 result = svc.add_image(collection_id, object_id, image, force=force)

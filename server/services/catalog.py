@@ -23,6 +23,7 @@ from models import imaging, plates
 from models import vin as vins
 from server.config import Settings, get_settings
 from server.errors import ApiError, BadRequest, NotFound
+from server.services.uploads import check_request_pixels
 from server.store import write_txn
 
 migrations = Migrations("forecourt-catalog")
@@ -455,15 +456,17 @@ def _known_photos(db: sqlite_utils.Database, vehicle_id: int) -> list[tuple[int,
 
 def prepare_photos(db: sqlite_utils.Database, settings: Settings, vehicle_id: int,
                    uploads: list[tuple[str, bytes, str, list[plates.Region]]]) -> list[PreparedPhoto]:
-    """Decode and hash uploads (filename, bytes, angle, plate regions); mark duplicates of stored photos."""
+    """Decode and hash uploads (filename, bytes, angle, plate regions); mark duplicates of stored photos. Their
+    pixels together are bounded by server.max_request_megapixels (413 before any is decoded)."""
     _vehicle_row(db, vehicle_id)
     for _, _, angle, _ in uploads:
         if angle not in ANGLES:
             raise BadRequest(f"angle must be one of {', '.join(ANGLES)}, not {angle!r}.", code="invalid_angle")
+    check_request_pixels((data for _, data, _, _ in uploads), settings.server.max_request_megapixels)
     max_bytes = settings.catalog.max_photo_mb * 1024 * 1024
     known = _known_photos(db, vehicle_id)
     out = []
-    for filename, data, angle, regions in uploads:
+    for filename, data, angle, regions in uploads:  # one decoded photo at a time; only its hashes are kept
         img = imaging.decode(data, max_bytes=max_bytes, what=f"photo {filename}")
         sha, ph = hashlib.sha256(data).hexdigest(), imagehash.phash(img.convert("RGB"))
         out.append(PreparedPhoto(filename, data, angle, regions, img.width, img.height, sha, str(ph),

@@ -1,0 +1,140 @@
+"""Uploads of many images: their pixels are bounded per request before decoding, and they are decoded one at a
+time, so a worker's memory stays near one image's whatever the request holds. Measured in a subprocess (RSS)."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from server.services.uploads import TooManyPixels, check_request_pixels
+from tests.conftest import MODELS_DIR, REPO
+
+# Runs in a fresh interpreter: builds an app on a temporary folder, posts the images with the test client and
+# prints the peak growth of resident memory (VmHWM after resetting it, minus VmRSS before) during the request.
+PROBE = r"""
+import io, json, sys, tempfile
+from PIL import Image
+from server import create_app
+from server.services import accounts
+from server.store import get_db
+
+route, count, limit = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+root = tempfile.mkdtemp()
+app = create_app({"storage": {"data_dir": root + "/data"}, "models": {"dir": sys.argv[4], "require": False},
+                  "logging": {"level": "ERROR"}, "licensing": {"state_dir": root + "/state"},
+                  "server": {"max_request_megapixels": limit}, "catalog": {"render_workers": 0}})
+with app.app_context():
+    user = accounts.create_user(get_db(), "a@b.example", "correct horse battery", "admin")
+    key, _ = accounts.create_key(get_db(), user["id"], "k")
+client = app.test_client()
+h = {"X-Api-Key": key}
+buf = io.BytesIO()
+Image.new("L", (4999, 5000), 77).save(buf, "PNG", optimize=True)  # ~24 KB, 25 MP, 75 MB once decoded to RGB
+png = buf.getvalue()
+if route == "recognition":
+    cid = client.post("/v1/collections", json={"name": "c"}, headers=h).get_json()["id"]
+    client.put(f"/v1/collections/{cid}/objects/o", json={"name": "o"}, headers=h)
+    url, field, extra = f"/v1/collections/{cid}/objects/o/images", "image_file", {}
+else:
+    vid = client.post("/v1/vehicles", json={"vin": "1HGCM82633A004352"}, headers=h).get_json()["id"]
+    url, field, extra = f"/v1/vehicles/{vid}/photos", "photo", {"angle": ",".join(["front"] * count)}
+data = {field: [(io.BytesIO(png), f"p{i}.png") for i in range(count)], **extra}
+
+def status(key):
+    return int(next(l.split()[1] for l in open("/proc/self/status") if l.startswith(key + ":")))
+
+before = status("VmRSS")
+open("/proc/self/clear_refs", "w").write("5")  # resets VmHWM to the current RSS
+resp = client.post(url, data=data, headers=h, content_type="multipart/form-data")
+peak = status("VmHWM")
+print(json.dumps({"status": resp.status_code, "body": resp.get_json(), "growth_mb": (peak - before) / 1024,
+                  "png_bytes": len(png)}))
+"""
+
+
+def probe(route: str, count: int, limit_megapixels: float) -> dict:
+    out = subprocess.run([sys.executable, "-c", PROBE, route, str(count), str(limit_megapixels), str(MODELS_DIR)],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_a_thousand_25_megapixel_pngs_are_refused_before_decoding() -> None:
+    """1,000 single-colour 4999x5000 PNGs (~24 MB of request) would be 75 GB decoded: 413 at once, and the worker
+    grows by little more than the request body."""
+    got = probe("recognition", 1000, 400)
+    assert got["status"] == 413, got["body"]
+    err = got["body"]["errors"][0]
+    assert err["code"] == "request_too_large" and "max_request_megapixels" in err["detail"]
+    assert got["growth_mb"] < 150, got
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("route", ["recognition", "vehicles"])
+def test_images_within_the_bound_are_decoded_one_at_a_time(route: str) -> None:
+    """Ten 25 MP images (250 MP, under a raised bound) decode to 750 MB together; one at a time, the worker's
+    peak growth stays under 450 MB: one image decoded and analysed (about 335 MB for 25 MP), not ten (1.2 GB)."""
+    got = probe(route, 10, 1000)
+    assert got["status"] in (200, 201), got["body"]
+    if route == "recognition":
+        assert len(got["body"]["images"]) == 10  # each examined (single colour: no features, so "failed")
+    assert got["growth_mb"] < 450, got
+
+
+def _png(w: int, h: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (w, h), 3).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_request_pixels_are_read_from_headers_and_bounded() -> None:
+    assert check_request_pixels([_png(1000, 1000), _png(2000, 500), b"not an image"], 2.0) == 2_000_000
+    with pytest.raises(TooManyPixels) as exc:
+        check_request_pixels([_png(1000, 1000), _png(1000, 1001)], 2.0)
+    assert exc.value.status == 413 and "2 images" in exc.value.detail
+
+
+def test_the_bound_answers_413_in_the_error_shape_on_every_multi_image_route(app, client, admin) -> None:
+    from tests.test_errors import assert_error_shape
+
+    app.extensions["forecourt.settings"].server.max_request_megapixels = 1.5
+    png = _png(1000, 1000)
+    cid = client.post("/v1/collections", json={"name": "c"}, headers=admin.headers).get_json()["id"]
+    client.put(f"/v1/collections/{cid}/objects/o", json={"name": "o"}, headers=admin.headers)
+    resp = client.post(f"/v1/collections/{cid}/objects/o/images", headers=admin.headers,
+                       content_type="multipart/form-data",
+                       data={"image_file": [(io.BytesIO(png), "a.png"), (io.BytesIO(png), "b.png")]})
+    assert assert_error_shape(resp, 413)["code"] == "request_too_large"
+    vid = client.post("/v1/vehicles", json={"vin": "1HGCM82633A004352"}, headers=admin.headers).get_json()["id"]
+    resp = client.post(f"/v1/vehicles/{vid}/photos", headers=admin.headers, content_type="multipart/form-data",
+                       data={"photo": [(io.BytesIO(png), "a.png"), (io.BytesIO(png), "b.png")],
+                             "angle": "front,rear"})
+    assert assert_error_shape(resp, 413)["code"] == "request_too_large"
+    assert client.get(f"/v1/vehicles/{vid}/photos", headers=admin.headers).get_json()["data"] == []
+
+
+def test_a_later_unreadable_image_is_reported_and_the_others_are_added(client, admin) -> None:
+    """Decoded one at a time, a broken second file no longer needs the whole batch refused: it is reported
+    failed with its code and not charged; the first image stays added."""
+    from tests.recognition_synth import jpeg, pattern, scene
+
+    cid = client.post("/v1/collections", json={"name": "c"}, headers=admin.headers).get_json()["id"]
+    client.put(f"/v1/collections/{cid}/objects/o", json={}, headers=admin.headers)
+    good = jpeg(scene(pattern(5), seed=1))
+    broken = good[: len(good) // 3]  # a JPEG header, a truncated body
+    resp = client.post(f"/v1/collections/{cid}/objects/o/images", headers=admin.headers,
+                       content_type="multipart/form-data",
+                       data={"image_file": [(io.BytesIO(good), "a.jpg"), (io.BytesIO(b"not an image"), "b.jpg"),
+                                            (io.BytesIO(broken), "c.jpg")]})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    images = resp.get_json()["images"]
+    assert [i["status"] for i in images][:2] == ["added", "failed"]
+    assert images[1]["code"] in ("invalid_file_type", "failed_to_read_image") and images[1]["id"] is None
+    assert len(client.get(f"/v1/collections/{cid}/objects/o/images", headers=admin.headers).get_json()["images"]) \
+        == sum(1 for i in images if i["status"] == "added")
