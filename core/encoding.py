@@ -38,3 +38,10 @@ def decode_cursor(token: str, kind: type[int] | type[str]) -> Any:
     if type(after) is not kind or (isinstance(after, int) and not 0 <= after < 2**63):
         raise InvalidCursor("The cursor is not valid; use the one a previous page returned.")
     return after
+
+
+def printable_id(text: object, max_length: int = 255) -> bool:
+    """Whether a client-given id is 1 to max_length printable characters with no space at either end: no NUL,
+    newline, tab or other control character, no invisible format character (bidi overrides, zero-width)."""
+    return (isinstance(text, str) and 0 < len(text) <= max_length and text.isprintable()
+            and text == text.strip())

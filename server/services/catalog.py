@@ -18,7 +18,7 @@ from PIL import Image, ImageOps, features
 from sqlite_utils.migrations import Migrations
 
 from core.clock import iso, now_iso
-from core.encoding import decode_cursor, encode_cursor
+from core.encoding import decode_cursor, encode_cursor, printable_id
 from models import imaging, plates
 from models import vin as vins
 from server.config import Settings, get_settings
@@ -36,6 +36,8 @@ SERVE_FORMATS = ("webp", "jpg", "png", *(("avif",) if features.check("avif") els
 FITS = ("contain", "cover", "fill", "pad")
 MEDIA = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp", "avif": "image/avif"}
 PIL_FORMATS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP", "avif": "AVIF"}
+MAX_METADATA_BYTES = 1_000_000  # serialized, as recognition objects' metadata
+MAX_STOCK_NUMBER = 100
 VEHICLE_FIELDS = ("vin", "stock_number", "year", "make", "model", "trim", "body_style", "color", "status",
                   "metadata", "profile_id")
 
@@ -135,6 +137,14 @@ def _clean_vehicle_fields(db: sqlite_utils.Database, fields: dict[str, Any]) -> 
             clean["status"] = value
         elif key == "metadata":
             clean["metadata"] = json.dumps(value or {})
+            if len(clean["metadata"].encode()) > MAX_METADATA_BYTES:
+                raise BadRequest("metadata is larger than 1 MB.", code="metadata_too_large")
+        elif key == "stock_number" and value is not None:
+            clean[key] = (value.strip() if isinstance(value, str) else value) or None  # "" clears it
+            if clean[key] is not None and not printable_id(clean[key], MAX_STOCK_NUMBER):
+                raise BadRequest(f"stock_number must be 1-{MAX_STOCK_NUMBER} printable characters (no control "
+                                 f"characters such as NUL or newline).", code="invalid_parameters",
+                                 title="Invalid parameters")
         elif key == "profile_id":
             if value is not None:
                 get_profile(db, int(value))

@@ -18,7 +18,7 @@ from PIL import Image
 from sqlite_utils.migrations import Migrations
 
 from core.clock import now_iso
-from core.encoding import decode_cursor, encode_cursor
+from core.encoding import decode_cursor, encode_cursor, printable_id
 from models import imaging
 from models.recognition.embedding import EmbeddingModel
 from models.recognition.features import Features, extract, rating
@@ -192,8 +192,9 @@ def _check_object_fields(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_object_id(object_id: str) -> None:
-    if not object_id or len(object_id) > MAX_OBJECT_ID:
-        raise RecognitionError(f"object_id must be 1-{MAX_OBJECT_ID} characters.", code="invalid_object_id")
+    if not printable_id(object_id, MAX_OBJECT_ID):
+        raise RecognitionError(f"object_id must be 1-{MAX_OBJECT_ID} printable characters (no control characters "
+                               f"such as NUL or newline, no space at either end).", code="invalid_object_id")
 
 
 def put_object(collection_id: str, object_id: str, fields: dict[str, Any]) -> tuple[dict[str, Any], bool]:
