@@ -205,6 +205,15 @@ class LoggingSettings(Section):
     format: Literal["json", "text"] = Field("json", description="json: one JSON object per line on stdout.")
 
 
+class MetricsSettings(Section):
+    """Prometheus metrics at /metrics."""
+
+    public: bool = Field(
+        False, description="Anyone who reaches the server may read /metrics; false: only with an admin's API key "
+        "(X-Api-Key, or Prometheus' bearer token) or from this machine itself (a loopback address, not forwarded by "
+        "a proxy).")
+
+
 class LicensingSettings(Section):
     """Offline licensing (see licensing/)."""
 
@@ -242,6 +251,7 @@ class Settings(BaseModel):
     recognition: RecognitionSettings = Field(default_factory=RecognitionSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     licensing: LicensingSettings = Field(default_factory=LicensingSettings)
 
     @property

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from apiflask import APIBlueprint
-from flask import Response, jsonify
+from flask import Response, jsonify, request
 
 from server import metrics
+from server.auth import API_KEY_SECURITY, key_principal
+from server.config import get_settings
+from server.errors import Forbidden, Unauthorized
 from server.readiness import run_checks
 
 bp = APIBlueprint("health", __name__, tag="Health")
@@ -36,10 +41,30 @@ def readyz() -> Response:
     return resp
 
 
+def _from_this_machine() -> bool:
+    """A loopback client that no proxy forwarded (a proxy on the box would make every client look local)."""
+    if any(h in request.headers for h in ("X-Forwarded-For", "Forwarded", "X-Real-Ip")):
+        return False
+    try:
+        return ipaddress.ip_address(request.remote_addr or "").is_loopback
+    except ValueError:
+        return False
+
+
 @bp.get("/metrics")
-@bp.doc(summary="Prometheus metrics", responses={200: {"description": "Prometheus text format",
-                                                       "content": {"text/plain": {"schema": {"type": "string"}}}}})
+@bp.doc(summary="Prometheus metrics", security=API_KEY_SECURITY,
+        responses={200: {"description": "Prometheus text format",
+                         "content": {"text/plain": {"schema": {"type": "string"}}}},
+                   403: "Not public ([metrics] public = false): send an admin's API key"})
 def metrics_view() -> Response:
-    """Prometheus exposition, merged over all workers."""
+    """Prometheus exposition, merged over all workers. Open only with [metrics] public = true; otherwise an
+    admin's API key, or a request from this machine itself."""
+    if not get_settings().metrics.public and not _from_this_machine():
+        principal = key_principal()
+        if principal is None:
+            raise Unauthorized("/metrics is not public on this server: send an admin's API key in X-Api-Key or "
+                               "Authorization: Bearer (or set [metrics] public = true).")
+        if not principal.is_admin:
+            raise Forbidden("/metrics needs an admin's API key.", code="admin_required", title="Admin only")
     data, content_type = metrics.render()
     return Response(data, content_type=content_type)
