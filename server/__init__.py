@@ -21,8 +21,7 @@ from server import errors, json_limits, metrics
 from server.auth import SECURITY_SCHEMES, rate_limit_key
 from server.config import Settings, load_settings
 from server.logs import setup_logging
-from server.readiness import CheckResult, register_check
-from server.store import get_db, migrate, open_db, pending_migrations
+from server.store import migrate, open_db, pending_migrations, register_migrations
 from server.version import __version__
 
 log = logging.getLogger("forecourt.access")
@@ -49,7 +48,11 @@ def _secret_key(settings: Settings) -> str:
 
 def prepare_data_dir(settings: Settings) -> None:
     """Create the data folder and the database, and apply migrations (once, under a file lock)."""
-    _register_engine_migrations()
+    from server.areas import AREAS
+
+    for area in AREAS:
+        for steps in area.migrations:
+            register_migrations(steps)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     for sub in ("images", "indexes", "tmp"):
         (settings.data_dir / sub).mkdir(exist_ok=True)
@@ -143,72 +146,12 @@ def create_app(settings: Settings | dict[str, Any] | None = None) -> APIFlask:
     errors.init_app(app)
     _init_request_hooks(app)
 
-    from server.blueprints import load_blueprints
-    from server.blueprints.dashboard import csrf
+    from server.areas import AREAS
 
-    csrf.init_app(app)
-    limiter = _init_limiter(app, settings)
-    for bp in load_blueprints():
-        if limiter is not None and getattr(bp, "rate_limited", True):
-            limiter.limit(lambda: settings.rate_limit.default, key_func=rate_limit_key)(bp)
-        app.register_blueprint(bp)
-        init = getattr(bp, "init_app", None)
-        if callable(init):
-            init(app)
-
-    register_check(app, _database_check)
-    register_check(app, _model_check)
-    register_check(app, _sam_check)
+    _init_limiter(app, settings)
+    for area in AREAS:  # health, accounts, admin, dashboard, licensing, removebg, catalog, recognition
+        area.init_app(app)
     return app
-
-
-def _register_engine_migrations() -> None:
-    """Engines keep their own schema; apply every one with the server's, under the same lock, before any worker.
-
-    `forecourt init` and `forecourt serve` call this before gunicorn starts, so workers find nothing pending and
-    never race each other's schema writes on a brand-new database.
-    """
-    from licensing.schema import migrate as licensing_migrate
-    from server.services.catalog import migrate as catalog_migrate
-    from server.services.recognition import migrate as recognition_migrate
-    from server.store import register_migrations
-
-    for hook in (licensing_migrate, catalog_migrate, recognition_migrate):
-        register_migrations(hook)
-
-
-def _model_check() -> CheckResult:
-    """The default segmenter's file is present and passes its checksum (required unless [models] require=false)."""
-    from models.registry import get_segmenter
-    from server.config import get_settings
-
-    s = get_settings()
-    status = get_segmenter(s.models.segmenter, models_dir=s.models_dir, device=s.models.device,
-                           threads=s.models.threads).status()
-    ok = bool(status["verified"])
-    detail = (f"{status['name']} verified{' and loaded' if status['loaded'] else ''}" if ok else
-              f"{status['name']}: {status['error']}")
-    return CheckResult("segmenter", ok, detail, required=s.models.require)
-
-
-def _sam_check() -> CheckResult:
-    """Segment Anything is optional: installed or not, the box is ready; the detail says which."""
-    from models.registry import model_status
-    from server.config import get_settings
-
-    s = get_settings()
-    rows = {r["name"]: r for r in model_status(s.models_dir)}
-    row = rows.get(s.models.sam_model, {})
-    if row.get("verified"):
-        return CheckResult("sam", True, f"{s.models.sam_model} installed (slow on CPU: tens of seconds per image)",
-                           required=False)
-    return CheckResult("sam", False, f"{s.models.sam_model} not installed; /v1/segment and refine=sam answer 503",
-                       required=False)
-
-
-def _database_check() -> CheckResult:
-    get_db().execute("SELECT 1").fetchone()
-    return CheckResult("database", True, "reachable")
 
 
 def _init_limiter(app: APIFlask, settings: Settings) -> Limiter | None:

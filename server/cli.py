@@ -1,4 +1,5 @@
-"""The `forecourt` command: init, serve, users, keys, backup, restore, config, version (and engine groups)."""
+"""The `forecourt` command: init, serve, users, keys, backup, restore, config, version, models, and each area's
+commands (server/areas.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from models.cli import models_group
+from server.areas import AREAS
 from server.config import ConfigError, Settings, iter_settings, load_settings
 from server.version import __version__
 
@@ -347,29 +350,11 @@ def version() -> None:
     click.echo(f"forecourt {__version__}")
 
 
-def _add_engine_groups() -> None:
-    """Engines contribute their own command groups (models, license, usage, ...)."""
-    import importlib
-
-    for module, attr in ENGINE_GROUPS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name == module:
-                continue  # that engine is not part of this build
-            raise
-        cli.add_command(getattr(mod, attr))
-
-
-# (module, click group attribute). Engineers add their own line here.
-ENGINE_GROUPS: list[tuple[str, str]] = [
-    ("models.cli", "models_group"),
-    ("server.cli_removebg", "removebg_command"),
-    ("server.cli_license", "license_group"), ("server.cli_license", "usage_group"),
-    ("server.cli_index", "index_group"),
-]
-
-_add_engine_groups()
+# The vision engine's `models` group, then each area's commands (server/areas.py).
+cli.add_command(models_group)
+for area in AREAS:
+    for command in area.commands:
+        cli.add_command(command)
 
 
 def main() -> None:

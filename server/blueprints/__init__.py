@@ -1,22 +1,16 @@
-"""One blueprint per API area; create_app registers every blueprint in BLUEPRINTS."""
+"""One blueprint per API area; each area's init_app registers its own with `register` (server/areas.py lists them)."""
 
 from __future__ import annotations
 
-import importlib
+from flask import Blueprint, Flask
 
-# Module paths, each exposing `bp`. Engineers add their own line here.
-BLUEPRINTS: list[str] = [
-    "server.blueprints.health",
-    "server.blueprints.accounts",
-    "server.blueprints.admin",
-    "server.blueprints.dashboard",
-    "server.blueprints.licensing",
-    "server.blueprints.removebg",
-    "server.blueprints.catalog",
-    "server.blueprints.recognition",
-]
+from server.auth import rate_limit_key
 
 
-def load_blueprints() -> list:  # type: ignore[type-arg]
-    """Import each blueprint module and return its `bp`."""
-    return [importlib.import_module(path).bp for path in BLUEPRINTS]
+def register(app: Flask, bp: Blueprint, *, rate_limited: bool = True) -> None:
+    """Register an area's blueprint; its routes share the default rate limit when [rate_limit] is on."""
+    limiter = app.extensions.get("forecourt.limiter")
+    if rate_limited and limiter is not None:
+        settings = app.extensions["forecourt.settings"]
+        limiter.limit(lambda: settings.rate_limit.default, key_func=rate_limit_key)(bp)
+    app.register_blueprint(bp)

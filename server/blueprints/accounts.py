@@ -6,9 +6,10 @@ import logging
 from typing import Any
 
 from apiflask import APIBlueprint
-from flask import g, request
+from flask import Flask, g, request
 
 from server.auth import API_KEY_SECURITY, require_key
+from server.blueprints import register
 from server.config import get_settings
 from server.errors import NotFound
 from server.mailer import send_mail, smtp_enabled
@@ -29,6 +30,11 @@ from server.store import get_db
 
 log = logging.getLogger(__name__)
 bp = APIBlueprint("accounts", __name__, tag="Accounts", url_prefix="/v1")
+
+
+def init_app(app: Flask) -> None:
+    """The accounts API."""
+    register(app, bp)
 
 
 @bp.get("/me")

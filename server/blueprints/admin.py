@@ -5,14 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from apiflask import APIBlueprint
+from flask import Flask
 
 from server.auth import API_KEY_SECURITY, require_admin_key
+from server.blueprints import register
 from server.config import get_settings
 from server.schemas import KeyListOut, ResetLinkOut, UserIn, UserListOut, UserOut, UserPatchIn
 from server.services import accounts
 from server.store import get_db
 
 bp = APIBlueprint("admin", __name__, tag="Admin", url_prefix="/v1/admin")
+
+
+def init_app(app: Flask) -> None:
+    """The admin API."""
+    register(app, bp)
 
 
 @bp.get("/users")

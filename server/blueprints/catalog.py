@@ -13,6 +13,7 @@ from pydantic import Field
 from models import plates
 from server import json_limits
 from server.auth import API_KEY_SECURITY, require_admin_key, require_key
+from server.blueprints import register
 from server.config import get_settings
 from server.errors import BadRequest
 from server.schemas import Strict
@@ -364,7 +365,8 @@ def public_image(render_id: str) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    """Start render threads on a worker's first request (the schema is applied by server.prepare_data_dir)."""
+    """The catalog API and its render threads, started on a worker's first request (so after gunicorn forks)."""
+    register(app, bp)
     settings = app.extensions["forecourt.settings"]
     if settings.catalog.render_workers:
 
@@ -372,5 +374,3 @@ def init_app(app: Flask) -> None:
         def _start_render_threads() -> None:
             catalog_jobs.start_workers(app)
 
-
-bp.init_app = init_app  # type: ignore[attr-defined]

@@ -8,13 +8,14 @@ from collections.abc import Callable
 from typing import Any
 
 from apiflask import APIBlueprint
-from flask import abort, flash, g, redirect, render_template, request, session, url_for
+from flask import Flask, abort, flash, g, redirect, render_template, request, session, url_for
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
 from licensing import notices as notice_store
 from licensing.clock import DAY, iso, now, parse_iso, period_bounds
 from server.auth import session_principal
+from server.blueprints import register
 from server.blueprints.accounts import send_reset_link
 from server.config import get_settings
 from server.errors import ApiError
@@ -25,8 +26,13 @@ from server.store import get_db
 
 log = logging.getLogger("forecourt.dashboard")
 bp = APIBlueprint("dashboard", __name__, enable_openapi=False)
-bp.rate_limited = False  # type: ignore[attr-defined]
 csrf = CSRFProtect()
+
+
+def init_app(app: Flask) -> None:
+    """The dashboard pages, with CSRF-protected forms and outside the API rate limit."""
+    csrf.init_app(app)
+    register(app, bp, rate_limited=False)
 
 METRIC_LABELS = {"credits": "Background-removal credits", "scans": "Recognition scans",
                  "uploads": "Reference-image uploads", "stored_images": "Stored reference images"}

@@ -5,16 +5,28 @@ from __future__ import annotations
 import ipaddress
 
 from apiflask import APIBlueprint
-from flask import Response, jsonify, request
+from flask import Flask, Response, jsonify, request
 
 from server import metrics
 from server.auth import API_KEY_SECURITY, key_principal
+from server.blueprints import register
 from server.config import get_settings
 from server.errors import Forbidden, Unauthorized
-from server.readiness import run_checks
+from server.readiness import CheckResult, register_check, run_checks
+from server.store import get_db
 
 bp = APIBlueprint("health", __name__, tag="Health")
-bp.rate_limited = False  # type: ignore[attr-defined]
+
+
+def init_app(app: Flask) -> None:
+    """The probes (never rate limited) and the database's readiness check."""
+    register(app, bp, rate_limited=False)
+    register_check(app, _database_check)
+
+
+def _database_check() -> CheckResult:
+    get_db().execute("SELECT 1").fetchone()
+    return CheckResult("database", True, "reachable")
 
 
 @bp.get("/livez")

@@ -7,12 +7,13 @@ import time
 from typing import Any, Literal
 
 from apiflask import APIBlueprint
-from flask import Response, g
+from flask import Flask, Response, g
 from pydantic import BaseModel, ConfigDict, Field
 
 from licensing import ledger
 from licensing import notices as notice_store
 from server.auth import API_KEY_SECURITY, require_admin_key, require_key
+from server.blueprints import register
 from server.errors import BadRequest
 from server.services import licensing as service
 from server.services.metering import charge
@@ -245,9 +246,7 @@ def metering_probe(json_data: ProbeIn) -> dict[str, Any]:
             "request_id": g.get("request_id", "")}
 
 
-def init_app(app: Any) -> None:
-    """Hook licensing into the app (called by create_app after registering the blueprint)."""
+def init_app(app: Flask) -> None:
+    """The licensing API, and licensing's trial start, notices, readiness check, API guard and scheduled ticks."""
+    register(app, bp)
     service.init_app(app)
-
-
-bp.init_app = init_app  # type: ignore[attr-defined]

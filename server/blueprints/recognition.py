@@ -11,6 +11,7 @@ from core.encoding import decode_b64
 from licensing.errors import LicensingError
 from models.errors import ModelError
 from server.auth import API_KEY_SECURITY, require_key
+from server.blueprints import register
 from server.config import get_settings
 from server.services import recognition as svc
 from server.services.metering import charge, check, release
@@ -24,11 +25,9 @@ CREATE_DOC = dict(security=API_KEY_SECURITY, responses={200: "Replaced", 201: "C
 
 
 def init_app(app: Flask) -> None:
-    """Apply the recognition schema and hook the licensing purge."""
+    """The recognition API and the licensing purge of reference images."""
+    register(app, bp)
     svc.init_app(app)
-
-
-bp.init_app = init_app  # type: ignore[attr-defined]  # create_app calls bp.init_app(app) after registering
 
 
 def _json() -> dict[str, Any]:

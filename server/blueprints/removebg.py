@@ -10,21 +10,54 @@ from typing import Any
 
 import numpy as np
 from apiflask import APIBlueprint
-from flask import Response, jsonify, request
+from flask import Flask, Response, jsonify, request
 from PIL import Image
 
 from core.encoding import decode_b64
 from core.errors import InvalidBase64
 from models import imaging
+from models.registry import get_segmenter, model_status
 from server import json_limits, metrics
 from server.auth import API_KEY_SECURITY, require_key
+from server.blueprints import register
 from server.config import get_settings
+from server.readiness import CheckResult, register_check
 from server.services import fetch_url
 from server.services import removebg as service
 from server.services.metering import check
 from server.services.removebg import RemoveBgError, parse_options
 
 bp = APIBlueprint("removebg", __name__, tag="Background removal")
+
+
+def init_app(app: Flask) -> None:
+    """The remove.bg API, and the readiness of the segmenter (required unless [models] require=false) and SAM."""
+    register(app, bp)
+    register_check(app, _segmenter_check)
+    register_check(app, _sam_check)
+
+
+def _segmenter_check() -> CheckResult:
+    """The default segmenter's file is present and passes its checksum."""
+    s = get_settings()
+    status = get_segmenter(s.models.segmenter, models_dir=s.models_dir, device=s.models.device,
+                           threads=s.models.threads).status()
+    ok = bool(status["verified"])
+    detail = (f"{status['name']} verified{' and loaded' if status['loaded'] else ''}" if ok else
+              f"{status['name']}: {status['error']}")
+    return CheckResult("segmenter", ok, detail, required=s.models.require)
+
+
+def _sam_check() -> CheckResult:
+    """Segment Anything is optional: installed or not, the box is ready; the detail says which."""
+    s = get_settings()
+    rows = {r["name"]: r for r in model_status(s.models_dir)}
+    row = rows.get(s.models.sam_model, {})
+    if row.get("verified"):
+        return CheckResult("sam", True, f"{s.models.sam_model} installed (slow on CPU: tens of seconds per image)",
+                           required=False)
+    return CheckResult("sam", False, f"{s.models.sam_model} not installed; /v1/segment and refine=sam answer 503",
+                       required=False)
 
 
 def _request_params() -> tuple[dict[str, Any], dict[str, bytes]]:

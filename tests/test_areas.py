@@ -1,0 +1,34 @@
+"""server/areas.py: one list wires every feature area into the app, the database and the command line."""
+
+from __future__ import annotations
+
+from server.areas import AREAS
+from server.cli import cli
+from server.store import pending_migrations
+
+
+def test_every_area_registers_its_blueprint_checks_and_schema(app) -> None:
+    assert [a.name for a in AREAS] == ["health", "accounts", "admin", "dashboard", "licensing", "removebg", "catalog",
+                                       "recognition"]
+    assert set(app.blueprints) - {"openapi"} == {a.name for a in AREAS}  # openapi: APIFlask's spec and docs
+    checks = [c.__name__ for c in app.extensions["forecourt.ready_checks"]]
+    assert checks == ["_database_check", "license", "_segmenter_check", "_sam_check"]
+    from server.store import open_db
+
+    db = open_db(app.extensions["forecourt.settings"].db_path)
+    assert pending_migrations(db) == []  # every area's schema applied by create_app
+    tables = set(db.table_names())
+    assert {"users", "lic_buckets", "catalog_vehicles", "rec_objects"} <= tables
+    db.close()
+
+
+def test_every_area_command_is_on_the_forecourt_command() -> None:
+    for area in AREAS:
+        for command in area.commands:
+            assert cli.commands[command.name] is command
+    assert {"models", "license", "usage", "removebg", "index"} <= set(cli.commands)
+
+
+def test_api_areas_are_rate_limited_and_probes_are_not(client, admin) -> None:
+    assert "X-RateLimit-Limit" in client.get("/v1/me", headers=admin.headers).headers
+    assert "X-RateLimit-Limit" not in client.get("/livez").headers
