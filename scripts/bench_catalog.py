@@ -68,10 +68,10 @@ def main() -> None:
     assert resp.status_code == 201, resp.get_data(as_text=True)
     import numpy as np
 
-    from server.services import removebg
+    from server.services import segmentation
 
     with app.app_context():  # load the model outside the timing
-        removebg._segmenter().mask(np.zeros((64, 64, 3), np.uint8), kind="car")
+        segmentation.segmenter().mask(np.zeros((64, 64, 3), np.uint8), kind="car")
     t0 = time.perf_counter()
     rendered = catalog_jobs.run_pending(app)
     render_s = time.perf_counter() - t0

@@ -81,6 +81,7 @@ def removebg_command(obj: Any, input_dir: Path, output_dir: Path, size: str, typ
     from server import create_app
     from server.errors import ApiError
     from server.services import removebg as service
+    from server.services import segmentation
 
     params = {"size": size, "type": type_, "type_level": type_level, "format": fmt, "roi": roi, "crop": crop,
               "crop_margin": crop_margin, "scale": scale, "position": position, "channels": channels,
@@ -98,7 +99,7 @@ def removebg_command(obj: Any, input_dir: Path, output_dir: Path, size: str, typ
                                                 code="multiple_bg_sources")
                 opts.bg_image = imaging.decode(bg_image_file.read_bytes(), max_bytes=max_bytes,
                                                what="background image")
-            service._segmenter().load()
+            segmentation.segmenter().load()
             if opts.refine == "sam":
                 service.get_sam()
     except (ApiError, ModelError) as exc:

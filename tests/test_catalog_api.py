@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from server.services import catalog, catalog_jobs
-from server.services import removebg as removebg_service
+from server.services import catalog, catalog_jobs, segmentation
 from tests.test_errors import assert_error_shape
 
 VIN_HONDA = "1HGCM82633A004352"
@@ -42,7 +41,7 @@ def settings_dict(settings_dict: dict) -> dict:
 @pytest.fixture(autouse=True)
 def fake_segmenter(monkeypatch):
     fake = FakeSegmenter()
-    monkeypatch.setattr(removebg_service, "_segmenter", lambda: fake)
+    monkeypatch.setattr(segmentation, "segmenter", lambda: fake)
     return fake
 
 

@@ -289,10 +289,10 @@ def test_try_it_refine_with_clicks_passes_the_points_to_segment_anything(client,
                                                                           monkeypatch, sam_checkpoint) -> None:
     """Try it, then refine with two clicks: Segment Anything (a tiny real predictor) gets them as keep/remove
     points in photo pixels, and each run charges its credits; without SAM the refine says so in plain words."""
-    from server.services import removebg as service
+    from server.services import segmentation
     from tests.fakes_removebg import FakeSegmenter, photo
 
-    monkeypatch.setattr(service, "_segmenter", lambda: FakeSegmenter())
+    monkeypatch.setattr(segmentation, "segmenter", lambda: FakeSegmenter())
     sign_in(client, admin)
     token = csrf_token(client, "/try")
     resp = client.post("/try", data={"photo": (io.BytesIO(photo(400, 300)), "car.jpg"), "type": "auto",

@@ -12,9 +12,9 @@ import pytest
 from models.recognition import score_from_inliers
 from models.recognition.index import FeatureIndex
 from models.recognition.matcher import INLIER_MIDPOINT
-from server.services import recognition as svc
 from server.services import recognition_index as svc_index
 from server.services import recognition_rebuild as svc_rebuild
+from server.services import segmentation
 from tests.recognition_synth import jpeg, pattern, scene
 
 
@@ -276,7 +276,7 @@ class FakeSegmenter:
 
 
 def test_car_collections_use_features_on_the_car_only(client, admin, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(svc, "_segmenter", lambda: FakeSegmenter())
+    monkeypatch.setattr(segmentation, "segmenter", lambda: FakeSegmenter())
     cid = client.post("/v1/collections", json={"name": "Cars", "object_type": "car"}, headers=admin.headers).json["id"]
     client.put(f"/v1/collections/{cid}/objects/car-1", json={}, headers=admin.headers)
     # The "car" (pattern 1) on the left, a shared "backdrop" (pattern 9) on the right.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from server.services import removebg as service
+from server.services import segmentation
 from tests.fakes_removebg import FakeCrashingSegmenter, FakeSegmenter, photo
 
 
@@ -22,7 +22,7 @@ def test_batch_writes_all_resumes_and_reports_bad_files(cli_runner, tmp_path, mo
     out = tmp_path / "out"
 
     first = FakeCrashingSegmenter(fail_width=340)
-    monkeypatch.setattr(service, "_segmenter", lambda: first)
+    monkeypatch.setattr(segmentation, "segmenter", lambda: first)
     result = runner.invoke(cli, ["removebg", str(src), str(out), "--size", "preview", "--workers", "2"], env=env)
     assert result.exit_code == 1
     assert "broken.jpg" in result.output and "car2.jpg" in result.output
@@ -33,7 +33,7 @@ def test_batch_writes_all_resumes_and_reports_bad_files(cli_runner, tmp_path, mo
     assert img.mode == "RGBA" and img.size == (300, 200)
 
     second = FakeSegmenter()
-    monkeypatch.setattr(service, "_segmenter", lambda: second)
+    monkeypatch.setattr(segmentation, "segmenter", lambda: second)
     result = runner.invoke(cli, ["removebg", str(src), str(out), "--size", "preview"], env=env)
     assert "3 already done" in result.output
     assert second.calls == 1  # only car2 was redone
@@ -48,7 +48,7 @@ def test_batch_refuses_bad_options_before_any_work(cli_runner, tmp_path, monkeyp
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.jpg").write_bytes(photo())
     fake = FakeSegmenter()
-    monkeypatch.setattr(service, "_segmenter", lambda: fake)
+    monkeypatch.setattr(segmentation, "segmenter", lambda: fake)
     result = runner.invoke(cli, ["removebg", str(tmp_path / "in"), str(tmp_path / "out"), "--scale", "5%"], env=env)
     assert result.exit_code == 2 and "scale" in result.output
     assert fake.calls == 0 and not (tmp_path / "out").exists()
@@ -72,7 +72,7 @@ def test_batch_is_metered_like_the_api(cli_runner, tmp_path, monkeypatch) -> Non
         return body["data"]["attributes"]["credits"]["total"]
 
     before = total()
-    monkeypatch.setattr(service, "_segmenter", lambda: FakeSegmenter())
+    monkeypatch.setattr(segmentation, "segmenter", lambda: FakeSegmenter())
     result = runner.invoke(cli, ["removebg", str(tmp_path / "in"), str(tmp_path / "out"), "--size", "full"], env=env)
     assert result.exit_code == 0, result.output
     assert total() == before - 2
@@ -93,7 +93,7 @@ def test_batch_with_format_auto_resumes_on_either_extension_and_clears_stale_tem
     bg = tmp_path / "lot.png"
     Image.new("RGB", (64, 64), (0, 0, 200)).save(bg)
     fake = FakeSegmenter()
-    monkeypatch.setattr(service, "_segmenter", lambda: fake)
+    monkeypatch.setattr(segmentation, "segmenter", lambda: fake)
     result = runner.invoke(cli, ["removebg", str(src), str(out), "--format", "auto", "--bg-image", str(bg),
                                  "--size", "preview", "--type", "auto"], env=env)
     assert result.exit_code == 0, result.output

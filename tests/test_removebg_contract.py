@@ -16,6 +16,7 @@ import pytest
 import time_machine
 
 from server.services import removebg as service
+from server.services import segmentation
 from tests.fakes_removebg import FakeSegmenter, photo
 from tests.test_errors import assert_error_shape
 
@@ -23,7 +24,7 @@ from tests.test_errors import assert_error_shape
 @pytest.fixture
 def fake_segmenter(monkeypatch):
     fake = FakeSegmenter()
-    monkeypatch.setattr(service, "_segmenter", lambda: fake)
+    monkeypatch.setattr(segmentation, "segmenter", lambda: fake)
     return fake
 
 
@@ -127,7 +128,7 @@ def test_a_request_that_outlasts_its_window_gets_no_negative_retry_after(setting
     account = make_account(application, "a@dealer.example", "member")
     c = application.test_client()
     with time_machine.travel(dt.datetime(2026, 12, 6, 5, 0, 0, tzinfo=dt.UTC), tick=False) as clock:
-        monkeypatch.setattr(service, "_segmenter", lambda: SlowFakeSegmenter(clock, 3.0))
+        monkeypatch.setattr(segmentation, "segmenter", lambda: SlowFakeSegmenter(clock, 3.0))
         resp = post(c, account.headers, {"image_file": (io.BytesIO(photo()), "a.jpg")})
     assert resp.status_code == 200, resp.get_data(as_text=True)
     assert "Retry-After" not in resp.headers and resp.headers["X-RateLimit-Limit"] == "5"

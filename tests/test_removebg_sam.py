@@ -14,7 +14,7 @@ from PIL import Image
 
 from models import sam as sam_module
 from models.sam import SamSegmenter
-from server.services import removebg as service
+from server.services import segmentation
 from tests.fakes_removebg import FakeSegmenter, photo
 from tests.test_errors import assert_error_shape
 from tests.test_models_sam import tiny_sam
@@ -84,7 +84,7 @@ def test_segment_refuses_bad_prompts(client, admin, installed_sam, prompt, fragm
 
 
 def test_refine_sam_uses_the_matte_box_and_the_callers_points(client, admin, installed_sam, monkeypatch) -> None:
-    monkeypatch.setattr(service, "_segmenter", lambda: FakeSegmenter())
+    monkeypatch.setattr(segmentation, "segmenter", lambda: FakeSegmenter())
     before = credits(client, admin.headers)
     resp = client.post("/v1.0/removebg", data={"image_file": (io.BytesIO(photo(400, 300)), "a.jpg"),
                                                "refine": "sam", "refine_points": "[[0.5, 0.5, 1], [0.02, 0.02, 0]]"},
@@ -103,7 +103,7 @@ def test_refine_sam_uses_the_matte_box_and_the_callers_points(client, admin, ins
 
 def test_refine_sam_without_a_checkpoint_is_503_and_free(client, admin, monkeypatch) -> None:
     fake = FakeSegmenter()
-    monkeypatch.setattr(service, "_segmenter", lambda: fake)
+    monkeypatch.setattr(segmentation, "segmenter", lambda: fake)
     before = credits(client, admin.headers)
     resp = client.post("/v1.0/removebg", data={"image_file": (io.BytesIO(photo()), "a.jpg"), "refine": "sam"},
                        headers=admin.headers, content_type="multipart/form-data")

@@ -14,8 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
-from server.services import fetch_url
-from server.services import removebg as service
+from server.services import fetch_url, segmentation
 from tests.fakes_removebg import FakeSegmenter, photo
 from tests.test_errors import assert_error_shape
 
@@ -97,7 +96,7 @@ def allow(app):
 @pytest.fixture
 def fake_segmenter(monkeypatch) -> FakeSegmenter:
     fake = FakeSegmenter()
-    monkeypatch.setattr(service, "_segmenter", lambda: fake)
+    monkeypatch.setattr(segmentation, "segmenter", lambda: fake)
     return fake
 
 

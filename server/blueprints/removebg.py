@@ -16,13 +16,13 @@ from PIL import Image
 from core.encoding import decode_b64
 from core.errors import InvalidBase64
 from models import imaging
-from models.registry import get_segmenter, model_status
+from models.registry import model_status
 from server import json_limits, metrics
 from server.auth import API_KEY_SECURITY, require_key
 from server.blueprints import register
 from server.config import get_settings
 from server.readiness import CheckResult, register_check
-from server.services import fetch_url
+from server.services import fetch_url, segmentation
 from server.services import removebg as service
 from server.services.metering import check
 from server.services.removebg import RemoveBgError, parse_options
@@ -39,13 +39,11 @@ def init_app(app: Flask) -> None:
 
 def _segmenter_check() -> CheckResult:
     """The default segmenter's file is present and passes its checksum."""
-    s = get_settings()
-    status = get_segmenter(s.models.segmenter, models_dir=s.models_dir, device=s.models.device,
-                           threads=s.models.threads).status()
+    status = segmentation.segmenter().status()
     ok = bool(status["verified"])
     detail = (f"{status['name']} verified{' and loaded' if status['loaded'] else ''}" if ok else
               f"{status['name']}: {status['error']}")
-    return CheckResult("segmenter", ok, detail, required=s.models.require)
+    return CheckResult("segmenter", ok, detail, required=get_settings().models.require)
 
 
 def _sam_check() -> CheckResult:

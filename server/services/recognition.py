@@ -25,6 +25,7 @@ from models.recognition.features import Features, extract, rating
 from models.recognition.search import search
 from server.config import Settings, get_settings
 from server.errors import ApiError, NotFound
+from server.services import segmentation
 from server.services.recognition_index import (
     embedded_count,
     embedder,
@@ -268,14 +269,6 @@ def delete_object(collection_id: str, object_id: str) -> int:
 
 
 # --- features ----------------------------------------------------------------------------------------------------
-def _segmenter():  # type: ignore[no-untyped-def]
-    from models.registry import get_segmenter
-
-    s = get_settings()
-    return get_segmenter(s.models.segmenter, models_dir=s.models_dir, device=s.models.device,
-                         threads=s.models.threads)
-
-
 @dataclass
 class Analysis:
     """What recognition keeps of an image: local features, and the global embedding when a model is installed."""
@@ -292,7 +285,7 @@ def analyse(image: Image.Image, object_type: str) -> Analysis:
     s = get_settings().recognition
     mask = None
     if object_type == "car":
-        mask = _segmenter().mask(rgb, kind="car")
+        mask = segmentation.segmenter().mask(rgb, kind="car")
     feats = extract(rgb, mask, max_side=s.max_side, max_keypoints=s.max_keypoints)
     model = embedder()
     if model is None:

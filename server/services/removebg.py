@@ -17,6 +17,7 @@ from models.errors import ModelError
 from server import json_limits, metrics
 from server.config import get_settings
 from server.errors import ApiError
+from server.services import segmentation
 
 # remove.bg's sizes: megapixels of the output and credits per image; aliases as remove.bg documents them
 SIZE_ALIASES = {"preview": "preview", "small": "preview", "regular": "preview", "medium": "medium", "hd": "hd",
@@ -310,14 +311,6 @@ class Result:
     extension: str
 
 
-def _segmenter():  # type: ignore[no-untyped-def]
-    from models.registry import get_segmenter
-
-    s = get_settings()
-    return get_segmenter(s.models.segmenter, models_dir=s.models_dir, device=s.models.device,
-                         threads=s.models.threads)
-
-
 def get_sam():  # type: ignore[no-untyped-def]
     """The installed Segment Anything predictor, or 503 sam_not_installed."""
     from models import sam
@@ -353,7 +346,7 @@ def output_megapixels(opts: Options, size: str) -> float:
 
 def cutout_alpha(rgb: np.ndarray, opts: Options, roi: tuple[int, int, int, int] | None) -> np.ndarray:
     """The alpha matte for the options' type, ROI, refinement and semitransparency."""
-    seg = _segmenter()
+    seg = segmentation.segmenter()
     is_car = opts.type == "car"
     alpha = seg.mask(rgb, kind="car" if is_car else "auto", mirror=is_car and get_settings().removebg.car_mirror_pass)
     if getattr(seg, "last_model_ms", None) is not None:
