@@ -1,4 +1,5 @@
-# Forecourt: `make run` sets everything up and serves; `make test` sets up and runs the tests.
+# Forecourt: `make run` sets everything up and serves; `make test` sets up and runs the tests (`make test-fast`
+# skips the slow ones).
 # On a GPU box: `make run GPU=1` installs onnxruntime's CUDA build (the gpu extra) in place of the CPU one.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -10,13 +11,17 @@ CONFIG ?=
 FC := $(BIN)/forecourt $(if $(CONFIG),--config $(CONFIG),)
 PYTEST_ARGS ?=
 
-.PHONY: run test setup weights browser init lint bench gpu-check clean-venv
+.PHONY: run test test-fast setup weights browser init lint bench gpu-check clean-venv
 
 run: setup weights init
 	$(FC) serve
 
 test: setup weights browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The quick loop: skips tests marked slow (real model weights, real gunicorn, the browser).
+test-fast: setup weights
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 setup: $(STAMP)
 

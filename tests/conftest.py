@@ -25,6 +25,45 @@ MODELS_DIR = Path(os.environ.get("FORECOURT_TEST_MODELS_DIR", REPO / "var" / "mo
 os.environ.setdefault("FORECOURT_LICENSING__STATE_DIR", tempfile.mkdtemp(prefix="forecourt-test-state-"))
 
 
+# The test being set up or run: start_live_server asks it whether it is marked slow.
+_current: list[pytest.Item] = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _current[:] = [item]
+
+
+def require_slow(what: str) -> None:
+    """`make test-fast` skips slow tests, so a test that uses a real server or the real weights must say so."""
+    if _current and _current[0].get_closest_marker("slow") is None:
+        pytest.fail(f"{_current[0].nodeid} uses {what}: mark it @pytest.mark.slow", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _real_weights_only_in_slow_tests(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading the fetched model files (not a test's own tiny or corrupt ones) fails a test not marked slow."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+    import models.sam
+    from models.segmenters.base import Segmenter
+
+    load_segmenter, load_sam = Segmenter.load, models.sam.load_sam
+
+    def guarded_segmenter(self: Segmenter) -> None:
+        if Path(self.models_dir).resolve() == MODELS_DIR:
+            require_slow(f"the real {self.name} weights")
+        load_segmenter(self)
+
+    def guarded_sam(checkpoint: Path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if MODELS_DIR in Path(checkpoint).resolve().parents:
+            require_slow(f"the real {Path(checkpoint).name} weights")
+        return load_sam(checkpoint, *args, **kwargs)
+
+    monkeypatch.setattr(Segmenter, "load", guarded_segmenter)
+    monkeypatch.setattr(models.sam, "load_sam", guarded_sam)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real car photos beside the repo (never copied into it)."""
@@ -141,7 +180,8 @@ class LiveServer:
 
 def start_live_server(data_dir: Path, *, workers: int = 2, threads: int = 4,
                       extra_env: dict[str, str] | None = None, timeout: float = 90) -> LiveServer:
-    """Start gunicorn with Forecourt's config and wait for /livez."""
+    """Start gunicorn with Forecourt's config and wait for /livez (only in a test marked slow)."""
+    require_slow("a real gunicorn")
     port = free_port()
     env = dict(os.environ)
     env.update({
