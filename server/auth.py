@@ -11,6 +11,7 @@ from flask import g, request, session
 from server.errors import Forbidden, Unauthorized
 from server.services import accounts
 from server.services.accounts import Principal
+from server.services.sign_in_throttle import SignInGuard, ThrottlePolicy
 from server.store import get_db
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -91,3 +92,11 @@ def rate_limit_key() -> str:
     if principal is not None:
         return f"key:{principal.key_id}"
     return f"addr:{request.remote_addr or 'unknown'}"
+
+
+def sign_in_guard() -> SignInGuard:
+    """The throttle for a request that checks a password: this client's address and browser, this route."""
+    from server.config import get_settings
+
+    return SignInGuard(ThrottlePolicy.from_settings(get_settings().auth), address=request.remote_addr or "unknown",
+                       user_agent=request.user_agent.string or "", route=f"{request.method} {request.path}")

@@ -61,6 +61,24 @@ class AuthSettings(Section):
     min_password_length: int = Field(10, ge=8, le=128, description="Shortest password accepted.")
     reset_token_minutes: int = Field(60, ge=5, le=1440, description="Lifetime of a password-reset link.")
     session_hours: int = Field(12, ge=1, le=720, description="Dashboard session lifetime in hours.")
+    sign_in_attempts: int = Field(
+        5, ge=1, le=100, description="Wrong passwords for one account before its sign-in pauses (dashboard, password "
+                                     "and e-mail changes)."
+    )
+    sign_in_address_attempts: int = Field(
+        20, ge=1, le=1000, description="Wrong passwords from one client address, for any accounts, before sign-in "
+                                       "from it pauses (behind a reverse proxy every visitor shares its address)."
+    )
+    sign_in_delay_seconds: int = Field(
+        30, ge=1, le=3600, description="First pause in seconds; each further wrong password doubles it."
+    )
+    sign_in_max_delay_seconds: int = Field(900, ge=1, le=86400, description="Longest pause in seconds.")
+    sign_in_forget_minutes: int = Field(
+        60, ge=1, le=10080, description="Minutes without a wrong password after which the count starts afresh."
+    )
+    failed_sign_ins_kept_days: int = Field(
+        90, ge=1, le=3650, description="Days the failed sign-ins shown on the Users page are kept."
+    )
 
 
 class RateLimitSettings(Section):

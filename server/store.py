@@ -97,6 +97,18 @@ def m002_meta(db: sqlite_utils.Database) -> None:
     db["meta"].create({"key": str, "value": str}, pk="key")
 
 
+@migrations()
+def m003_sign_in_throttle(db: sqlite_utils.Database) -> None:
+    """Failed sign-ins (shown to admins) and the pauses they cause, per account and per client address."""
+    db["failed_sign_ins"].create(
+        {"id": int, "at": str, "email": str, "address": str, "user_agent": str, "route": str, "reason": str},
+        pk="id", not_null={"at", "email", "address"},
+    )
+    db["failed_sign_ins"].create_index(["at"])
+    db["sign_in_throttle"].create({"key": str, "failures": int, "last_failure": float, "locked_until": float},
+                                  pk="key", not_null={"failures", "last_failure", "locked_until"})
+
+
 def get_db() -> sqlite_utils.Database:
     """This thread's connection to the running app's database (opened on first use)."""
     from flask import current_app

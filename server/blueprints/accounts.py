@@ -8,7 +8,7 @@ from typing import Any
 from apiflask import APIBlueprint
 from flask import Flask, g, request
 
-from server.auth import API_KEY_SECURITY, require_key
+from server.auth import API_KEY_SECURITY, require_key, sign_in_guard
 from server.blueprints import register
 from server.config import get_settings
 from server.errors import NotFound
@@ -83,9 +83,9 @@ def revoke_key(key_id: str) -> dict[str, Any]:
 @bp.doc(security=API_KEY_SECURITY, responses=[400, 401, 403, 429])
 @require_key
 def change_password(json_data: PasswordChangeIn) -> dict[str, Any]:
-    """Change my password (the current one is required)."""
+    """Change my password (the current one is required; repeated wrong ones pause it: 429, Retry-After)."""
     accounts.change_password(get_db(), g.principal.user_id, json_data.current_password, json_data.new_password,
-                             get_settings().auth.min_password_length)
+                             get_settings().auth.min_password_length, sign_in_guard())
     return {"message": "Password changed."}
 
 
@@ -95,8 +95,9 @@ def change_password(json_data: PasswordChangeIn) -> dict[str, Any]:
 @bp.doc(security=API_KEY_SECURITY, responses=[400, 401, 403, 409, 429])
 @require_key
 def change_email(json_data: EmailChangeIn) -> dict[str, Any]:
-    """Change my e-mail (asks for the password)."""
-    user = accounts.change_email(get_db(), g.principal.user_id, json_data.password, json_data.email)
+    """Change my e-mail (asks for the password; repeated wrong ones pause it: 429, Retry-After)."""
+    user = accounts.change_email(get_db(), g.principal.user_id, json_data.password, json_data.email,
+                                 sign_in_guard())
     return {"user": user, "key_id": g.principal.key_id}
 
 

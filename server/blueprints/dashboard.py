@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from licensing import notices as notice_store
 from licensing.clock import DAY, iso, now, parse_iso, period_bounds
-from server.auth import session_principal
+from server.auth import session_principal, sign_in_guard
 from server.blueprints import register
 from server.blueprints.accounts import send_reset_link
 from server.config import get_settings
@@ -22,6 +22,7 @@ from server.errors import ApiError
 from server.redirects import local_path
 from server.services import accounts
 from server.services import licensing as licensing_service
+from server.services.sign_in_throttle import TooManySignIns, wait_words
 from server.store import get_db
 
 log = logging.getLogger("forecourt.dashboard")
@@ -173,7 +174,10 @@ def login() -> Any:
         return redirect(target)
     if request.method == "POST":
         try:
-            user = accounts.authenticate(get_db(), request.form.get("email", ""), request.form.get("password", ""))
+            user = accounts.authenticate(get_db(), request.form.get("email", ""), request.form.get("password", ""),
+                                         sign_in_guard())
+        except TooManySignIns as exc:
+            return _throttled("login.html", exc, email=request.form.get("email", ""))
         except ApiError as exc:
             error = exc.detail if exc.detail == "This account is disabled." else friendly_message(exc)
         else:
@@ -183,6 +187,13 @@ def login() -> Any:
             session["pw"] = user["password_hash"][-16:]
             return redirect(target)
     return render_template("login.html", error=error, email=request.form.get("email", "")), (401 if error else 200)
+
+
+def _throttled(template: str, exc: TooManySignIns, **context: Any) -> tuple[str, int, dict[str, str]]:
+    """The form again with the pause in plain words, 429 and Retry-After."""
+    error = (f"Too many wrong passwords, so signing in is paused for a while. Try again in "
+             f"{wait_words(exc.retry_after)}. If you have forgotten your password, ask for a reset link.")
+    return render_template(template, error=error, **context), 429, {"Retry-After": str(exc.retry_after)}
 
 
 @bp.post("/logout")
@@ -207,17 +218,21 @@ def account() -> Any:
                     raise ApiError("The two new passwords differ. Type the same new password twice.",
                                    code="password_mismatch")
                 accounts.change_password(get_db(), g.user.user_id, request.form.get("current_password", ""),
-                                         request.form.get("new_password", ""), settings.auth.min_password_length)
+                                         request.form.get("new_password", ""), settings.auth.min_password_length,
+                                         sign_in_guard())
                 user = accounts.get_user(get_db(), g.user.user_id)
                 session["pw"] = user["password_hash"][-16:]
                 flash("Your password was changed.")
             elif action == "email":
                 accounts.change_email(get_db(), g.user.user_id, request.form.get("password", ""),
-                                      request.form.get("email", ""))
+                                      request.form.get("email", ""), sign_in_guard())
                 flash("Your e-mail address was changed.")
             else:
                 raise ApiError("Use one of the two forms on this page.", code="bad_request")
             return redirect(url_for("dashboard.account"))
+        except TooManySignIns as exc:
+            return _throttled("account.html", exc, user=accounts.public_user(accounts.get_user(get_db(), g.user.user_id)),
+                              min_password=settings.auth.min_password_length)
         except ApiError as exc:
             error = "The password you typed is wrong." if exc.code == "invalid_credentials" else exc.detail
     user = accounts.public_user(accounts.get_user(get_db(), g.user.user_id))

@@ -10,7 +10,7 @@ from server.blueprints.accounts import reset_url
 from server.blueprints.dashboard import admin_required, bp, login_required
 from server.config import get_settings
 from server.errors import ApiError
-from server.services import accounts
+from server.services import accounts, sign_in_throttle
 from server.store import get_db
 
 
@@ -58,7 +58,8 @@ def _users_page(error: str | None = None, status: int = 200, reset_link: dict[st
         if not k["revoked_at"]:
             active[k["user_id"]] = active.get(k["user_id"], 0) + 1
     return render_template("users.html", users=users, active_keys=active, error=error, reset_link=reset_link,
-                           form=form or {}, roles=accounts.ROLES,
+                           form=form or {}, roles=accounts.ROLES, failures=sign_in_throttle.recent_failures(db),
+                           pauses=sign_in_throttle.current_pauses(db), throttle=get_settings().auth,
                            min_password=get_settings().auth.min_password_length), status
 
 
@@ -132,3 +133,15 @@ def reset_link(user_id: int) -> Any:
     except ApiError:
         return _users_page("That user was not found; maybe someone deleted them already.", 404)
     return _users_page(reset_link={"email": user["email"], "url": reset_url(token), "minutes": minutes})
+
+
+@bp.post("/users/sign-in-pauses/lift")
+@admin_required
+def lift_sign_in_pause() -> Any:
+    """Let a paused account or address try to sign in again now (after checking who it was)."""
+    key = request.form.get("key", "")
+    if sign_in_throttle.lift_pause(get_db(), key):
+        flash(f"{key.partition(':')[2]} may try to sign in again now.")
+    else:
+        flash("That pause had already ended.")
+    return redirect(url_for("dashboard.users"))

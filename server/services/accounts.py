@@ -15,6 +15,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 from core.clock import iso, now, now_iso, parse_iso
 from server.errors import ApiError, BadRequest, Conflict, NotFound
+from server.services.sign_in_throttle import SignInGuard
 from server.store import write_txn
 
 KEY_PREFIX = "fc_"
@@ -25,6 +26,10 @@ _hasher = PasswordHasher()
 
 class InvalidCredentials(ApiError):
     code, title, status = "invalid_credentials", "Wrong e-mail or password", 401
+
+    def __init__(self, detail: str, reason: str = "wrong password") -> None:
+        super().__init__(detail)
+        self.reason = reason  # for the admin's list of failed sign-ins, never for the caller
 
 
 class WeakPassword(ApiError):
@@ -114,19 +119,38 @@ def list_users(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     return [public_user(r) for r in db["users"].rows_where(order_by="id")]
 
 
-def authenticate(db: sqlite_utils.Database, email: str, password: str) -> dict[str, Any]:
-    """The user whose e-mail and password match; InvalidCredentials otherwise (same message either way)."""
+def authenticate(db: sqlite_utils.Database, email: str, password: str,
+                 guard: SignInGuard | None = None) -> dict[str, Any]:
+    """The user whose e-mail and password match; InvalidCredentials otherwise (same message either way).
+
+    With a guard (every request that checks a password has one), a paused account or address is refused with
+    TooManySignIns before the password is checked, and a failure counts towards the pause.
+    """
+    if guard is not None:
+        guard.check(db, email)
+    try:
+        row = _verify(db, email, password)
+    except InvalidCredentials as exc:
+        if guard is not None:
+            guard.failed(db, email, exc.reason)
+        raise
+    if guard is not None:
+        guard.succeeded(db, email)
+    return row
+
+
+def _verify(db: sqlite_utils.Database, email: str, password: str) -> dict[str, Any]:
     try:
         row = find_user(db, email)
     except NotFound:
         _hasher.hash(password or "x")  # same cost whether or not the user exists
-        raise InvalidCredentials("Check the e-mail address and password.") from None
+        raise InvalidCredentials("Check the e-mail address and password.", reason="no such user") from None
     try:
         _hasher.verify(row["password_hash"], password or "")
     except (VerifyMismatchError, VerificationError, InvalidHashError):
-        raise InvalidCredentials("Check the e-mail address and password.") from None
+        raise InvalidCredentials("Check the e-mail address and password.", reason="wrong password") from None
     if row.get("disabled"):
-        raise InvalidCredentials("This account is disabled.")
+        raise InvalidCredentials("This account is disabled.", reason="account disabled")
     if _hasher.check_needs_rehash(row["password_hash"]):
         with write_txn(db):
             db["users"].update(row["id"], {"password_hash": hash_password(password)})
@@ -142,17 +166,19 @@ def set_password(db: sqlite_utils.Database, user_id: int, new_password: str, min
         db.execute("UPDATE reset_tokens SET used_at = ? WHERE user_id = ? AND used_at IS NULL", [now_iso(), user_id])
 
 
-def change_password(db: sqlite_utils.Database, user_id: int, current: str, new: str, min_length: int = 10) -> None:
-    """Change one's own password; the current one is required."""
+def change_password(db: sqlite_utils.Database, user_id: int, current: str, new: str, min_length: int = 10,
+                    guard: SignInGuard | None = None) -> None:
+    """Change one's own password; the current one is required (and throttled like a sign-in)."""
     row = get_user(db, user_id)
-    authenticate(db, row["email"], current)
+    authenticate(db, row["email"], current, guard)
     set_password(db, user_id, new, min_length)
 
 
-def change_email(db: sqlite_utils.Database, user_id: int, password: str, new_email: str) -> dict[str, Any]:
-    """Change one's own e-mail; asks for the password."""
+def change_email(db: sqlite_utils.Database, user_id: int, password: str, new_email: str,
+                 guard: SignInGuard | None = None) -> dict[str, Any]:
+    """Change one's own e-mail; asks for the password (throttled like a sign-in)."""
     row = get_user(db, user_id)
-    authenticate(db, row["email"], password)
+    authenticate(db, row["email"], password, guard)
     new_email = _check_email(new_email)
     with write_txn(db):
         if db["users"].count_where("email = ? AND id != ?", [new_email, user_id]):
