@@ -55,6 +55,8 @@ def stop_render_threads(app):
     catalog_jobs.stop_workers(app)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # sixteen photos through the real model, eight renders each
 def test_one_car_sixteen_angles_end_to_end(app, client, admin, shared_data) -> None:
     h = admin.headers
     green = (0, 200, 0)

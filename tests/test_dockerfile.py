@@ -109,6 +109,7 @@ def test_serves_on_8080_with_a_healthcheck(dockerfile: DockerfileParser) -> None
     assert "exec forecourt serve" in argv[-1]  # gunicorn gets the signals, for graceful shutdown
 
 
+@pytest.mark.slow
 def test_healthcheck_script_passes_on_a_ready_server_and_fails_otherwise(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()

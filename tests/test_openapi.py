@@ -177,6 +177,7 @@ def test_api_conforms_to_its_spec(case, admin_key) -> None:
 
 
 @pytest.mark.browser
+@pytest.mark.slow
 def test_docs_page_renders_in_a_browser_without_the_internet(tmp_path: Path) -> None:
     """Headless Chromium opens /docs on a live server, every request stays local, and the operations show."""
     import shutil as _shutil

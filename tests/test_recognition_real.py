@@ -12,6 +12,8 @@ from PIL import Image
 from models.recognition import score_from_inliers
 from models.recognition.matcher import CAR_INLIER_MIDPOINT
 
+pytestmark = pytest.mark.slow  # the real car segmenter
+
 CARS = ("0ce66b539f52", "0d3adbbc9a8b")
 
 

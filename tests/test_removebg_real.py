@@ -17,6 +17,7 @@ def _carvana(shared_data, name: str) -> tuple[bytes, np.ndarray]:
     return image, mask
 
 
+@pytest.mark.slow
 def test_type_car_keeps_the_car_and_drops_the_backdrop_logo(client, admin, shared_data) -> None:
     image, truth = _carvana(shared_data, "0ce66b539f52_05")
     resp = client.post("/v1.0/removebg", data={"image_file": (io.BytesIO(image), "car.jpg"), "type": "car",

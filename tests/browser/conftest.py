@@ -21,6 +21,15 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync"]
 PASSWORD = "correct horse battery"
 WIDE, NARROW = (1280, 800), (390, 844)
+STATE_TIMEOUT_MS = 60_000  # a page, an element, a status line
+MODEL_TIMEOUT_MS = 240_000  # a form whose answer runs the real model (Try it, a scan, photo uploads)
+
+try:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=STATE_TIMEOUT_MS)  # expect() retries until its state holds, up to this
+except ImportError:  # the browser tests skip, saying how to get Playwright
+    pass
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -111,7 +120,10 @@ def new_page(browser, dash: Dashboard, *, viewport: tuple[int, int] = WIDE,  # t
                                   accept_downloads=True, storage_state=storage_state)
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=dash.url)
     page = context.new_page()
-    page.set_default_timeout(15_000)
+    # Generous deadlines: every wait is on the page's state and ends as soon as it holds, so a long deadline costs
+    # nothing on an idle box and keeps a loaded one (other jobs, the real model on 2 cores) from failing by luck.
+    page.set_default_timeout(STATE_TIMEOUT_MS)
+    page.set_default_navigation_timeout(MODEL_TIMEOUT_MS)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.js_errors = errors  # type: ignore[attr-defined]

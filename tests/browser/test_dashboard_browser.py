@@ -18,9 +18,10 @@ import requests
 from PIL import Image
 from playwright.sync_api import expect
 
-from tests.browser.conftest import NARROW, WIDE, Dashboard, new_page, sign_in
+from tests.browser.conftest import MODEL_TIMEOUT_MS, NARROW, WIDE, Dashboard, new_page, sign_in
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+# A module-scoped gunicorn and the real model start inside the first test that needs them: a longer deadline.
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]
 
 CAR_PHOTO = "carvana/images/0ce66b539f52_01.jpg"
 _state: dict[str, str] = {}
@@ -64,8 +65,8 @@ def tryit_url(browser, dashboard: Dashboard, sessions: dict[str, dict], shared_d
     page.set_input_files("#photo", str(shared_data / CAR_PHOTO))
     page.get_by_label("A car (drops everything else)").check()
     page.get_by_label("Transparent").check()
-    page.get_by_role("button", name="Remove background").click()
-    page.wait_for_url(re.compile(r"/try/[A-Za-z0-9_-]{20,}$"), timeout=120_000)
+    page.get_by_role("button", name="Remove background").click(timeout=MODEL_TIMEOUT_MS)  # waits for the answer
+    page.wait_for_url(re.compile(r"/try/[A-Za-z0-9_-]{20,}$"), timeout=MODEL_TIMEOUT_MS)
     assert page.js_errors == []  # type: ignore[attr-defined]
     url = page.url
     page.context.close()
@@ -119,7 +120,7 @@ def test_create_copy_use_and_revoke_a_key(admin_page, dashboard: Dashboard) -> N
     page.get_by_role("button", name="Copy").click()
     page.get_by_text("Copied.").wait_for()
     assert page.evaluate("navigator.clipboard.readText()") == secret
-    assert requests.get(dashboard.url + "/v1/me", headers={"X-Api-Key": secret}, timeout=10).status_code == 200
+    assert requests.get(dashboard.url + "/v1/me", headers={"X-Api-Key": secret}, timeout=60).status_code == 200
     page.goto("/keys")
     assert secret not in page.content()  # shown once only
     row = page.locator("tr.active", has_text="Website uploads")
@@ -128,7 +129,7 @@ def test_create_copy_use_and_revoke_a_key(admin_page, dashboard: Dashboard) -> N
     row.get_by_role("button", name="Revoke").click()
     expect(page.get_by_role("status").filter(has_text="is revoked")).to_be_visible()
     expect(page.locator("tr.revoked", has_text="Website uploads")).to_have_count(1)
-    assert requests.get(dashboard.url + "/v1/me", headers={"X-Api-Key": secret}, timeout=10).status_code == 403
+    assert requests.get(dashboard.url + "/v1/me", headers={"X-Api-Key": secret}, timeout=60).status_code == 403
 
 
 def test_install_a_license_file_and_a_credit_pack_and_see_the_state_change(admin_page, dashboard: Dashboard,
@@ -229,11 +230,11 @@ def test_usage_grows_after_api_calls(admin_page, dashboard: Dashboard, shared_da
 
     with open(shared_data / CAR_PHOTO, "rb") as f:
         resp = requests.post(dashboard.url + "/v1.0/removebg", headers={"X-Api-Key": secret},
-                             files={"image_file": f}, data={"size": "preview", "type": "car"}, timeout=120)
+                             files={"image_file": f}, data={"size": "preview", "type": "car"}, timeout=300)
     assert resp.status_code == 200, resp.text[:300]
     assert resp.headers["X-Credits-Charged"] == "0.25"
     resp = requests.post(dashboard.url + "/v1/metering/probe", headers={"X-Api-Key": secret},
-                         json={"metric": "scans", "amount": 3}, timeout=30)
+                         json={"metric": "scans", "amount": 3}, timeout=60)
     assert resp.status_code == 200, resp.text[:300]
 
     page.goto("/usage")
@@ -311,17 +312,17 @@ def stock(dashboard: Dashboard, shared_data: Path) -> dict[str, str]:
     api, headers = dashboard.url, {"X-Api-Key": dashboard.admin_key}
     photo = (shared_data / CAR_PHOTO).read_bytes()
     cid = requests.post(f"{api}/v1/collections", json={"name": "Lot A", "object_type": "generic"}, headers=headers,
-                        timeout=30).json()["id"]
+                        timeout=60).json()["id"]
     requests.put(f"{api}/v1/collections/{cid}/objects/stock-123", json={"name": "Silver sedan"}, headers=headers,
-                 timeout=30).raise_for_status()
+                 timeout=60).raise_for_status()
     added = requests.post(f"{api}/v1/collections/{cid}/objects/stock-123/images", headers=headers,
-                          files={"image_file": ("ref.jpg", photo)}, timeout=120).json()
+                          files={"image_file": ("ref.jpg", photo)}, timeout=300).json()
     assert added["images"][0]["status"] == "added", added
     vehicle = requests.post(f"{api}/v1/vehicles", json={"vin": "1HGCM82633A004352", "model": "Accord",
                                                          "color": "Silver", "stock_number": "A-17"},
-                            headers=headers, timeout=30).json()
+                            headers=headers, timeout=60).json()
     requests.post(f"{api}/v1/vehicles/{vehicle['id']}/photos", headers=headers, data={"angle": "front"},
-                  files={"photo": ("front.jpg", photo)}, timeout=120).raise_for_status()
+                  files={"photo": ("front.jpg", photo)}, timeout=300).raise_for_status()
     return {"collection": cid, "vehicle": str(vehicle["id"])}
 
 
@@ -339,13 +340,13 @@ def test_stock_a_collection_then_scan_a_photo_and_see_the_match_drawn(admin_page
     page.get_by_label("Object id").fill("B-7")
     page.get_by_label("Name").fill("Silver sedan")
     page.set_input_files("#object-photos", str(shared_data / CAR_PHOTO))
-    page.get_by_role("button", name="Add", exact=True).click()
+    page.get_by_role("button", name="Add", exact=True).click(timeout=MODEL_TIMEOUT_MS)
     expect(page.get_by_role("status").first).to_contain_text("B-7: 1 photo added.")
     expect(page.locator("tr[data-object=B-7]")).to_have_count(1)
     page.set_input_files("#scan-photo", str(shared_data / CAR_PHOTO))
-    page.get_by_role("button", name="Scan").click()
+    page.get_by_role("button", name="Scan").click(timeout=MODEL_TIMEOUT_MS)  # the scan runs the real model
     outline = page.locator("#scan-result polygon.match")
-    expect(outline).to_have_count(1, timeout=120_000)  # the scan runs the real model
+    expect(outline).to_have_count(1)
     box = outline.bounding_box()
     figure = page.locator("#scan-result svg").bounding_box()
     assert box and figure and box["width"] > 0.3 * figure["width"]  # the whole photo matched, so a large outline
@@ -365,8 +366,8 @@ def test_add_a_vehicle_upload_a_photo_and_find_it(admin_page, stock: dict[str, s
     expect(page.get_by_role("status").first).to_contain_text("was added")
     page.set_input_files("#vehicle-photos", str(shared_data / CAR_PHOTO))
     page.get_by_label("Angle").select_option("front_left")
-    page.get_by_role("button", name="Upload").click()
-    expect(page.get_by_role("status").first).to_contain_text("1 photo uploaded", timeout=120_000)
+    page.get_by_role("button", name="Upload").click(timeout=MODEL_TIMEOUT_MS)
+    expect(page.get_by_role("status").first).to_contain_text("1 photo uploaded")
     expect(page.locator("#photos li")).to_have_count(1)
     _nav(page, "Vehicles").click()
     page.wait_for_url(re.compile(r"/vehicles$"))
