@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from apiflask import APIFlask
-from flask import Response, g, request
+from flask import Response, g, has_app_context, request
 from flask_limiter import Limiter
 
 from server import errors, json_limits, metrics
@@ -175,6 +175,9 @@ def _retry_after_on_429_only(resp: Response) -> Response:
     """flask-limiter writes Retry-After on every response, 0 or below as a window ends: keep it on 429 only, >= 1 s."""
     value = resp.headers.get("Retry-After")
     if value is None:
+        return resp
+    if resp.status_code == 429 and has_app_context() and g.get("retry_after"):  # an error's own wait (a sign-in pause), not the window's
+        resp.headers["Retry-After"] = g.retry_after
         return resp
     if resp.status_code != 429:
         del resp.headers["Retry-After"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from core.errors import DomainError
@@ -101,6 +101,8 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(Exception)
     def handle_any(exc: Exception) -> Response:
         if isinstance(exc, DomainError):
+            if "Retry-After" in exc.headers:  # the error knows how long to wait: the rate limiter must not rewrite it
+                g.retry_after = exc.headers["Retry-After"]
             return error_response(int(exc.status), exc.code, exc.title, exc.detail or str(exc), exc.headers)
         if isinstance(exc, HTTPException):
             return _http_exception(exc)
