@@ -71,14 +71,31 @@ def install_command(name: str, file: Path) -> None:
 
 @models_group.command("list")
 def list_command() -> None:
-    """Every known model: name, backend, size, how to get it, license, and whether it is present."""
+    """Every known model: name, backend, size, how to get it, license, whether it is present, and what it runs on
+    under the configured device (a GPU left unused is a warning; `device = "cuda"` unmet is an error)."""
+    from models.placement import sam_placement, segmenter_placement
+
     models_dir, _ = _dirs()
+    device = _device()
+    problems = []
     for spec in MANIFEST.values():
         present = all(spec.path(models_dir, i).is_file() for i in range(len(spec.files)))
         size_mb = sum(f.size for f in spec.files) / 1e6
         how = "fetch" if spec.fetchable else "install by hand"
+        if spec.backend in BACKENDS:
+            place = segmenter_placement(get_segmenter(spec.name, models_dir, device=device))
+        else:
+            place = sam_placement(spec.name, models_dir, device)
+        problems += [f"{spec.name}: {p}" for p in (place.error, place.warning) if p]
         click.echo(f"{spec.name:<14} {spec.backend:<6} {size_mb:>8.1f} MB  {'present' if present else 'absent ':<7}  "
-                   f"{how:<15} {spec.license}")
+                   f"{how:<15} runs on {place.runs_on:<21} {spec.license}")
+    for problem in dict.fromkeys(problems):
+        click.echo(f"warning: {problem}", err=True)
+
+
+def _device() -> str:
+    settings = getattr(click.get_current_context().obj, "settings", None)
+    return getattr(getattr(settings, "models", None), "device", "auto")
 
 
 @models_group.command("verify")

@@ -20,6 +20,7 @@ DEVICES = ("auto", "cpu", "cuda")
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
 NVIDIA_DRIVER = Path("/proc/driver/nvidia/version")
+NVIDIA_DEVICE = Path("/dev/nvidiactl")  # what `docker run --gpus` mounts
 GPU_INSTALL_HINT = ("install the GPU build with `make run GPU=1` (bare metal) or use the Docker image; "
                     "see the README's GPU paragraph")
 
@@ -50,7 +51,7 @@ def nvidia_driver() -> str | None:
     try:
         return NVIDIA_DRIVER.read_text().splitlines()[0].strip() or "present"
     except (OSError, IndexError):
-        return None
+        return "present" if NVIDIA_DEVICE.exists() else None
 
 
 def onnx_available_providers() -> list[str]:

@@ -111,6 +111,14 @@ def serve(obj: CliContext, bind: str | None, workers: int | None, threads: int |
         env["FORECOURT_SERVER__WORKERS"] = str(workers)
     if threads:
         env["FORECOURT_SERVER__THREADS"] = str(threads)
+    if obj.settings.models.device == "cuda":  # asked in a child: this process becomes gunicorn's master (no CUDA)
+        import subprocess
+
+        check = subprocess.run([sys.executable, "-m", "models.placement", "--device", "cuda", "--models-dir",
+                                str(obj.models_dir), "--segmenter", obj.settings.models.segmenter, "--sam",
+                                obj.settings.models.sam_model], env=env, capture_output=True, text=True)
+        if check.returncode != 0:
+            _fail("device = \"cuda\" cannot be honoured, so the server does not start:\n" + check.stdout.strip())
     conf = Path(__file__).with_name("gunicorn_conf.py")
     args = [sys.executable, "-m", "gunicorn", "-c", str(conf), "server.wsgi:app"]
     os.execve(sys.executable, args, env)

@@ -16,6 +16,7 @@ class CheckResult:
     ok: bool
     detail: str = ""
     required: bool = True
+    warning: str | None = None  # ok, but something an admin should know (a GPU left unused)
 
 
 Check = Callable[[], CheckResult]

@@ -68,6 +68,7 @@ def test_sam_on_torch_warns_and_refuses_the_same_way() -> None:
 def test_the_gpu_is_recognised_by_its_driver_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_driver = tmp_path / "version"
     monkeypatch.setattr(device, "NVIDIA_DRIVER", fake_driver)
+    monkeypatch.setattr(device, "NVIDIA_DEVICE", tmp_path / "nvidiactl")
     assert device.nvidia_driver() is None
     fake_driver.write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.65.06\nGCC version: 12\n")
     assert "580.65.06" in (device.nvidia_driver() or "")

@@ -13,11 +13,12 @@ from flask import render_template
 from models.registry import model_status
 from server.blueprints.dashboard import admin_required, bp
 from server.config import get_settings
+from server.placement import placements
 from server.readiness import run_checks
 from server.version import __version__
 
 CHECK_LABELS = {"database": "Database", "segmenter": "Background-removal model", "sam": "Segment Anything (optional)",
-                "license": "License"}
+                "license": "License", "device": "Devices (GPU or CPU)"}
 
 
 def folder_bytes(path: Path) -> int:
@@ -49,7 +50,8 @@ def system() -> Any:
     """Is the box healthy: readiness checks, models, disk, version."""
     s = get_settings()
     checks = [{"name": CHECK_LABELS.get(c.name, c.name.replace("_", " ").capitalize()), "ok": c.ok,
-               "detail": c.detail, "required": c.required} for c in run_checks()]
+               "detail": c.detail, "required": c.required, "warning": c.warning} for c in run_checks()]
+    runs_on = {p.model: p for p in placements()}
     ready = all(c["ok"] for c in checks if c["required"])
     disk = shutil.disk_usage(s.data_dir)
     db_files = [s.db_path, s.db_path.with_name(s.db_path.name + "-wal")]
@@ -58,7 +60,7 @@ def system() -> Any:
              ("Indexes", folder_bytes(s.data_dir / "indexes")),
              ("Models", folder_bytes(s.models_dir))]
     return render_template(
-        "system.html", checks=checks, ready=ready, models=model_status(s.models_dir),
+        "system.html", checks=checks, ready=ready, models=model_status(s.models_dir), runs_on=runs_on,
         disk={"total": human_bytes(disk.total), "free": human_bytes(disk.free), "used_pct":
               round(100 * (disk.total - disk.free) / disk.total) if disk.total else 0,
               "low": disk.total > 0 and disk.free / disk.total < 0.1},

@@ -44,7 +44,11 @@ def readyz() -> Response:
     results = run_checks()
     ready = all(r.ok for r in results if r.required)
     body = {"status": "ready" if ready else "not_ready",
-            "checks": [{"name": r.name, "ok": r.ok, "detail": r.detail, "required": r.required} for r in results]}
+            "checks": [{"name": r.name, "ok": r.ok, "detail": r.detail, "required": r.required,
+                        **({"warning": r.warning} if r.warning else {})} for r in results]}
+    warnings = [f"{r.name}: {r.warning}" for r in results if r.warning]
+    if warnings:
+        body["warnings"] = warnings
     if not ready:
         failed = [f"{r.name}: {r.detail}" for r in results if r.required and not r.ok]
         body["errors"] = [{"code": "not_ready", "title": "Not ready", "detail": "; ".join(failed)}]

@@ -21,6 +21,7 @@ from server import json_limits, metrics
 from server.auth import API_KEY_SECURITY, require_key
 from server.blueprints import register
 from server.config import get_settings
+from server.placement import device_check
 from server.readiness import CheckResult, register_check
 from server.services import fetch_url, segmentation
 from server.services import removebg as service
@@ -35,6 +36,7 @@ def init_app(app: Flask) -> None:
     register(app, bp)
     register_check(app, _segmenter_check)
     register_check(app, _sam_check)
+    register_check(app, device_check)  # where each model runs; a GPU left unused is a warning
 
 
 def _segmenter_check() -> CheckResult:
@@ -152,8 +154,9 @@ def removebg() -> Response:
     params, files = _request_params()
     opts = parse_options(params)
     opts.bg_image = _bg_image(params, files, max_bytes)
-    image = imaging.decode(_image_bytes(params, files, max_bytes), max_bytes=max_bytes,
-                           draft_megapixels=opts.draft_megapixels)
+    data = _image_bytes(params, files, max_bytes)
+    with metrics.stage("decode"):
+        image = imaging.decode(data, max_bytes=max_bytes, draft_megapixels=opts.draft_megapixels)
     result = service.run(image, opts)  # charges on success only
     headers = {"X-Credits-Charged": f"{result.credits:g}", "X-Width": str(result.width),
                "X-Height": str(result.height)}

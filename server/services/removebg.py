@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -93,9 +94,10 @@ class Options:
         return "full" if self.size == "auto" else self.size
 
     @property
-    def draft_megapixels(self) -> float | None:
-        """The most megapixels the pipeline will use, for a cheaper JPEG decode; None when it depends on credits."""
-        return None if self.size == "auto" else SIZE_MEGAPIXELS[self.size]
+    def draft_megapixels(self) -> float:
+        """The most megapixels the pipeline will use (the PNG cap included; auto: the full size's, the largest it
+        may use), so a JPEG can be decoded at a reduced scale and resized once from there."""
+        return output_megapixels(self, self.resolved_size)
 
 
 def _bad(code: str, detail: str, title: str = "Invalid parameters") -> RemoveBgError:
@@ -351,8 +353,11 @@ def cutout_alpha(rgb: np.ndarray, opts: Options, roi: tuple[int, int, int, int] 
     alpha = seg.mask(rgb, kind="car" if is_car else "auto", mirror=is_car and get_settings().removebg.car_mirror_pass)
     if getattr(seg, "last_model_ms", None) is not None:
         metrics.observe_inference(seg.name, seg.last_model_ms / 1000.0)
+    for name, seconds in (getattr(seg, "last_stages", None) or {}).items():
+        metrics.observe_stage(name, seconds)
     if opts.refine == "sam":
-        alpha = refine_with_sam(rgb, alpha, opts.refine_points)
+        with metrics.stage("sam"):
+            alpha = refine_with_sam(rgb, alpha, opts.refine_points)
     if roi is not None:
         x1, y1, x2, y2 = roi
         keep = np.zeros_like(alpha)
@@ -408,13 +413,16 @@ def remove_background(image: Image.Image, opts: Options) -> Result:
     """Run the whole pipeline on a decoded image (no charging: see `run`)."""
     size = opts.resolved_size
     roi = _check_roi(opts, image.width, image.height)
+    resize_started = time.perf_counter()
     work = imaging.resize_to_megapixels(image, output_megapixels(opts, size))
     if roi is not None and work.size != image.size:  # the ROI follows the image to its working size
         fx, fy = work.width / image.width, work.height / image.height
         roi = (int(roi[0] * fx), int(roi[1] * fy), max(int(round(roi[2] * fx)), int(roi[0] * fx) + 1),
                max(int(round(roi[3] * fy)), int(roi[1] * fy) + 1))
     rgb = np.asarray(work if work.mode == "RGB" else work.convert("RGB"))
+    metrics.observe_stage("resize", time.perf_counter() - resize_started)
     alpha = cutout_alpha(rgb, opts, roi)
+    compose_started = time.perf_counter()
     if work.mode == "RGBA":  # an input that was transparent already stays so
         alpha = np.minimum(alpha, np.asarray(work.getchannel("A"), dtype=np.float32) * (1.0 / 255.0))
     alpha_u8 = cv2.convertScaleAbs(alpha, alpha=255.0)  # rounded and saturated to 0-255
@@ -442,7 +450,9 @@ def remove_background(image: Image.Image, opts: Options) -> Result:
         elif opts.bg_color is not None:
             rgba = compose.composite(rgba, opts.bg_color)
     fmt = output_format(opts, compose.has_transparency(rgba))
-    body, media = compose.encode(rgba, fmt, channels=opts.channels)
+    metrics.observe_stage("compose", time.perf_counter() - compose_started)
+    with metrics.stage("encode"):
+        body, media = compose.encode(rgba, fmt, channels=opts.channels)
     return Result(body, media, rgba.shape[1], rgba.shape[0], fg_box,
                   reported_type(opts.type if opts.type != "auto" else "other", opts.type_level),
                   SIZE_CREDITS[size], MEDIA_EXTENSIONS[media])

@@ -1,4 +1,4 @@
-"""The configured segmenter ([models] segmenter, dir, device, threads), shared by background removal, the catalog's
+"""The configured segmenter ([models] segmenter, dir, device, threads, batch_size, batch_wait_ms), shared by background removal, the catalog's
 renders and recognition's car masks; a test swaps it with monkeypatch.setattr(segmentation, "segmenter", ...)."""
 
 from __future__ import annotations
@@ -12,4 +12,5 @@ def segmenter() -> Segmenter:
     """The configured segmenter, shared per process (its weights load on first use)."""
     s = get_settings()
     return get_segmenter(s.models.segmenter, models_dir=s.models_dir, device=s.models.device,
-                         threads=s.models.threads)
+                         threads=s.models.threads, batch_size=s.models.batch_size,
+                         batch_wait_ms=s.models.batch_wait_ms)

@@ -1,0 +1,118 @@
+"""Never silently on the CPU: on a (fake) GPU box with the CPU-only onnxruntime installed, /readyz stays ready with a
+warning, the System page and `forecourt models list` name each model's provider and the warning; `device = "cuda"`
+on this CPU box refuses to start. The GPU is faked by pointing the driver file at one the test writes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from models import device
+from models.device import CUDA_PROVIDER
+from models.registry import clear_segmenters
+from tests.conftest import MODELS_DIR, REPO, start_live_server, stop_live_server
+from tests.test_dashboard_forms import sign_in
+
+
+@pytest.fixture
+def fake_gpu_box(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A fake NVIDIA driver file; this box's onnxruntime is the CPU-only build."""
+    import onnxruntime as ort
+
+    if CUDA_PROVIDER in ort.get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed here")
+    driver = tmp_path / "nvidia-version"
+    driver.write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.65.06  (fake)\n")
+    monkeypatch.setattr(device, "NVIDIA_DRIVER", driver)
+    clear_segmenters()  # a segmenter loaded earlier in this process judged the box without the fake GPU
+    yield
+    clear_segmenters()
+
+
+@pytest.fixture
+def no_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(device, "NVIDIA_DRIVER", tmp_path / "absent")
+    monkeypatch.setattr(device, "NVIDIA_DEVICE", tmp_path / "absent-dev")
+    clear_segmenters()
+
+
+def test_readyz_is_ready_with_a_warning_on_a_gpu_box_running_on_the_cpu(fake_gpu_box, client) -> None:
+    resp = client.get("/readyz")
+    assert resp.status_code == 200
+    body = resp.get_json()
+    check = next(c for c in body["checks"] if c["name"] == "device")
+    assert check["ok"] and not check["required"]
+    assert "isnet-general on CPUExecutionProvider" in check["detail"]
+    assert "CPU-only onnxruntime" in check["warning"] and "make run GPU=1" in check["warning"]
+    assert any(w.startswith("device: ") and "NVIDIA GPU" in w for w in body["warnings"])
+
+
+def test_readyz_has_no_warning_on_a_box_without_a_gpu(no_gpu, client) -> None:
+    body = client.get("/readyz").get_json()
+    check = next(c for c in body["checks"] if c["name"] == "device")
+    assert check["ok"] and "warning" not in check and "warnings" not in body
+    assert "isnet-general on CPUExecutionProvider" in check["detail"]
+
+
+def test_the_system_page_shows_the_provider_and_the_warning(fake_gpu_box, client, admin) -> None:
+    sign_in(client, admin)
+    html = client.get("/system").get_data(as_text=True)
+    assert "<th scope=\"col\">Runs on</th>" in html
+    row = html[html.index('data-model="isnet-general"'):]
+    row = row[:row.index("</tr>")]
+    assert "CPUExecutionProvider" in row and "CPU-only onnxruntime" in row
+    assert 'data-warning="Devices (GPU or CPU)"' in html
+
+
+def test_models_list_shows_the_provider_and_warns(fake_gpu_box, tmp_path: Path) -> None:
+    from models.cli import models_group
+
+    class Obj:
+        models_dir = MODELS_DIR
+        cache_dir = tmp_path / "cache"
+
+    result = CliRunner().invoke(models_group, ["list"], obj=Obj())
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("isnet-general"))
+    assert "runs on CPUExecutionProvider" in line
+    assert "warning: isnet-general: this box has an NVIDIA GPU" in result.output
+
+
+def test_device_cuda_refuses_to_start_on_this_box(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    if CUDA_PROVIDER in ort.get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed here")
+    data = tmp_path / "data"
+    data.mkdir()
+    with pytest.raises(RuntimeError, match="cannot be honoured") as err:
+        start_live_server(data, workers=1, threads=1, extra_env={"FORECOURT_MODELS__DEVICE": "cuda"}, timeout=60)
+    assert "no CUDAExecutionProvider" in str(err.value)
+
+
+def test_the_worker_refuses_device_cuda_too(tmp_path: Path) -> None:
+    """gunicorn's worker imports server.wsgi; with device=cuda unmet that import fails, so the worker cannot boot."""
+    code = "import server.wsgi"
+    env = {"FORECOURT_STORAGE__DATA_DIR": str(tmp_path / "data"), "FORECOURT_MODELS__DIR": str(MODELS_DIR),
+           "FORECOURT_MODELS__DEVICE": "cuda", "FORECOURT_LICENSING__STATE_DIR": str(tmp_path / "state"),
+           "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert "DeviceUnavailable" in out.stderr and "no CUDAExecutionProvider" in out.stderr
+
+
+@pytest.mark.slow
+def test_a_worker_logs_where_each_model_runs_at_start(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    server = start_live_server(data, workers=1, threads=2)
+    try:
+        log = server.log()
+        assert "model isnet-general runs on CPUExecutionProvider" in log
+    finally:
+        stop_live_server(server)
