@@ -83,6 +83,7 @@ def test_models_list_shows_the_provider_and_warns(fake_gpu_box, tmp_path: Path) 
     assert "warning: isnet-general: this box has an NVIDIA GPU" in result.output
 
 
+@pytest.mark.slow
 def test_device_cuda_refuses_to_start_on_this_box(tmp_path: Path) -> None:
     import onnxruntime as ort
 
