@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from typing import Any
@@ -9,12 +10,13 @@ from typing import Any
 import sqlite_utils
 
 from core.sqlite import write_txn
-from licensing import files, keys, ledger, notices
+from licensing import files, integrity, keys, ledger, notices, seal
 from licensing.clock import iso, now, parse_iso, period_bounds, period_of
 from licensing.db import kv_get, kv_set
 from licensing.errors import (
     InvalidLicenseFile,
     IssuedInFuture,
+    LicenseFileExpired,
     NotApplicable,
     ReplayedPack,
     SupersededLicense,
@@ -24,7 +26,7 @@ from licensing.files import CreditPackPayload, LicensePayload, UpgradePayload
 from licensing.metering import Meter
 from licensing.options import LicensingOptions
 from licensing.plans import CAPS, METRICS, MONTHLY
-from licensing.state import Policy, TrialNotRecorded, evaluate
+from licensing.state import Policy, TrialNotRecorded, evaluate, set_clock_mark
 
 
 class LicenseBox:
@@ -83,8 +85,10 @@ class LicenseBox:
         if issued > t + self.options.clock_tolerance_s:
             raise IssuedInFuture(f"The file was issued at {payload.issued_at}, after this box's clock "
                                  f"({iso(t)}). Check the clock.")
+        if isinstance(payload, CreditPackPayload):
+            self._refuse_pack_replayed_elsewhere(payload, t)
         pending: list[notices.Notice] = []
-        with write_txn(self.db):
+        with integrity.guarded(self.db, self.options.seal(), t) as found:
             if isinstance(payload, LicensePayload):
                 result = self._install_license(payload, text, t, pending)
             elif isinstance(payload, CreditPackPayload):
@@ -92,8 +96,24 @@ class LicenseBox:
             else:
                 assert isinstance(payload, UpgradePayload)
                 result = self._install_upgrade(payload, text, t, pending)
-        notices.dispatch(pending)
+        if isinstance(payload, CreditPackPayload):
+            seal.note_packs(self.options.state_dir, [payload.pack_id])
+        notices.dispatch(found + pending)
         return result
+
+    def _refuse_pack_replayed_elsewhere(self, p: CreditPackPayload, t: float) -> None:
+        """A pack this machine installed in another data folder counts once: refuse it, as a tamper event."""
+        if p.pack_id not in seal.installed_packs(self.options.state_dir):
+            return
+        if self.db.execute("SELECT 1 FROM lic_packs WHERE id = ?", [p.pack_id]).fetchone():
+            return  # installed here: the usual replay answer follows
+        with write_txn(self.db):
+            pending = integrity.record(self.db, self.options.seal(), [integrity.Finding(
+                "credit_pack_replayed", f"credit pack {p.pack_id} ({p.credits:g} credits), installed before on this "
+                "machine in another data folder, was offered again and refused", f"pack:{p.pack_id}")], t)
+        notices.dispatch(pending)
+        raise ReplayedPack(f"Credit pack {p.pack_id} was installed before on this machine (in another data folder); "
+                           "each pack counts once.")
 
     def _in_force(self, t: float) -> Policy:
         return evaluate(self.db, self.options, t)
@@ -102,6 +122,10 @@ class LicenseBox:
         valid_from, valid_until = parse_iso(p.valid_from), parse_iso(p.valid_until)
         if valid_until <= valid_from:
             raise InvalidLicenseFile("The license ends before it starts.")
+        if valid_until <= t:
+            raise LicenseFileExpired(f"The license's validity ended on {p.valid_until}, before this box's clock "
+                                     f"({iso(t)}); it was not installed and the license or trial in force stays. "
+                                     "Ask the vendor for a current license.")
         same = self.db.execute("SELECT armored FROM lic_licenses WHERE id = ?", [p.license_id]).fetchone()
         if same is not None:
             if same[0] == text:
@@ -118,11 +142,11 @@ class LicenseBox:
             "valid_until": valid_until, "payload": json.dumps(p.model_dump()), "armored": text,
             "key_id": files.envelope_key_id(text), "installed_at": t,
         })
-        kv_set(self.db, "clock_hwm", t)  # a new license clears a restricted clock
+        set_clock_mark(self.db, self.options.seal(), t, force=True)  # a new license clears a restricted clock
         policy = self._in_force(t)
         if policy.license_id == p.license_id:
             self.meter.rebase(policy.plan, policy, t)
-        ledger.append(self.db, "license", at=t, period=period_of(t), ref=p.license_id,
+        ledger.append(self.db, "license", seal=self.options.seal(), at=t, period=period_of(t), ref=p.license_id,
                       data={"customer": p.customer, "plan": p.plan.name, "valid_from": p.valid_from,
                             "valid_until": p.valid_until, "box": p.box})
         n = notices.record(self.db, f"license:{p.license_id}", "license_installed", "License installed",
@@ -150,7 +174,7 @@ class LicenseBox:
         self.db.table("lic_buckets").insert({"id": f"payg:{p.pack_id}", "metric": "credits", "kind": "payg",
                                        "allowance": p.credits, "granted": p.credits, "used": 0.0, "reserved": 0.0,
                                        "valid_until": valid_until, "created_at": t})
-        ledger.append(self.db, "grant", at=t, metric="credits", amount=p.credits, bucket=f"payg:{p.pack_id}",
+        ledger.append(self.db, "grant", seal=self.options.seal(), at=t, metric="credits", amount=p.credits, bucket=f"payg:{p.pack_id}",
                       period=period_of(t), ref=p.pack_id, data={"payg": True, "valid_until": p.valid_until})
         return {"kind": "credit_pack", "id": p.pack_id, "installed": True,
                 "message": f"Credit pack {p.pack_id}: {p.credits:g} credits until {p.valid_until}."}
@@ -170,7 +194,7 @@ class LicenseBox:
         kv_set(self.db, f"plan:{p.license_id}", p.plan.model_dump())
         policy.plan = p.plan
         self.meter.rebase(p.plan, policy, t)
-        ledger.append(self.db, "upgrade", at=t, period=period_of(t), ref=p.license_id,
+        ledger.append(self.db, "upgrade", seal=self.options.seal(), at=t, period=period_of(t), ref=p.license_id,
                       data={"from": old.name, "to": p.plan.name, "authorisation": p.upgrade_id, "auto": False})
         n = notices.record(self.db, f"upgrade:{p.upgrade_id}", "plan_upgraded", "Plan upgraded",
                            f"License {p.license_id} moved from plan {old.name} to {p.plan.name}.", at=t,
@@ -182,50 +206,51 @@ class LicenseBox:
 
     # balances and views
     def balances(self) -> dict[str, Any]:
-        """This period's balance per metric (made on first look, like a reservation would)."""
+        """This period's balance per metric (read-only: a balance not made yet shows what it would be)."""
         t = self.clock()
-        with write_txn(self.db):
-            policy = evaluate(self.db, self.options, t)
-            out: dict[str, Any] = {}
-            for metric in METRICS:
-                if metric in CAPS:
-                    b = self.meter.cap_bucket(policy, metric, t)
-                    out[metric] = {"cap": b.granted, "stored": b.used, "reserved": b.reserved,
-                                   "remaining": None if b.granted is None else max(b.free, 0.0)}
-                    continue
-                sub = self.meter.subscription_bucket(policy, metric, t)
-                entry: dict[str, Any] = {
-                    "period": sub.period, "allowance": sub.allowance, "granted": sub.granted, "used": sub.used,
-                    "reserved": sub.reserved, "remaining": None if sub.granted is None else max(sub.free, 0.0),
-                }
-                over = self.db.execute("SELECT granted, used FROM lic_buckets WHERE id = ?",
-                                       [f"over:{metric}:{sub.period}"]).fetchone()
-                entry["overage"] = {"policy": policy.overage.policy, "factor": policy.overage.factor,
-                                    "used": over[1] if over else 0.0}
-                out[metric] = entry
-            packs = self.db.execute(
-                "SELECT id, granted, used, reserved, valid_until FROM lic_buckets WHERE kind = 'payg' "
-                "ORDER BY valid_until", []).fetchall()
-            out["credits"]["payg"] = [
-                {"pack_id": r[0].removeprefix("payg:"), "credits": r[1], "used": r[2], "reserved": r[3],
-                 "remaining": max(r[1] - r[2] - r[3], 0.0) if r[4] > t else 0.0, "valid_until": iso(r[4])}
-                for r in packs
-            ]
-        notices.dispatch(policy.pending_notices)
+        policy = self.policy()
+        out: dict[str, Any] = {}
+        for metric in METRICS:
+            if metric in CAPS:
+                b = self.meter.cap_bucket(policy, metric, t, write=False)
+                out[metric] = {"cap": b.granted, "stored": b.used, "reserved": b.reserved,
+                               "remaining": None if b.granted is None else max(b.free, 0.0)}
+                continue
+            sub = self.meter.subscription_bucket(policy, metric, t, write=False)
+            entry: dict[str, Any] = {
+                "period": sub.period, "allowance": sub.allowance, "granted": sub.granted, "used": sub.used,
+                "reserved": sub.reserved, "remaining": None if sub.granted is None else max(sub.free, 0.0),
+            }
+            over = self.db.execute("SELECT granted, used FROM lic_buckets WHERE id = ?",
+                                   [f"over:{metric}:{sub.period}"]).fetchone()
+            entry["overage"] = {"policy": policy.overage.policy, "factor": policy.overage.factor,
+                                "used": over[1] if over else 0.0}
+            out[metric] = entry
+        packs = self.db.execute(
+            "SELECT id, granted, used, reserved, valid_until FROM lic_buckets WHERE kind = 'payg' "
+            "ORDER BY valid_until", []).fetchall()
+        out["credits"]["payg"] = [
+            {"pack_id": r[0].removeprefix("payg:"), "credits": r[1], "used": r[2], "reserved": r[3],
+             "remaining": max(r[1] - r[2] - r[3], 0.0) if r[4] > t else 0.0, "valid_until": iso(r[4])}
+            for r in packs
+        ]
         return out
 
     def status(self) -> dict[str, Any]:
         """Everything an admin wants to see: state, license, plan, balances, box identity."""
         policy = self.policy(write=True)
+        refused = policy.refusal("background_removal")
         return {**policy.as_dict(), "fingerprint": self.fingerprint, "install_key": self.install_public_key,
+                "refusal": {"code": refused.code, "detail": refused.detail} if refused else None,
                 "balances": self.balances(),
                 "upgrade_path": [p.name for p in policy.license.upgrade_path] if policy.license else []}
 
     def account(self) -> dict[str, Any]:
-        """remove.bg's GET /v1.0/account body."""
+        """remove.bg's GET /v1.0/account body: usable credits, so 0 while the box refuses background removal."""
         credits = self.balances()["credits"]
-        sub = credits["remaining"]
-        payg = sum(p["remaining"] for p in credits["payg"])
+        refused = self.policy().refusal("background_removal") is not None
+        sub = 0.0 if refused else credits["remaining"]
+        payg = 0.0 if refused else sum(p["remaining"] for p in credits["payg"])
         subscription = round(sub, 4) if sub is not None else 0.0
         return {"data": {"attributes": {
             "credits": {"total": round(subscription + payg, 4), "subscription": subscription,
@@ -259,19 +284,44 @@ class LicenseBox:
             metrics[m].pop("cap", None)
         return {"period": period, "metrics": metrics, "by_key": by_key, "upgrades": upgrades}
 
+    def integrity_check(self) -> list[dict[str, Any]]:
+        """Check the ledger and every balance against it; record what was altered as tamper events (the ledger's
+        figures win), note the installed packs and the ledger's head outside the data folder. Returns the events."""
+        t = self.clock()
+        s = self.options.seal()
+        with write_txn(self.db):
+            ledger.ensure_keyed(self.db, s)
+            pending = integrity.check_all(self.db, s, t)
+            ledger.checkpoint(self.db, s)  # what was found is recorded; watch from here
+        notices.dispatch(pending)
+        seal.note_packs(self.options.state_dir, [r[0] for r in self.db.execute("SELECT id FROM lic_packs")])
+        return integrity.tamper_events(self.db)
+
     def usage_report(self, period: str) -> str:
-        """The period's usage, signed with the box's install key, for the vendor's bill."""
+        """The period's usage, signed with the box's install key, for the vendor's bill; with the ledger's check,
+        every tamper event found so far and the credit packs installed (bound to this box or not)."""
+        events = self.integrity_check()
         policy = self.policy()
-        check = ledger.verify(self.db)
+        check = ledger.verify(self.db, self.options.seal())
         head = kv_get(self.db, "ledger_head") or {"seq": 0, "hash": ledger.GENESIS}
+        packs = [{"pack_id": pid, "credits": credits, "installed_at": iso(at), "bound": _pack_box(armored) is not None}
+                 for pid, credits, at, armored in self.db.execute(
+                "SELECT id, credits, installed_at, armored FROM lic_packs ORDER BY installed_at")]
         payload = {
             "box": self.fingerprint, "install_key": self.install_public_key, "period": period,
             "generated_at": iso(self.clock()), "license_id": policy.license_id,
             "customer": policy.license.customer if policy.license else None, "plan": policy.plan.name,
             "usage": self.usage(period), "ledger": {"entries": check.entries, "verified": check.ok,
                                                     "problem": check.problem, "head": head["hash"]},
+            "tamper_events": events, "credit_packs": packs,
         }
         return files.self_signed("usage_report", payload, keys.install_key(self.options.licensing_dir))
+
+
+def _pack_box(armored: str) -> str | None:
+    """The box a stored credit pack is bound to (None: the vendor issued it unbound)."""
+    payload = json.loads(base64.b64decode(files.unarmor(armored)[1]["payload"]))
+    return payload.get("box")
 
 
 def read_usage_report(text: str, install_key_b64: str | None = None) -> dict[str, Any]:

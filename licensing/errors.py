@@ -75,3 +75,7 @@ class NotApplicable(InvalidLicenseFile):
 
 class LedgerTampered(LicensingError):
     code, title, status = "ledger_tampered", "Usage ledger was altered", 500
+
+
+class LicenseFileExpired(InvalidLicenseFile):
+    code, title = "license_expired", "License file expired"

@@ -13,14 +13,13 @@ import math
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlite_utils
 
 from core.process import owner_alive, owner_id
-from core.sqlite import write_txn
-from licensing import ledger, notices
+from licensing import integrity, ledger, notices
 from licensing.clock import now, period_of, periods_between
 from licensing.db import kv_set
 from licensing.errors import (
@@ -69,6 +68,16 @@ def _bucket(db: sqlite_utils.Database, bucket_id: str) -> Bucket | None:
     return Bucket(*row) if row else None
 
 
+def _rebased_grant(b: Bucket, new: float | None) -> float | None:
+    """A balance's grant moved to a new allowance: what was already used or carried stays counted."""
+    if new is None or b.granted is None or b.allowance is None or b.kind == "cap":
+        return new
+    granted = max(b.granted + new - b.allowance, 0.0)
+    if b.metric in ROLLOVER_METRICS:
+        granted = min(granted, ROLLOVER_CAP * new)
+    return granted
+
+
 # --- the meter --------------------------------------------------------------------------------------------
 class Meter:
     """Reserve, commit and refund metered amounts against the license's allowances."""
@@ -92,7 +101,7 @@ class Meter:
         pending: list[notices.Notice] = []
         refusal: LicensingError | None = None
         rid = "rsv_" + uuid.uuid4().hex
-        with write_txn(self.db):
+        with integrity.guarded(self.db, self.options.seal(), t) as found:
             policy = evaluate(self.db, self.options, t)
             pending += policy.pending_notices
             try:
@@ -109,7 +118,7 @@ class Meter:
                     "status, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
                     [rid, metric, float(amount), json.dumps(splits), key_id, user_id, request_id, owner_id(), t,
                      t + self.options.reservation_ttl_s])
-        notices.dispatch(pending)
+        notices.dispatch(found + pending)
         if refusal is not None:
             raise refusal
         return rid
@@ -118,7 +127,10 @@ class Meter:
         """Charge a reservation: it becomes ledger entries; committing twice charges once."""
         t = self.clock()
         pending: list[notices.Notice] = []
-        with write_txn(self.db):
+        row = self._reservation(reservation_id)
+        splits = json.loads(row["splits"])
+        seal = self.options.seal()
+        with integrity.guarded(self.db, seal, t, tuple(s["bucket"] for s in splits)) as found:
             row = self._reservation(reservation_id)
             if row["status"] == "committed":
                 return
@@ -130,31 +142,36 @@ class Meter:
                                 [s["amount"], s["amount"], s["bucket"]])
                 bucket = _bucket(self.db, s["bucket"])
                 assert bucket is not None
-                ledger.append(self.db, "charge", at=t, metric=row["metric"], amount=s["amount"], bucket=bucket.id,
+                ledger.append(self.db, "charge", seal=seal, at=t, metric=row["metric"], amount=s["amount"], bucket=bucket.id,
                               period=bucket.period or period, ref=reservation_id, key_id=row["key_id"],
                               user_id=row["user_id"], request_id=row["request_id"],
                               data={"kind": bucket.kind})
                 self._after_charge(bucket, s["amount"], t, pending)
             self.db.execute("UPDATE lic_reservations SET status = 'committed', settled_at = ? WHERE id = ?",
                             [t, reservation_id])
-        notices.dispatch(pending)
+        notices.dispatch(found + pending)
 
     def refund(self, reservation_id: str) -> None:
         """Give a reservation back; refunding twice, or after a commit, changes nothing."""
-        with write_txn(self.db):
+        row = self._reservation(reservation_id)
+        extra = tuple(s["bucket"] for s in json.loads(row["splits"]))
+        with integrity.guarded(self.db, self.options.seal(), self.clock(), extra) as found:
             row = self._reservation(reservation_id)
             if row["status"] == "pending":
                 self._release_reservation(row, "refunded")
+        notices.dispatch(found)
 
     def release(self, metric: str, amount: float) -> None:
         """Lower a capped gauge (stored_images) when images are deleted."""
         if metric not in CAPS:
             raise UnknownMetric(f"Only capped metrics ({', '.join(CAPS)}) can be released.")
         t = self.clock()
-        with write_txn(self.db):
+        seal = self.options.seal()
+        with integrity.guarded(self.db, seal, t) as found:
             self.db.execute("UPDATE lic_buckets SET used = MAX(used - ?, 0) WHERE id = ?", [amount, f"cap:{metric}"])
-            ledger.append(self.db, "release", at=t, metric=metric, amount=-amount, bucket=f"cap:{metric}",
+            ledger.append(self.db, "release", seal=seal, at=t, metric=metric, amount=-amount, bucket=f"cap:{metric}",
                           period=period_of(t))
+        notices.dispatch(found)
 
     def reap(self) -> int:
         """Refund pending reservations whose process died or whose TTL passed; return how many."""
@@ -170,12 +187,14 @@ class Meter:
         if not stale:
             return 0
         count = 0
-        with write_txn(self.db):
+        extra = tuple({s["bucket"] for rid in stale for s in json.loads(self._reservation(rid)["splits"])})
+        with integrity.guarded(self.db, self.options.seal(), t, extra) as found:
             for rid in stale:
                 row = self._reservation(rid)
                 if row["status"] == "pending":
                     self._release_reservation(row, "expired")
                     count += 1
+        notices.dispatch(found)
         return count
 
     def maybe_reap(self) -> None:
@@ -204,13 +223,12 @@ class Meter:
             b = _bucket(self.db, bucket_id)
             if b is None:
                 continue
-            if new is None or b.granted is None or b.allowance is None or metric in CAPS:
-                granted = new
-            else:
-                granted = max(b.granted + new - b.allowance, 0.0)
-                if metric in ROLLOVER_METRICS:
-                    granted = min(granted, ROLLOVER_CAP * new)
+            granted = _rebased_grant(b, new)
             self.db.execute("UPDATE lic_buckets SET allowance = ?, granted = ? WHERE id = ?", [new, granted, b.id])
+            if b.kind == "subscription" and granted != b.granted:
+                ledger.append(self.db, "regrant", seal=self.options.seal(), at=t, metric=metric, amount=granted,
+                              bucket=b.id, period=period, ref=policy.license_id or "trial",
+                              data={"plan": plan.name, "allowance": new, "was": b.granted})
             ob = _bucket(self.db, f"over:{metric}:{period}")
             if ob is not None:
                 og = None if new is None else (policy.overage.factor - 1) * new
@@ -283,14 +301,17 @@ class Meter:
             order += [Bucket(*r) for r in rows]
         return order
 
-    def subscription_bucket(self, policy: Policy, metric: str, t: float) -> Bucket:
-        """This period's subscription balance for a metric, made on first use with roll-over (capped)."""
+    def subscription_bucket(self, policy: Policy, metric: str, t: float, *, write: bool = True) -> Bucket:
+        """This period's subscription balance for a metric, made on first use with roll-over (capped);
+        write=False: what it is or would be, changing nothing."""
         period = period_of(t)
         bucket_id = f"sub:{metric}:{period}"
         b = _bucket(self.db, bucket_id)
         allowance = policy.plan.allowance(metric)
         if b is not None:
             if b.allowance != allowance:  # the plan changed (new license, upgrade, a license becoming valid)
+                if not write:
+                    return replace(b, allowance=allowance, granted=_rebased_grant(b, allowance))
                 self.rebase(policy.plan, policy, t)
                 b = _bucket(self.db, bucket_id)
                 assert b is not None
@@ -308,21 +329,27 @@ class Meter:
                     balance = min(balance + allowance, cap)
                 carried = balance
                 granted = min(balance + allowance, cap)
+        if not write:
+            return Bucket(bucket_id, metric, "subscription", period, allowance, granted, 0.0, 0.0, None)
         self.db.table("lic_buckets").insert({
             "id": bucket_id, "metric": metric, "kind": "subscription", "period": period, "allowance": allowance,
             "granted": granted, "used": 0.0, "reserved": 0.0, "created_at": t,
         })
-        ledger.append(self.db, "grant", at=t, metric=metric, amount=granted, bucket=bucket_id, period=period,
+        ledger.append(self.db, "grant", seal=self.options.seal(), at=t, metric=metric, amount=granted, bucket=bucket_id, period=period,
                       ref=policy.license_id or "trial",
                       data={"plan": policy.plan.name, "allowance": allowance, "rolled_over": carried})
         b = _bucket(self.db, bucket_id)
         assert b is not None
         return b
 
-    def cap_bucket(self, policy: Policy, metric: str, t: float) -> Bucket:
-        """The stored-images gauge, its ceiling kept at the plan's cap."""
+    def cap_bucket(self, policy: Policy, metric: str, t: float, *, write: bool = True) -> Bucket:
+        """The stored-images gauge, its ceiling kept at the plan's cap; write=False changes nothing."""
         cap = policy.plan.allowance(metric)
         b = _bucket(self.db, f"cap:{metric}")
+        if not write:
+            if b is None:
+                return Bucket(f"cap:{metric}", metric, "cap", None, cap, cap, 0.0, 0.0, None)
+            return replace(b, allowance=cap, granted=cap)
         if b is None:
             self.db.table("lic_buckets").insert({"id": f"cap:{metric}", "metric": metric, "kind": "cap", "allowance": cap,
                                           "granted": cap, "used": 0.0, "reserved": 0.0, "created_at": t})
@@ -351,7 +378,7 @@ class Meter:
         kv_set(self.db, f"plan:{policy.license_id}", plan.model_dump())
         policy.plan = plan
         self.rebase(plan, policy, t)
-        ledger.append(self.db, "upgrade", at=t, period=period_of(t), ref=policy.license_id,
+        ledger.append(self.db, "upgrade", seal=self.options.seal(), at=t, period=period_of(t), ref=policy.license_id,
                       data={"from": old.name, "to": plan.name, "reason": "scan limit reached", "auto": True})
         n = notices.record(self.db, f"upgrade:{policy.license_id}:{plan.name}", "plan_upgraded", "Plan upgraded",
                            f"The scan limit of plan {old.name} was reached; the box moved to plan {plan.name} "

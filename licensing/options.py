@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from licensing.seal import Seal
 
 TRIAL_DAYS = 21
 GRACE_DAYS = 7
@@ -27,3 +31,13 @@ class LicensingOptions:
     def licensing_dir(self) -> Path:
         """Licensing's files inside the data folder."""
         return self.data_dir / "licensing"
+
+    def seal(self) -> Seal:
+        """The box's sealing secret and its record outside the data folder (made once per options)."""
+        cached: Seal | None = self.__dict__.get("_seal")
+        if cached is None:
+            from licensing.seal import Seal
+
+            cached = Seal(self.state_dir, self.licensing_dir)
+            object.__setattr__(self, "_seal", cached)
+        return cached

@@ -15,7 +15,7 @@ from typing import Any
 import sqlite_utils
 
 from core.sqlite import write_txn
-from licensing import ledger, notices
+from licensing import integrity, ledger, notices
 from licensing.clock import DAY, iso, now, period_of
 from licensing.db import kv_get, kv_set
 from licensing.metering import Meter
@@ -107,19 +107,22 @@ def run_due(db: sqlite_utils.Database, options: LicensingOptions, clock: Callabl
             continue
         deleted = 0
         kind_hooks = hooks.get(step.kind, [])
+        if not kind_hooks:  # nothing could delete anything yet (an area not started): not done, tried next time
+            log.warning("the purge of %s is due but nothing is registered to run it; it waits", step.kind)
+            continue
         for hook in kind_hooks:
             deleted += int(hook() or 0)
-        with write_txn(db):
+        with integrity.guarded(db, options.seal(), t) as found:
             if step.kind == "reference_images":
                 db.execute("UPDATE lic_buckets SET used = 0 WHERE kind = 'cap' AND metric = 'stored_images'")
-            ledger.append(db, "purge", at=t, period=period_of(t), ref=step.kind,
+            ledger.append(db, "purge", seal=options.seal(), at=t, period=period_of(t), ref=step.kind,
                           data={"deleted": deleted, "expired_at": iso(step.expired_at), "hooks": len(kind_hooks)})
             n = notices.record(db, step.key, f"purged_{step.kind}", "Data purged",
                                f"{deleted} {step.kind.replace('_', ' ')} were deleted, {PURGE_KINDS[step.kind]} "
                                f"days after the license expired.", at=t, level="error",
                                data={"kind": step.kind, "deleted": deleted})
             kv_set(db, step.key, {"at": t, "deleted": deleted})
-        notices.dispatch([n] if n else [])
+        notices.dispatch(found + ([n] if n else []))
         log.warning("purged %s %s", deleted, step.kind)
         done.append({"action": "purge", "kind": step.kind, "deleted": deleted})
     return done
@@ -127,7 +130,16 @@ def run_due(db: sqlite_utils.Database, options: LicensingOptions, clock: Callabl
 
 def tick(db: sqlite_utils.Database, options: LicensingOptions, clock: Callable[[], float] = now,
          hooks: dict[str, list[PurgeHook]] | None = None) -> dict[str, Any]:
-    """The periodic job: refund stale reservations, re-evaluate the state (notices), run due purges."""
+    """The periodic job: refund stale reservations, note the ledger's head outside the data folder (a full check
+    first when the last one noted is gone), re-evaluate the state (notices), run due purges."""
     reaped = Meter(db, options, clock).reap()
+    seal = options.seal()
+    if ledger.checkpoint_holds(db, seal):
+        with write_txn(db):
+            ledger.checkpoint(db, seal)
+    else:
+        from licensing.box import LicenseBox
+
+        LicenseBox(db, options, clock).integrity_check()
     done = run_due(db, options, clock, hooks)
     return {"reaped": reaped, "purge": done}

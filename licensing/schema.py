@@ -63,3 +63,12 @@ def m001_licensing(db: sqlite_utils.Database) -> None:
         pk="id", not_null={"dedupe", "kind", "title", "created_at"},
     )
     db.table("lic_notices").create_index(["dedupe"], unique=True)
+
+
+@migrations()
+def m002_sealed_ledger(db: sqlite_utils.Database) -> None:
+    """Each ledger entry's seal (an HMAC of its hash with the box's secret), each balance's seal, and a lookup of
+    entries by balance (balances are checked against the ledger)."""
+    db.table("lic_ledger").add_column("mac", str)
+    db.table("lic_buckets").add_column("seal", str)
+    db.table("lic_ledger").create_index(["bucket", "seq"])

@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlite_utils
 
-from licensing import files, keys, notices, trial
+from licensing import files, integrity, keys, notices, trial
 from licensing.clock import DAY, iso, parse_iso
 from licensing.db import kv_get, kv_set
 from licensing.errors import (
@@ -21,6 +21,7 @@ from licensing.errors import (
 from licensing.files import LicensePayload, Overage
 from licensing.options import GRACE_DAYS, TRIAL_DAYS, LicensingOptions
 from licensing.plans import TRIAL, Plan
+from licensing.seal import Seal
 
 ACTIONS = ("background_removal", "recognition", "collection_manage", "collection_read", "admin",
            "license", "account", "export")
@@ -64,7 +65,16 @@ class Policy:
 
     @property
     def grace_until(self) -> float | None:
-        return self.expires_at + GRACE_DAYS * DAY if self.expires_at is not None else None
+        """The end of a license's grace week; a trial has no grace."""
+        return self.expires_at + GRACE_DAYS * DAY if self.expires_at is not None and self.license else None
+
+    def refusal(self, action: str) -> LicensingError | None:
+        """The error that stops this action now, if any."""
+        try:
+            self.check(action)
+        except LicensingError as exc:
+            return exc
+        return None
 
     def next_plan(self) -> Plan | None:
         """The next package on the license's upgrade path, if auto-upgrade is on."""
@@ -152,7 +162,8 @@ def evaluate(db: sqlite_utils.Database, options: LicensingOptions, now: float, *
     else:
         if write:
             key = keys.install_key(options.licensing_dir)
-            start, problem = trial.trial_start(db, options.licensing_dir, options.state_dir, key, fp, now)
+            start, problem = trial.trial_start(db, options.licensing_dir, options.state_dir, key, fp, now,
+                                               options.seal())
         else:
             text = kv_get(db, "trial_record")
             if not text:
@@ -166,14 +177,22 @@ def evaluate(db: sqlite_utils.Database, options: LicensingOptions, now: float, *
         if problem:  # no trial: no end date either, so no purge is scheduled from one
             policy.expires_at = None
 
-    hwm = kv_get(db, "clock_hwm")
-    if hwm is not None and now < hwm - options.clock_tolerance_s:
+    seal = options.seal()
+    hwm, clock_problems = clock_mark(db, seal)
+    if clock_problems:
+        policy.reasons.append("the clock record " + "; ".join(clock_problems) + ": install a new license")
+        policy.state = "restricted"
+    elif hwm is not None and now < hwm - options.clock_tolerance_s:
         policy.reasons.append(f"the clock reads {iso(now)}, before {iso(hwm)} seen earlier: set the clock right "
                               "or install a new license")
         policy.state = "restricted"
     if write:
-        if hwm is None or now > hwm:
-            kv_set(db, "clock_hwm", max(now, hwm or now))
+        if not clock_problems and (hwm is None or now > hwm):
+            set_clock_mark(db, seal, now)
+        if clock_problems:
+            policy.pending_notices += integrity.record(db, seal, [integrity.Finding(
+                "clock_record_altered", "the clock record " + "; ".join(clock_problems),
+                "clock:" + "; ".join(clock_problems))], now)
         if policy.state == "restricted":
             _note(policy, db, f"clock:{int(hwm or 0) // 3600}", "clock_set_back", "Clock set back",
                   policy.reasons[-1])
@@ -187,6 +206,36 @@ def evaluate(db: sqlite_utils.Database, options: LicensingOptions, now: float, *
         elif policy.license is None and policy.state == "expired":
             _note(policy, db, "trial:record", "license_expired", "No trial", policy.no_trial)
     return policy
+
+
+CLOCK_OUTSIDE_EVERY_S = 60.0
+
+
+def clock_mark(db: sqlite_utils.Database, seal: Seal) -> tuple[float | None, list[str]]:
+    """The latest time the box has seen: the higher of its sealed marks in the database and outside the data
+    folder; and the marks that fail to verify (then the box stays restricted until a new license)."""
+    outside, problem = seal.outside.read()
+    problems = [f"outside the data folder ({problem})"] if problem else []
+    out_t = (outside or {}).get("clock_hwm")
+    marks = [float(out_t)] if out_t is not None else []
+    raw = kv_get(db, "clock_hwm")
+    if isinstance(raw, dict) and seal.valid(raw.get("mac"), "clock_hwm", raw.get("t")):
+        marks.append(float(raw["t"]))
+    elif isinstance(raw, int | float) and not isinstance(raw, bool) and out_t is None and not problem:
+        marks.append(float(raw))  # a mark from before marks were sealed: taken once, then sealed
+    elif raw is not None:
+        problems.append("in the database was altered")
+    return (max(marks) if marks else None), problems
+
+
+def set_clock_mark(db: sqlite_utils.Database, seal: Seal, t: float, *, force: bool = False) -> None:
+    """Seal the clock mark in the database, and outside the data folder when it moved a minute or more
+    (force: a new license sets it, also lower, and replaces an altered record)."""
+    kv_set(db, "clock_hwm", {"t": t, "mac": seal.mac("clock_hwm", t)})
+    outside, _ = seal.outside.read()
+    out_t = (outside or {}).get("clock_hwm")
+    if force or out_t is None or t - float(out_t) >= CLOCK_OUTSIDE_EVERY_S:
+        seal.outside.write(force=force, clock_hwm=t)
 
 
 def _note(policy: Policy, db: sqlite_utils.Database, dedupe: str, kind: str, title: str, body: str) -> None:

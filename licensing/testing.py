@@ -45,9 +45,12 @@ class ThrowawayVendor:
 
 def make_box(root: Path, vendor: ThrowawayVendor | None = None, *, db_name: str = "forecourt.db",
              **options: Any) -> LicenseBox:
-    """A LicenseBox on root/data with its outside record under root/state, trusting the vendor's key."""
-    opts = LicensingOptions(data_dir=root / "data", state_dir=root / "state",
-                            public_keys=(vendor.public_key,) if vendor else (), **options)
+    """A LicenseBox on root/data with its outside record under root/state (or options' state_dir), trusting the
+    vendor's key."""
+    options.setdefault("state_dir", root / "state")
+    if vendor:
+        options.setdefault("public_keys", (vendor.public_key,))
+    opts = LicensingOptions(data_dir=root / "data", **options)
     opts.data_dir.mkdir(parents=True, exist_ok=True)
     db = sqlite_utils.Database(opts.data_dir / db_name)
     migrate(db)

@@ -4,7 +4,8 @@
     python scripts/vendor.py keygen --out ~/vendor/key.pem
     python scripts/vendor.py license --key ~/vendor/key.pem --customer "Acme Motors" --box FC-XXXX-... \\
         --plan standard --months 12 --upgrade-path pro,enterprise --auto-upgrade --out acme.lic
-    python scripts/vendor.py credit-pack --key ~/vendor/key.pem --customer "Acme Motors" --credits 1000 --out p.lic
+    python scripts/vendor.py credit-pack --key ~/vendor/key.pem --customer "Acme Motors" --box FC-XXXX-... \\
+        --credits 1000 --out p.lic
     python scripts/vendor.py upgrade --key ~/vendor/key.pem --customer "Acme Motors" --license-id lic_... --plan pro
     python scripts/vendor.py verify-report report.txt --install-key <box install key>
 """
@@ -119,16 +120,21 @@ def issue_license(key_path: str, customer: str, box: str | None, unbound: bool, 
 @cli.command("credit-pack")
 @click.option("--key", "key_path", required=True)
 @click.option("--customer", required=True)
-@click.option("--box")
+@click.option("--box", help="Box fingerprint the pack is for; omit with --unbound.")
+@click.option("--unbound", is_flag=True, help="Installable on any box (once per machine); shown in usage reports.")
 @click.option("--credits", required=True, type=float)
 @click.option("--valid-days", default=PAYG_VALID_DAYS, show_default=True, type=int)
 @click.option("--pack-id")
 @click.option("--out", type=click.Path(dir_okay=False))
-def credit_pack(key_path: str, customer: str, box: str | None, credits: float, valid_days: int,
+def credit_pack(key_path: str, customer: str, box: str | None, unbound: bool, credits: float, valid_days: int,
                 pack_id: str | None, out: str | None) -> None:
-    """Issue a pay-as-you-go credit pack (valid two years by default)."""
-    _emit(files.sign("credit_pack", pack_payload(customer, credits, box=box, valid_days=valid_days,
-                                                 pack_id=pack_id), _key(key_path)), out)
+    """Issue a pay-as-you-go credit pack for one box (valid two years by default)."""
+    if not box and not unbound:
+        raise click.UsageError("give --box FINGERPRINT or --unbound")
+    if box and unbound:
+        raise click.UsageError("give --box FINGERPRINT or --unbound, not both")
+    _emit(files.sign("credit_pack", pack_payload(customer, credits, box=None if unbound else box,
+                                                 valid_days=valid_days, pack_id=pack_id), _key(key_path)), out)
 
 
 @cli.command()

@@ -151,6 +151,9 @@ def create_app(settings: Settings | dict[str, Any] | None = None) -> APIFlask:
     _init_limiter(app, settings)
     for area in AREAS:  # health, accounts, admin, dashboard, licensing, removebg, catalog, recognition
         area.init_app(app)
+    from server.services.licensing import start_jobs
+
+    start_jobs(app)  # after every area registered its purge hooks
     return app
 
 

@@ -58,7 +58,7 @@ def status(obj: object, as_json: bool) -> None:
     """Show the license state, plan, balances and ledger check."""
     b = _box(obj)
     st = b.status()
-    check = ledger.verify(b.db)
+    check = ledger.verify(b.db, b.options.seal())
     st["ledger"] = {"ok": check.ok, "entries": check.entries, "problem": check.problem}
     if as_json:
         click.echo(json.dumps(st, indent=2, sort_keys=True))

@@ -245,7 +245,8 @@ class LicensingSettings(Section):
     )
     state_dir: Path = Field(
         Path("~/.local/share/forecourt"),
-        description="A folder outside the data folder for the second trial record (and the box id in containers).",
+        description="A folder outside the data folder, on persistent storage: trial record, sealing secret, pack "
+                    "ids (box id in containers).",
     )
     clock_tolerance_minutes: int = Field(
         60, ge=1, le=1440, description="How far the clock may go back before the box is restricted."

@@ -88,7 +88,8 @@ def test_trial_cannot_restart_by_deleting_the_database(tmp_path, vendor, travell
     assert box.state()["state"] == "expired"
 
 
-def test_trial_record_edits_and_a_wiped_data_folder_end_the_trial(tmp_path, vendor, traveller):
+def test_trial_record_edits_end_the_trial_and_a_wiped_data_folder_does_not_restart_it(tmp_path, vendor,
+                                                                                         traveller):
     box = make_box(tmp_path, vendor)
     box.policy(write=True)
     outside = next(box.options.state_dir.glob("trial-*.rec"))
@@ -105,16 +106,20 @@ def test_trial_record_edits_and_a_wiped_data_folder_end_the_trial(tmp_path, vend
     assert "does not verify" in refused.value.detail and "1970" not in refused.value.detail
     assert [(n["title"], "does not verify" in n["body"]) for n in notices.list_notices(box.db)
             if n["kind"] == "license_expired"] == [("No trial", True)]
-    # wiping the whole data folder makes a new install key; the old outside record cannot be re-signed
+    # wiping the whole data folder makes a new install key; the machine's outside record, sealed with the
+    # machine's secret, still holds the trial's start: the trial goes on, it does not restart
     box2 = make_box(tmp_path / "other", vendor)
     box2.policy(write=True)
     outside2 = next(box2.options.state_dir.glob("trial-*.rec"))
+    traveller.move_to(day(10))
     box2.db.close()
     shutil.rmtree(box2.options.data_dir)
     box3 = make_box(tmp_path / "other", vendor)
     assert next(box3.options.state_dir.glob("trial-*.rec")) == outside2
     st = box3.policy(write=True)
-    assert st.state == "expired" and not st.usable
+    assert st.state == "trial" and st.expires_at == day(21).timestamp()
+    traveller.move_to(day(22))
+    assert box3.policy(write=True).state == "expired"
 
 
 def test_expiry_grace_day_6_and_day_8(tmp_path, vendor, traveller):

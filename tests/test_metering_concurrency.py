@@ -125,7 +125,9 @@ def test_400_requests_300_allowance_one_worker_killed(tmp_path):
         assert status["committed"] == ALLOWANCE
         import sqlite_utils
 
-        verification = ledger.verify(sqlite_utils.Database(db))
+        from licensing.seal import Seal
+
+        verification = ledger.verify(sqlite_utils.Database(db), Seal(tmp_path / "state", data / "licensing"))
         assert verification.ok, verification.problem
         api = requests.get(server.url + "/v1/licensing/ledger", headers={"X-Api-Key": key}, timeout=10).json()
         assert api["ok"] is True

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import flash, redirect, render_template, request, url_for
 
+from licensing import integrity
 from licensing.clock import now
 from licensing.errors import LicensingError
 from licensing.plans import ROLLOVER_CAP
@@ -27,6 +28,7 @@ REFUSAL_HINTS = {
     "credit_pack_replayed": "Each credit pack counts once; nothing was added.",
     "license_superseded": "The license in force stays in force.",
     "license_not_applicable": "Check that the file is meant for this dealership's license.",
+    "license_expired": "Ask the vendor for a license that is still valid.",
 }
 
 
@@ -37,6 +39,7 @@ def _license_page(error: str | None = None, status_code: int = 200) -> Any:
     terms = [{"metric": m, "label": METRIC_LABELS[m], "value": plan.get(m)} for m in METRIC_LABELS]
     return render_template("license.html", status=status, summary=license_summary(status, now()), terms=terms,
                            packs=status["balances"]["credits"].get("payg", []), error=error,
+                           tamper_events=list(reversed(integrity.tamper_events(b.db))),
                            rollover_cap=ROLLOVER_CAP), status_code
 
 

@@ -83,6 +83,8 @@ class StatusOut(BaseModel):
     install_key: str
     balances: dict[str, Any]
     upgrade_path: list[str]
+    refusal: dict[str, str] | None = Field(None, description="Why background removal is refused now (code, "
+                                                              "detail); null while the box does its work.")
 
 
 class PeriodQuery(_Strict):
@@ -219,7 +221,8 @@ def list_notices() -> dict[str, Any]:
 @require_admin_key
 def verify_ledger() -> dict[str, Any]:
     """Check the usage ledger's hash chain."""
-    v = ledger.verify(service.box().db)
+    b = service.box()
+    v = ledger.verify(b.db, b.options.seal())
     return {"ok": v.ok, "entries": v.entries, "problem": v.problem}
 
 

@@ -142,6 +142,7 @@ def init_app(app: Flask) -> None:
     app.extensions["forecourt.licensing.options"] = options
     with app.app_context():
         box().policy(write=True)  # starts the trial on the first start, records notices
+        box().integrity_check()  # balances against the ledger, the ledger's seal: tamper events
     sinks: list[notices.Sink] = []
     if options.notice_webhook:
         sinks.append(notices.webhook_sink(options.notice_webhook))
@@ -169,4 +170,9 @@ def init_app(app: Flask) -> None:
 
     with app.app_context():
         on_purge("accounts")(_purge_member_accounts)
-    _start_scheduler(app, settings, options)
+
+
+def start_jobs(app: Flask) -> None:
+    """Start licensing's jobs; create_app calls this once every area has registered its purge hooks, since the
+    first tick runs at once and may find a purge already due."""
+    _start_scheduler(app, app.extensions["forecourt.settings"], app.extensions["forecourt.licensing.options"])
