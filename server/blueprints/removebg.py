@@ -144,6 +144,10 @@ def removebg() -> Response:
     Anything is installed, optionally with `refine_points` (JSON `[[x, y, label], ...]`, x and y as fractions of
     the image, label 1 keep / 0 remove).
 
+    `type=auto` (the default) detects the foreground's type (an ImageNet classifier on the box): a car photo gets
+    type=car's pipeline and `X-Type: car`. `X-Type` is remove.bg's: at `type_level=1` (default) person, product,
+    animal, car or other; at `2`/`latest` also car_interior, car_part, transportation, graphics; none at `none`.
+
     Sizes: `preview` 0.25 MP for 0.25 credits; `medium` 1.5 MP, `hd` 4 MP, `full` 25 MP and `50MP` for 1 credit
     (PNG output at most 10 MP); `auto` takes full when the credits allow and the image is larger than a preview.
     Nothing is charged on any error. `Accept: application/json` gives `{"data": {"result_b64", "foreground_top",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass, field, replace
@@ -19,6 +20,8 @@ from server import json_limits, metrics
 from server.config import get_settings
 from server.errors import ApiError
 from server.services import segmentation
+
+log = logging.getLogger(__name__)
 
 # remove.bg's sizes: megapixels of the output and credits per image; aliases as remove.bg documents them
 SIZE_ALIASES = {"preview": "preview", "small": "preview", "regular": "preview", "medium": "medium", "hd": "hd",
@@ -313,6 +316,29 @@ class Result:
     extension: str
 
 
+def _classifier():  # type: ignore[no-untyped-def]
+    from models.foreground import get_classifier
+
+    return get_classifier(get_settings().models_dir)
+
+
+def foreground_type(rgb: np.ndarray, opts: Options, roi: tuple[int, int, int, int] | None = None) -> str:
+    """The foreground's type: the one asked for, or for type=auto what the classifier sees (inside the ROI); "other"
+    when the classifier is not installed (`forecourt models fetch efficientnet-lite0`)."""
+    if opts.type != "auto":
+        return opts.type
+    if roi is not None:
+        x1, y1, x2, y2 = roi
+        rgb = rgb[y1:y2, x1:x2]
+    try:
+        return str(_classifier().classify(rgb).type)
+    except ModelError as exc:
+        if exc.code not in ("model_unavailable", "model_corrupt"):
+            raise
+        log.warning("type=auto cannot tell the foreground's type: %s", exc.detail)
+        return "other"
+
+
 def get_sam():  # type: ignore[no-untyped-def]
     """The installed Segment Anything predictor, or 503 sam_not_installed."""
     from models import sam
@@ -346,10 +372,12 @@ def output_megapixels(opts: Options, size: str) -> float:
     return min(limit, PNG_MEGAPIXELS) if may_be_png else limit
 
 
-def cutout_alpha(rgb: np.ndarray, opts: Options, roi: tuple[int, int, int, int] | None) -> np.ndarray:
-    """The alpha matte for the options' type, ROI, refinement and semitransparency."""
+def cutout_alpha(rgb: np.ndarray, opts: Options, roi: tuple[int, int, int, int] | None,
+                 kind: str | None = None) -> np.ndarray:
+    """The alpha matte for the foreground's type (`kind`, default the options' type: "car" runs the car pipeline),
+    ROI, refinement and semitransparency."""
     seg = segmentation.segmenter()
-    is_car = opts.type == "car"
+    is_car = (kind or opts.type) == "car"
     alpha = seg.mask(rgb, kind="car" if is_car else "auto", mirror=is_car and get_settings().removebg.car_mirror_pass)
     if getattr(seg, "last_model_ms", None) is not None:
         metrics.observe_inference(seg.name, seg.last_model_ms / 1000.0)
@@ -421,7 +449,9 @@ def remove_background(image: Image.Image, opts: Options) -> Result:
                max(int(round(roi[3] * fy)), int(roi[1] * fy) + 1))
     rgb = np.asarray(work if work.mode == "RGB" else work.convert("RGB"))
     metrics.observe_stage("resize", time.perf_counter() - resize_started)
-    alpha = cutout_alpha(rgb, opts, roi)
+    with metrics.stage("classify"):
+        kind = foreground_type(rgb, opts, roi)
+    alpha = cutout_alpha(rgb, opts, roi, kind)
     compose_started = time.perf_counter()
     if work.mode == "RGBA":  # an input that was transparent already stays so
         alpha = np.minimum(alpha, np.asarray(work.getchannel("A"), dtype=np.float32) * (1.0 / 255.0))
@@ -454,7 +484,7 @@ def remove_background(image: Image.Image, opts: Options) -> Result:
     with metrics.stage("encode"):
         body, media = compose.encode(rgba, fmt, channels=opts.channels)
     return Result(body, media, rgba.shape[1], rgba.shape[0], fg_box,
-                  reported_type(opts.type if opts.type != "auto" else "other", opts.type_level),
+                  reported_type(kind, opts.type_level),
                   SIZE_CREDITS[size], MEDIA_EXTENSIONS[media])
 
 
