@@ -8,8 +8,8 @@ from server.store import pending_migrations
 
 
 def test_every_area_registers_its_blueprint_checks_and_schema(app) -> None:
-    assert [a.name for a in AREAS] == ["health", "accounts", "admin", "dashboard", "licensing", "removebg", "catalog",
-                                       "recognition"]
+    assert [a.name for a in AREAS] == ["health", "accounts", "admin", "dashboard", "licensing", "removebg", "improve",
+                                       "catalog", "recognition"]
     assert set(app.blueprints) - {"openapi"} == {a.name for a in AREAS}  # openapi: APIFlask's spec and docs
     checks = [c.__name__ for c in app.extensions["forecourt.ready_checks"]]
     assert checks == ["_database_check", "license", "_segmenter_check", "_sam_check"]
@@ -26,7 +26,7 @@ def test_every_area_command_is_on_the_forecourt_command() -> None:
     for area in AREAS:
         for command in area.commands:
             assert cli.commands[command.name] is command
-    assert {"models", "license", "usage", "removebg", "index"} <= set(cli.commands)
+    assert {"models", "license", "usage", "removebg", "index", "improve"} <= set(cli.commands)
 
 
 def test_api_areas_are_rate_limited_and_probes_are_not(client, admin) -> None:
