@@ -12,7 +12,7 @@ def test_every_area_registers_its_blueprint_checks_and_schema(app) -> None:
                                        "catalog", "recognition"]
     assert set(app.blueprints) - {"openapi"} == {a.name for a in AREAS}  # openapi: APIFlask's spec and docs
     checks = [c.__name__ for c in app.extensions["forecourt.ready_checks"]]
-    assert checks == ["_database_check", "license", "_segmenter_check", "_sam_check"]
+    assert checks == ["_database_check", "license", "_segmenter_check", "_sam_check", "device_check"]
     from server.store import open_db
 
     db = open_db(app.extensions["forecourt.settings"].db_path)
