@@ -174,7 +174,8 @@ class LicenseBox:
         self.db.table("lic_buckets").insert({"id": f"payg:{p.pack_id}", "metric": "credits", "kind": "payg",
                                        "allowance": p.credits, "granted": p.credits, "used": 0.0, "reserved": 0.0,
                                        "valid_until": valid_until, "created_at": t})
-        ledger.append(self.db, "grant", seal=self.options.seal(), at=t, metric="credits", amount=p.credits, bucket=f"payg:{p.pack_id}",
+        ledger.append(self.db, "grant", seal=self.options.seal(), at=t, metric="credits", amount=p.credits,
+                      bucket=f"payg:{p.pack_id}",
                       period=period_of(t), ref=p.pack_id, data={"payg": True, "valid_until": p.valid_until})
         return {"kind": "credit_pack", "id": p.pack_id, "installed": True,
                 "message": f"Credit pack {p.pack_id}: {p.credits:g} credits until {p.valid_until}."}

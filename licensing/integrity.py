@@ -3,8 +3,8 @@
 Every write to the live balances runs in guarded(): first each balance's seal is checked (an HMAC over its figures
 and the last ledger entry that touched it, so an edited or an older copied row fails), and a balance whose seal
 fails is summed again from the ledger; then what changed is sealed again. The full sums run at start-up and in the
-usage report. A finding becomes a tamper event once (a sealed `tamper` ledger entry and an error notice for the admin), and where
-the ledger knows better, the ledger's figure wins: the balance is set back to what the ledger says.
+usage report. A finding becomes a tamper event once (a sealed `tamper` ledger entry and an error notice for the
+admin), and where the ledger knows better, the ledger's figure wins: the balance is set back to what the ledger says.
 """
 
 from __future__ import annotations

@@ -142,7 +142,8 @@ class Meter:
                                 [s["amount"], s["amount"], s["bucket"]])
                 bucket = _bucket(self.db, s["bucket"])
                 assert bucket is not None
-                ledger.append(self.db, "charge", seal=seal, at=t, metric=row["metric"], amount=s["amount"], bucket=bucket.id,
+                ledger.append(self.db, "charge", seal=seal, at=t, metric=row["metric"], amount=s["amount"],
+                              bucket=bucket.id,
                               period=bucket.period or period, ref=reservation_id, key_id=row["key_id"],
                               user_id=row["user_id"], request_id=row["request_id"],
                               data={"kind": bucket.kind})
@@ -335,7 +336,8 @@ class Meter:
             "id": bucket_id, "metric": metric, "kind": "subscription", "period": period, "allowance": allowance,
             "granted": granted, "used": 0.0, "reserved": 0.0, "created_at": t,
         })
-        ledger.append(self.db, "grant", seal=self.options.seal(), at=t, metric=metric, amount=granted, bucket=bucket_id, period=period,
+        ledger.append(self.db, "grant", seal=self.options.seal(), at=t, metric=metric, amount=granted,
+                      bucket=bucket_id, period=period,
                       ref=policy.license_id or "trial",
                       data={"plan": policy.plan.name, "allowance": allowance, "rolled_over": carried})
         b = _bucket(self.db, bucket_id)

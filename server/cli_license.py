@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from licensing import ledger
+from licensing import integrity, ledger
 from licensing.box import LicenseBox
 from licensing.errors import LicensingError
 from licensing.schema import migrate
@@ -60,6 +60,7 @@ def status(obj: object, as_json: bool) -> None:
     st = b.status()
     check = ledger.verify(b.db, b.options.seal())
     st["ledger"] = {"ok": check.ok, "entries": check.entries, "problem": check.problem}
+    st["tamper_events"] = integrity.tamper_events(b.db)
     if as_json:
         click.echo(json.dumps(st, indent=2, sort_keys=True))
         return
@@ -80,6 +81,8 @@ def status(obj: object, as_json: bool) -> None:
         click.echo(f"  pack {pack['pack_id']}: {pack['remaining']:g} of {pack['credits']:g} left, "
                    f"until {pack['valid_until']}")
     click.echo(f"ledger:       {'verified' if check.ok else 'ALTERED: ' + check.problem}, {check.entries} entries")
+    for event in st["tamper_events"]:
+        click.echo(f"  tampering:  {event['at']} {event['detail']}")
 
 
 def _n(value: float | None) -> str:

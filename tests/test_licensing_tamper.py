@@ -233,6 +233,9 @@ def test_lowering_the_clock_mark_by_sql_leaves_the_box_restricted(tmp_path, vend
             spend(box, "scans")
     assert "the clock record in the database was altered" in box.status()["reasons"][0]
     assert "clock_record_altered" in events(box)
+    from server.blueprints.dashboard import license_summary
+
+    assert license_summary(box.status(), day(3).timestamp())["headline"] == "Paused: the clock record was altered"
     # deleting the database's mark: the one outside the data folder still knows
     sql(box, "DELETE FROM lic_kv WHERE key = 'clock_hwm'")
     box = reopen(box)
@@ -271,6 +274,32 @@ def test_forecourt_init_at_a_second_path_does_not_start_a_second_trial(tmp_path)
         assert init_and_status("c")["expires_at"] == "2030-01-31T12:00:00Z"
         t.move_to(day(22))
         assert init_and_status("d")["state"] == "expired"
+    # the admin's command line lists tamper events too
+    env = {"FORECOURT_STORAGE__DATA_DIR": str(tmp_path / "b"), "FORECOURT_LOGGING__LEVEL": "WARNING",
+           "FORECOURT_MODELS__REQUIRE": "false", "FORECOURT_LICENSING__STATE_DIR": str(tmp_path / "state")}
+    conn = sqlite3.connect(tmp_path / "b" / "forecourt.db")
+    conn.execute("UPDATE lic_kv SET value = '0' WHERE key = 'clock_hwm'")
+    conn.commit()
+    conn.close()
+    out = runner.invoke(cli, ["license", "status"], env=env)
+    assert "tampering:" in out.output and "the clock record in the database was altered" in out.output
+
+
+def test_a_trial_recorded_before_one_trial_per_machine_carries_over(tmp_path, vendor, traveller):
+    """An outside record from before the upgrade (named after the data folder's path, not sealed) is taken over."""
+    from licensing import files, keys, trial
+
+    box = make_box(tmp_path, vendor)
+    legacy = trial._legacy_path(box.options.licensing_dir, box.options.state_dir)
+    legacy.parent.mkdir(parents=True, exist_ok=True)
+    legacy.write_text(files.self_signed("trial_record", {"started_at": "2030-01-01T12:00:00Z", "box": box.fingerprint},
+                                        keys.install_key(box.options.licensing_dir)))
+    st = box.policy(write=True)
+    assert st.state == "trial" and st.expires_at == datetime(2030, 1, 22, 12, tzinfo=UTC).timestamp()
+    machine = trial._paths(box.options.licensing_dir, box.options.state_dir)[1]
+    assert machine.exists() and machine != legacy
+    other = make_box(tmp_path / "b", vendor, state_dir=box.options.state_dir)  # another data folder: same trial
+    assert other.policy(write=True).expires_at == st.expires_at
 
 
 # --- 5. an expired license is refused, a future one waits ----------------------------------------------------------

@@ -300,6 +300,10 @@ def license_summary(status: dict[str, Any], t: float) -> dict[str, Any]:
                "text": f"The license ended on {status['expires_at'][:10]}. Recognition keeps working until "
                        f"{status['grace_until'][:10]}; uploads, edits and deletes are locked. Install a new "
                        "license."}
+    elif state == "restricted" and any(r.startswith("the clock record") for r in status["reasons"]):
+        out = {"headline": "Paused: the clock record was altered", "tone": "bad",
+               "text": "The box's record of the latest time it has seen was changed outside Forecourt. Install a "
+                       "new license from the vendor to go on."}
     elif state == "restricted":
         out = {"headline": "Paused: the clock went back", "tone": "bad",
                "text": "The box's clock reads earlier than a time it has already seen. Set the clock right or "
