@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import sqlite_utils
@@ -23,7 +24,7 @@ from licensing.errors import (
     WrongBox,
 )
 from licensing.files import CreditPackPayload, LicensePayload, UpgradePayload
-from licensing.metering import Meter
+from licensing.metering import Bucket, Meter
 from licensing.options import LicensingOptions
 from licensing.plans import CAPS, METRICS, MONTHLY
 from licensing.state import Policy, TrialNotRecorded, evaluate, set_clock_mark
@@ -207,17 +208,21 @@ class LicenseBox:
 
     # balances and views
     def balances(self) -> dict[str, Any]:
-        """This period's balance per metric (read-only: a balance not made yet shows what it would be)."""
+        """This period's balance per metric (read-only: a balance not made yet shows what it would be, one whose
+        seal fails what the next check will set)."""
         t = self.clock()
         policy = self.policy()
+        fixes = integrity.live_view(self.db, self.options.seal(), t)
         out: dict[str, Any] = {}
         for metric in METRICS:
             if metric in CAPS:
                 b = self.meter.cap_bucket(policy, metric, t, write=False)
+                b = _fixed(b, fixes)
                 out[metric] = {"cap": b.granted, "stored": b.used, "reserved": b.reserved,
                                "remaining": None if b.granted is None else max(b.free, 0.0)}
                 continue
             sub = self.meter.subscription_bucket(policy, metric, t, write=False)
+            sub = _fixed(sub, fixes)
             entry: dict[str, Any] = {
                 "period": sub.period, "allowance": sub.allowance, "granted": sub.granted, "used": sub.used,
                 "reserved": sub.reserved, "remaining": None if sub.granted is None else max(sub.free, 0.0),
@@ -227,9 +232,9 @@ class LicenseBox:
             entry["overage"] = {"policy": policy.overage.policy, "factor": policy.overage.factor,
                                 "used": over[1] if over else 0.0}
             out[metric] = entry
-        packs = self.db.execute(
-            "SELECT id, granted, used, reserved, valid_until FROM lic_buckets WHERE kind = 'payg' "
-            "ORDER BY valid_until", []).fetchall()
+        packs = [(r[0], *(fixes[r[0]][k] for k in ("granted", "used", "reserved")), r[4]) if r[0] in fixes else r
+                 for r in self.db.execute("SELECT id, granted, used, reserved, valid_until FROM lic_buckets "
+                                          "WHERE kind = 'payg' ORDER BY valid_until")]
         out["credits"]["payg"] = [
             {"pack_id": r[0].removeprefix("payg:"), "credits": r[1], "used": r[2], "reserved": r[3],
              "remaining": max(r[1] - r[2] - r[3], 0.0) if r[4] > t else 0.0, "valid_until": iso(r[4])}
@@ -317,6 +322,13 @@ class LicenseBox:
             "tamper_events": events, "credit_packs": packs,
         }
         return files.self_signed("usage_report", payload, keys.install_key(self.options.licensing_dir))
+
+
+def _fixed(b: Bucket, fixes: dict[str, dict[str, float | None]]) -> Bucket:
+    """A balance with the figures its failed seal's check will set."""
+    f = fixes.get(b.id)
+    return b if f is None else replace(b, used=float(f["used"] or 0.0), reserved=float(f["reserved"] or 0.0),
+                                       granted=f["granted"])
 
 
 def _pack_box(armored: str) -> str | None:

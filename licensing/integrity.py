@@ -69,8 +69,11 @@ def _pending_reserved(db: sqlite_utils.Database) -> dict[str, float]:
     return out
 
 
-def balance_findings(db: sqlite_utils.Database, bucket_ids: list[str] | None = None) -> list[Finding]:
-    """Balances whose use, grant or reservations disagree with the ledger and the open reservations."""
+def balance_findings(db: sqlite_utils.Database, bucket_ids: list[str] | None = None, *,
+                     ledger_ok: bool = True) -> list[Finding]:
+    """Balances whose use, grant or reservations disagree with the ledger and the open reservations. The ledger's
+    figure wins; when the ledger itself does not verify, the figure less favourable to the box wins (more used,
+    less granted), so a rewritten ledger cannot hand credits back."""
     where, args = ("", []) if bucket_ids is None else (
         f"WHERE id IN ({', '.join('?' * len(bucket_ids))})", list(bucket_ids))
     rows = db.execute(f"SELECT id, kind, granted, used, reserved FROM lic_buckets {where}", args).fetchall()
@@ -78,16 +81,19 @@ def balance_findings(db: sqlite_utils.Database, bucket_ids: list[str] | None = N
         return []
     reserved_by = _pending_reserved(db)
     seq = ledger.head(db)[0]
+    wins = "the ledger's figure" if ledger_ok else "the higher figure, since the ledger does not verify"
     out = []
     for bucket_id, kind, granted, used, reserved in rows:
+        said = used or 0.0
         expected = _ledger_used(db, bucket_id, kind)
-        if abs((used or 0.0) - expected) > EPS:
-            out.append(Finding("balance_altered", f"balance {bucket_id} said {used or 0:g} used; the ledger says "
-                               f"{expected:g} (set back to the ledger's figure)", f"balance:{bucket_id}:{seq}",
+        if abs(said - expected) > EPS and (ledger_ok or expected > said):
+            out.append(Finding("balance_altered", f"balance {bucket_id} said {said:g} used; the ledger says "
+                               f"{expected:g} (set to {wins})", f"balance:{bucket_id}:{seq}",
                                [("UPDATE lic_buckets SET used = ? WHERE id = ?", [expected, bucket_id])]))
         if kind in ("payg", "subscription"):
             grant, sealed = _ledger_granted(db, bucket_id)
-            if grant is not None and (sealed or kind == "payg") and (granted is None or abs(granted - grant) > EPS):
+            if grant is not None and (sealed or kind == "payg") and (
+                    granted is None or (abs(granted - grant) > EPS and (ledger_ok or grant < granted))):
                 out.append(Finding("balance_altered", f"balance {bucket_id} granted {granted}; the ledger granted "
                                    f"{grant:g} (set back to the ledger's figure)", f"grant:{bucket_id}:{seq}",
                                    [("UPDATE lic_buckets SET granted = ? WHERE id = ?", [grant, bucket_id])]))
@@ -144,8 +150,9 @@ def guarded(db: sqlite_utils.Database, seal: Seal, t: float,
         args += list(extra)
     with write_txn(db):
         suspect = unsealed(db, seal, db.execute(query, args).fetchall())
-        if suspect:
-            pending += record(db, seal, balance_findings(db, suspect), t)
+        if suspect:  # rare: then the whole ledger is checked too, to know whether its figures can win
+            found = ledger_findings(db, seal)
+            pending += record(db, seal, found + balance_findings(db, suspect, ledger_ok=not found), t)
         yield pending
         reseal(db, seal, db.execute(query, args).fetchall())
 
@@ -153,7 +160,8 @@ def guarded(db: sqlite_utils.Database, seal: Seal, t: float,
 def check_all(db: sqlite_utils.Database, seal: Seal, t: float) -> list[notices.Notice]:
     """The full check (inside a write transaction): the ledger, every balance summed from it; then every balance
     sealed."""
-    pending = record(db, seal, ledger_findings(db, seal) + balance_findings(db), t)
+    found = ledger_findings(db, seal)
+    pending = record(db, seal, found + balance_findings(db, ledger_ok=not found), t)
     reseal(db, seal, db.execute("SELECT id, granted, used, reserved, seal FROM lic_buckets").fetchall())
     return pending
 
@@ -182,6 +190,26 @@ def record(db: sqlite_utils.Database, seal: Seal, findings: list[Finding], t: fl
         log.error("licensing tamper event: %s", f.detail)
         pending.append(n)
     return pending
+
+
+def live_view(db: sqlite_utils.Database, seal: Seal, t: float) -> dict[str, dict[str, float | None]]:
+    """For the balance views (read-only): the live balances whose seal fails, with the figures the next check
+    will set (used and reserved no lower, granted no higher than the ledger and the open requests say), so a page
+    never shows credits an edit made up."""
+    out: dict[str, dict[str, float | None]] = {}
+    suspect = unsealed(db, seal, db.execute(_LIVE, [period_of(t), t]).fetchall())
+    if not suspect:
+        return out
+    held = _pending_reserved(db)
+    rows = db.execute(f"SELECT id, kind, granted, used, reserved FROM lic_buckets WHERE id IN "
+                      f"({', '.join('?' * len(suspect))})", suspect).fetchall()
+    for bucket_id, kind, granted, used, reserved in rows:
+        grant, sealed = _ledger_granted(db, bucket_id)
+        if grant is not None and (sealed or kind == "payg"):
+            granted = grant if granted is None else min(granted, grant)
+        out[bucket_id] = {"used": max(used or 0.0, _ledger_used(db, bucket_id, kind)), "granted": granted,
+                          "reserved": max(reserved or 0.0, held.get(bucket_id, 0.0))}
+    return out
 
 
 def tamper_events(db: sqlite_utils.Database) -> list[dict[str, Any]]:

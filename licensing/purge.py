@@ -134,6 +134,9 @@ def tick(db: sqlite_utils.Database, options: LicensingOptions, clock: Callable[[
     first when the last one noted is gone), re-evaluate the state (notices), run due purges."""
     reaped = Meter(db, options, clock).reap()
     seal = options.seal()
+    with integrity.guarded(db, seal, clock()) as found:  # the live balances' seals, even with no traffic
+        pass
+    notices.dispatch(found)
     if ledger.checkpoint_holds(db, seal):
         with write_txn(db):
             ledger.checkpoint(db, seal)

@@ -85,11 +85,17 @@ def test_resetting_used_credits_by_sql_is_caught_and_the_ledger_wins(tmp_path, v
         spend(box)
     assert box.balances()["credits"]["remaining"] == 88
     sql(box, "UPDATE lic_buckets SET used = 0 WHERE metric = 'credits'")
-    # at start-up
     box = reopen(box)
     assert box.db.execute("SELECT used FROM lic_buckets WHERE id = 'sub:credits:2030-01'").fetchone()[0] == 0
-    box.integrity_check()
+    # the views never show the made-up credits (reading writes nothing)
+    assert box.balances()["credits"]["remaining"] == 88 and events(box) == []
+    assert box.account()["data"]["attributes"]["credits"]["total"] == 88
+    # the minute's job, with no traffic, finds it
+    from licensing import purge
+
+    purge.tick(box.db, box.options)
     assert box.balances()["credits"]["remaining"] == 88 and events(box) == ["balance_altered"]
+    assert box.db.execute("SELECT used FROM lic_buckets WHERE id = 'sub:credits:2030-01'").fetchone()[0] == 12
     # on a settlement: the reset is caught before the credits are spent
     sql(box, "UPDATE lic_buckets SET used = 0, reserved = -50 WHERE metric = 'credits'")
     box = reopen(box)
@@ -105,7 +111,7 @@ def test_resetting_used_credits_by_sql_is_caught_and_the_ledger_wins(tmp_path, v
     assert r["tamper_events"][0]["at"] == "2030-01-10T12:00:00Z"
     assert "said 0 used; the ledger says 12" in r["tamper_events"][0]["detail"]
     assert box.account()["data"]["attributes"]["credits"]["total"] == 87
-    # a pack's grant raised by SQL goes back to what the vendor signed
+    # a pack's grant raised by SQL goes back to what the vendor signed, at start-up
     box.install(vendor.pack(box.fingerprint, 10, pack_id="pack_g"))
     sql(box, "UPDATE lic_buckets SET granted = 10000 WHERE id = 'payg:pack_g'")
     box = reopen(box)
@@ -115,7 +121,7 @@ def test_resetting_used_credits_by_sql_is_caught_and_the_ledger_wins(tmp_path, v
 
 
 # --- 2. the ledger's chain is keyed -----------------------------------------------------------------------------
-def _rewrite_and_rechain(path: Path, seq: int, amount: float) -> None:
+def _rewrite_and_rechain(path: Path, seq: int, amount: float, lower_balance: bool = True) -> None:
     """The issue's 20 lines: change one charge and recompute every hash after it with ledger.entry_hash."""
     db = sqlite_utils.Database(path)
     db.execute("DROP TRIGGER IF EXISTS lic_ledger_no_update")
@@ -133,7 +139,8 @@ def _rewrite_and_rechain(path: Path, seq: int, amount: float) -> None:
     head = json.loads(db.execute("SELECT value FROM lic_kv WHERE key = 'ledger_head'").fetchone()[0])
     head.update({"seq": rows[-1]["seq"], "hash": prev})
     db.execute("UPDATE lic_kv SET value = ? WHERE key = 'ledger_head'", [json.dumps(head)])
-    db.execute("UPDATE lic_buckets SET used = used - 4 WHERE id = 'sub:credits:2030-01'")
+    if lower_balance:
+        db.execute("UPDATE lic_buckets SET used = used - 4 WHERE id = 'sub:credits:2030-01'")
     db.conn.commit()
     db.close()
 
@@ -152,6 +159,24 @@ def test_a_ledger_rewritten_with_a_recomputed_chain_does_not_verify(tmp_path, ve
     assert r["ledger"]["verified"] is False and "entry 4 does not carry" in r["ledger"]["problem"]
     assert [e["what"] for e in r["tamper_events"]] == ["ledger_altered"]
     assert box.db.execute("SELECT count(*) FROM lic_notices WHERE kind = 'tamper'").fetchone()[0] == 1
+
+
+def test_a_rewritten_ledger_cannot_hand_credits_back(tmp_path, vendor, traveller):
+    box = licensed(tmp_path, vendor)
+    spend(box, amount=5)
+    spend(box, amount=5)
+    box.db.close()
+    _rewrite_and_rechain(box.options.data_dir / "forecourt.db", seq=4, amount=1.0, lower_balance=False)
+    box = reopen(box)
+    r = report(box)  # the ledger now says 6 used; the balance keeps 10
+    assert r["ledger"]["verified"] is False and box.balances()["credits"]["used"] == 10
+    # and with the balance lowered too (its seal fails): the higher figure stays
+    sql(box, "UPDATE lic_buckets SET used = 2 WHERE id = 'sub:credits:2030-01'")
+    box = reopen(box)
+    assert box.balances()["credits"]["used"] == 6
+    spend(box)
+    assert box.balances()["credits"]["used"] == 7
+    assert "the higher figure, since the ledger does not verify" in report(box)["tamper_events"][-1]["detail"]
 
 
 def test_a_ledger_from_before_keying_verifies_and_is_keyed_from_the_upgrade(tmp_path, vendor, traveller):
