@@ -17,7 +17,7 @@ from apiflask import APIFlask
 from flask import Response, g, has_app_context, request
 from flask_limiter import Limiter
 
-from server import errors, json_limits, metrics
+from server import errors, json_limits, metrics, security_headers
 from server.auth import SECURITY_SCHEMES, rate_limit_key
 from server.config import Settings, load_settings
 from server.logs import setup_logging
@@ -144,6 +144,7 @@ def create_app(settings: Settings | dict[str, Any] | None = None) -> APIFlask:
 
     prepare_data_dir(settings)
     errors.init_app(app)
+    security_headers.init_app(app)
     _init_request_hooks(app)
 
     from server.areas import AREAS
