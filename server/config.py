@@ -23,6 +23,14 @@ class ServerSettings(Section):
     port: int = Field(8080, ge=1, le=65535, description="Port gunicorn binds to.")
     workers: int = Field(2, ge=1, le=64, description="Gunicorn worker processes.")
     threads: int = Field(4, ge=1, le=256, description="Threads per worker.")
+    worker_memory_mb: int = Field(
+        1000, ge=0, description="Memory of an idle worker with its model loaded (957 MB measured with isnet-general "
+        "by scripts/bench_memory.py). gunicorn starts only as many workers as fit in the memory available (a "
+        "container's limit included), each counted as worker_memory_mb + threads x request_memory_mb, and logs a "
+        "warning when that is fewer than configured. 0: no check.")
+    request_memory_mb: int = Field(
+        1100, ge=0, description="Memory one request on a 50-megapixel image adds to its worker (1,050-1,100 MB "
+        "measured, size=full PNG out; four at once in one worker 3,830 MB).")
     timeout: int = Field(180, ge=120, description="Seconds before a silent worker is restarted (at least 120).")
     graceful_timeout: int = Field(30, ge=1, description="Seconds a worker gets to finish requests on shutdown.")
     max_request_mb: int = Field(40, ge=1, le=1024, description="Largest request body in MB; larger gets 413.")

@@ -1,4 +1,5 @@
-"""Gunicorn settings, from Forecourt's config: workers, threads, timeouts, no preload, multiprocess metrics."""
+"""Gunicorn settings, from Forecourt's config: workers (as many as fit in memory), threads, timeouts, no preload,
+multiprocess metrics."""
 
 from __future__ import annotations
 
@@ -6,12 +7,17 @@ import os
 import shutil
 from pathlib import Path
 
+from server.capacity import available_memory_mb, plan_workers
 from server.config import load_settings
 
 _settings = load_settings()
+# As many of the configured workers as fit in memory, each with every thread on a 50 MP image (bench_memory.py).
+_server = _settings.server
+_worker_mb = _server.worker_memory_mb + _server.threads * _server.request_memory_mb if _server.worker_memory_mb else 0
+_plan = plan_workers(_server.workers, _worker_mb, available_memory_mb())
 
 bind = f"{_settings.server.host}:{_settings.server.port}"
-workers = _settings.server.workers
+workers = _plan.workers
 threads = _settings.server.threads
 worker_class = "gthread"
 timeout = _settings.server.timeout
@@ -37,7 +43,9 @@ _gpu_ids = [g for g in os.environ.get("FORECOURT_GPU_IDS", "").split(",") if g.s
 
 
 def on_starting(server) -> None:  # type: ignore[no-untyped-def]
-    """Start each run with empty multiprocess metric files."""
+    """Tell the admin when fewer workers start than configured; start each run with empty metric files."""
+    if _plan.warning:
+        server.log.warning(_plan.warning)
     shutil.rmtree(_metrics_dir, ignore_errors=True)
     Path(_metrics_dir).mkdir(parents=True, exist_ok=True)
 

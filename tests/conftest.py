@@ -188,6 +188,7 @@ def start_live_server(data_dir: Path, *, workers: int = 2, threads: int = 4,
         "FORECOURT_STORAGE__DATA_DIR": str(data_dir), "FORECOURT_SERVER__PORT": str(port),
         "FORECOURT_SERVER__HOST": "127.0.0.1", "FORECOURT_SERVER__WORKERS": str(workers),
         "FORECOURT_SERVER__THREADS": str(threads), "FORECOURT_MODELS__DIR": str(MODELS_DIR),
+        "FORECOURT_SERVER__WORKER_MEMORY_MB": "0",  # the workers asked for, on a shared box (tests send small images)
         "FORECOURT_LOGGING__LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
         "FORECOURT_LICENSING__STATE_DIR": str(data_dir.parent / f"{data_dir.name}-state"),
     })
