@@ -4,40 +4,33 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
 from click.testing import CliRunner
 
-REPO = Path(__file__).resolve().parents[1]
-# The development photos live beside the repo (../shared/data); FORECOURT_SHARED_DATA points elsewhere.
-SHARED_DATA = Path(os.environ.get("FORECOURT_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
-MODELS_DIR = Path(os.environ.get("FORECOURT_TEST_MODELS_DIR", REPO / "var" / "models")).resolve()
+from tests.helpers import (
+    MODELS_DIR,
+    REPO,
+    SHARED_DATA,
+    Account,
+    LiveServer,
+    _current,
+    make_account,
+    require_slow,
+    start_live_server,
+    stop_live_server,
+)
+
 # Trial records outside the data folder must never land in the real home folder during tests.
 os.environ.setdefault("FORECOURT_LICENSING__STATE_DIR", tempfile.mkdtemp(prefix="forecourt-test-state-"))
-
-
-# The test being set up or run: start_live_server asks it whether it is marked slow.
-_current: list[pytest.Item] = []
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     _current[:] = [item]
-
-
-def require_slow(what: str) -> None:
-    """`make test-fast` skips slow tests, so a test that uses a real server or the real weights must say so."""
-    if _current and _current[0].get_closest_marker("slow") is None:
-        pytest.fail(f"{_current[0].nodeid} uses {what}: mark it @pytest.mark.slow", pytrace=False)
 
 
 @pytest.fixture(autouse=True)
@@ -108,32 +101,6 @@ def client(app):
     return app.test_client()
 
 
-@dataclass
-class Account:
-    """A user with an API key."""
-
-    user_id: int
-    email: str
-    password: str
-    key: str
-    key_id: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"X-Api-Key": self.key}
-
-
-def make_account(app, email: str, role: str) -> Account:
-    from server.services import accounts
-    from server.store import get_db
-
-    password = "correct horse battery"
-    with app.app_context():
-        user = accounts.create_user(get_db(), email, password, role)
-        key, row = accounts.create_key(get_db(), user["id"], f"{role} key")
-    return Account(user["id"], email, password, key, row["id"])
-
-
 @pytest.fixture
 def admin(app) -> Account:
     return make_account(app, "admin@dealer.example", "admin")
@@ -151,79 +118,6 @@ def cli_runner(data_dir: Path) -> Iterator[tuple[CliRunner, dict[str, str]]]:
            "FORECOURT_LOGGING__LEVEL": "WARNING",
            "FORECOURT_LICENSING__STATE_DIR": str(data_dir.parent / "state")}
     yield CliRunner(), env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class LiveServer:
-    """A real gunicorn process on a free port."""
-
-    url: str
-    data_dir: Path
-    env: dict[str, str]
-    proc: subprocess.Popen
-    log_path: Path
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess:
-        """Run the forecourt CLI against this server's data folder."""
-        return subprocess.run([sys.executable, "-m", "server.cli", *args], env=self.env, cwd=REPO,
-                              capture_output=True, text=True, timeout=120)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def start_live_server(data_dir: Path, *, workers: int = 2, threads: int = 4,
-                      extra_env: dict[str, str] | None = None, timeout: float = 90) -> LiveServer:
-    """Start gunicorn with Forecourt's config and wait for /livez (only in a test marked slow)."""
-    require_slow("a real gunicorn")
-    port = free_port()
-    env = dict(os.environ)
-    env.update({
-        "FORECOURT_STORAGE__DATA_DIR": str(data_dir), "FORECOURT_SERVER__PORT": str(port),
-        "FORECOURT_SERVER__HOST": "127.0.0.1", "FORECOURT_SERVER__WORKERS": str(workers),
-        "FORECOURT_SERVER__THREADS": str(threads), "FORECOURT_MODELS__DIR": str(MODELS_DIR),
-        "FORECOURT_SERVER__WORKER_MEMORY_MB": "0",  # the workers asked for, on a shared box (tests send small images)
-        "FORECOURT_LOGGING__LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
-        "FORECOURT_LICENSING__STATE_DIR": str(data_dir.parent / f"{data_dir.name}-state"),
-    })
-    env.update(extra_env or {})
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    subprocess.run([sys.executable, "-m", "server.cli", "init"], env=env, cwd=REPO, check=True,
-                   capture_output=True, text=True, timeout=120)
-    log_path = data_dir.parent / f"gunicorn-{port}.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve"], env=env, cwd=REPO, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gunicorn exited: {log_path.read_text()[-3000:]}")
-        try:
-            if requests.get(url + "/livez", timeout=2).status_code == 200:
-                return LiveServer(url, data_dir, env, proc, log_path)
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError(f"gunicorn did not answer in {timeout}s: {log_path.read_text()[-3000:]}")
-
-
-def stop_live_server(server: LiveServer) -> None:
-    import signal
-
-    if server.proc.poll() is None:
-        os.killpg(server.proc.pid, signal.SIGTERM)
-        try:
-            server.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.proc.pid, signal.SIGKILL)
 
 
 @pytest.fixture

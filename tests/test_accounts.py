@@ -9,7 +9,7 @@ import time_machine
 
 from server.services import accounts
 from server.store import get_db
-from tests.test_errors import assert_error_shape
+from tests.helpers import assert_error_shape
 
 
 def _csrf(client, path: str) -> str:

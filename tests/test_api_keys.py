@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from server.store import get_db
-from tests.test_errors import assert_error_shape
+from tests.helpers import assert_error_shape
 
 
 def test_create_list_revoke(app, client, member) -> None:
@@ -55,7 +55,7 @@ def test_rate_limit_per_key_with_headers(settings_dict) -> None:
 
     settings_dict["rate_limit"] = {"default": "3 per minute"}
     application = create_app(settings_dict)
-    from tests.conftest import make_account
+    from tests.helpers import make_account
 
     a = make_account(application, "a@dealer.example", "member")
     b = make_account(application, "b@dealer.example", "member")

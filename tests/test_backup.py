@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from server.backup import BackupError, backup, restore, verify_backup
-from tests.conftest import start_live_server, stop_live_server
+from tests.helpers import start_live_server, stop_live_server
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from server.services import catalog, catalog_jobs, segmentation
-from tests.test_errors import assert_error_shape
+from tests.helpers import assert_error_shape
 
 VIN_HONDA = "1HGCM82633A004352"
 VIN_FORD = "1FTFW1ET9DFC10312"

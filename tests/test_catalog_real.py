@@ -12,6 +12,8 @@ from PIL import Image
 
 from server.services import catalog_jobs
 
+pytestmark = pytest.mark.slow  # real model weights
+
 CAR = "0ce66b539f52"
 ANGLES8 = ("front", "front_left", "left", "rear_left", "rear", "rear_right", "right", "front_right")
 

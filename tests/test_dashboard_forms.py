@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from licensing.testing import ThrowawayVendor
-from tests.conftest import Account, make_account
+from tests.helpers import Account, csrf_token, make_account, sign_in
 
 PAGES = ["/", "/keys", "/users", "/license", "/try", "/usage", "/usage.csv", "/system", "/account", "/collections",
          "/vehicles"]
@@ -27,19 +27,6 @@ def settings_dict(settings_dict: dict, vendor: ThrowawayVendor) -> dict:
     """The test app trusts a throwaway vendor's key."""
     settings_dict["licensing"]["public_keys"] = [vendor.public_key]
     return settings_dict
-
-
-def csrf_token(client, path: str = "/login") -> str:
-    """The CSRF token from a dashboard page's form."""
-    match = re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).get_data(as_text=True))
-    assert match, f"no CSRF token on {path}"
-    return match.group(1)
-
-
-def sign_in(client, account: Account) -> None:
-    resp = client.post("/login", data={"email": account.email, "password": account.password,
-                                       "csrf_token": csrf_token(client)})
-    assert resp.status_code == 302, resp.get_data(as_text=True)[-1000:]
 
 
 def keys_of(app, user_id: int | None = None) -> list[dict]:

@@ -13,7 +13,7 @@ import pytest
 from dockerfile_parse import DockerfileParser
 
 from server.config import load_settings
-from tests.conftest import REPO, free_port, start_live_server, stop_live_server
+from tests.helpers import REPO, free_port, start_live_server, stop_live_server
 
 HEALTHCHECK = REPO / "scripts" / "healthcheck.py"
 

@@ -13,7 +13,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import LiveServer, start_live_server, stop_live_server
+from tests.helpers import LiveServer, start_live_server, stop_live_server
 
 pytestmark = pytest.mark.slow
 

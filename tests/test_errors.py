@@ -6,22 +6,7 @@ import re
 
 import pytest
 
-
-def assert_error_shape(resp, status: int | None = None) -> dict:
-    """The body is {"errors": [{"code", "title", "detail"}]} with non-empty strings, and JSON."""
-    if status is not None:
-        assert resp.status_code == status, resp.get_data(as_text=True)
-    assert resp.is_json, f"{resp.status_code} {resp.content_type}: {resp.get_data(as_text=True)[:200]}"
-    body = resp.get_json()
-    assert set(body) >= {"errors"}
-    assert isinstance(body["errors"], list) and body["errors"]
-    for item in body["errors"]:
-        assert set(item) == {"code", "title", "detail"}
-        assert all(isinstance(item[k], str) and item[k] for k in ("code", "title", "detail"))
-        assert re.fullmatch(r"[a-z][a-z0-9_]*", item["code"]), item["code"]
-    text = resp.get_data(as_text=True)
-    assert "Traceback" not in text and 'File "' not in text
-    return body["errors"][0]
+from tests.helpers import assert_error_shape
 
 
 def _concrete(rule: str) -> str:

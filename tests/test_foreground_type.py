@@ -22,8 +22,8 @@ from models.foreground import FINE_TYPES, GROUPS, ForegroundParams, decide
 from models.manifest import EFFICIENTNET_LITE0, ModelFile, ModelSpec, PypiSource
 from server.services import removebg as service
 from server.services import segmentation
-from tests.conftest import MODELS_DIR
 from tests.fakes_removebg import FakeClassifier, FakeMissingClassifier, FakeSegmenter, photo
+from tests.helpers import MODELS_DIR
 
 
 def one_hot(*weights: tuple[int, float]) -> np.ndarray:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from server.services import segmentation
-from tests.conftest import REPO
 from tests.fakes_removebg import FakeSegmenter, photo
+from tests.helpers import REPO
 
 CHECK = REPO / "scripts" / "gpu_check.py"
 

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 from dockerfile_parse import DockerfileParser
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 # CUDA major each onnxruntime-gpu release on PyPI is built for, read off its wheel
 # (onnxruntime/capi/libonnxruntime_providers_cuda.so needs libcudart.so.13; its `cuda` extra wants

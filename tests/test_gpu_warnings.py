@@ -15,8 +15,7 @@ from click.testing import CliRunner
 from models import device
 from models.device import CUDA_PROVIDER
 from models.registry import clear_segmenters
-from tests.conftest import MODELS_DIR, REPO, start_live_server, stop_live_server
-from tests.test_dashboard_forms import sign_in
+from tests.helpers import MODELS_DIR, REPO, sign_in, start_live_server, stop_live_server
 
 
 @pytest.fixture

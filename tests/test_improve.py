@@ -17,10 +17,8 @@ from PIL import Image
 
 from server.cli import cli
 from server.services import improve
-from tests.conftest import make_account
 from tests.fakes_removebg import photo
-from tests.test_dashboard_forms import sign_in
-from tests.test_errors import assert_error_shape
+from tests.helpers import assert_error_shape, make_account, sign_in
 
 ID_RE = re.compile(r"^[0-9a-f]{32}$")
 

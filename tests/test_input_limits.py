@@ -7,7 +7,7 @@ import io
 import pytest
 
 from core.encoding import printable_id
-from tests.test_errors import assert_error_shape
+from tests.helpers import assert_error_shape
 
 VIN = "1HGCM82633A004352"
 BIG = {"blob": "x" * 10_000_000}  # the 10 MB value that was stored
@@ -57,8 +57,8 @@ def test_vehicle_stock_numbers_are_printable(client, admin, bad: str) -> None:
 
 
 def test_dashboard_refuses_an_object_id_with_a_newline(app, client, admin) -> None:
+    from tests.helpers import csrf_token, sign_in
     from tests.recognition_synth import jpeg, pattern, scene
-    from tests.test_dashboard_forms import csrf_token, sign_in
 
     sign_in(client, admin)
     coll = client.post("/v1/collections", json={"name": "c"}, headers=admin.headers).get_json()["id"]

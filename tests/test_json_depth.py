@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from server import json_limits
-from tests.test_errors import _concrete, assert_error_shape
+from tests.helpers import assert_error_shape
+from tests.test_errors import _concrete
 
 BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 

@@ -20,7 +20,7 @@ from licensing.options import LicensingOptions
 from licensing.plans import Plan
 from licensing.schema import migrate
 from licensing.testing import ThrowawayVendor, make_box
-from tests.conftest import make_account
+from tests.helpers import make_account
 
 T0 = datetime(2030, 1, 10, 12, 0, tzinfo=UTC)
 
@@ -493,7 +493,7 @@ def test_reading_status_with_the_clock_set_back_writes_no_balance(tmp_path, vend
 # --- 9. the admin sees it -----------------------------------------------------------------------------------------
 def test_the_license_page_shows_tamper_events(client, app, admin, vendor):
     from server.services import licensing
-    from tests.test_dashboard_forms import sign_in
+    from tests.helpers import sign_in
 
     fp = client.get("/v1/licensing/status", headers=admin.headers).json["fingerprint"]
     lic = vendor.license(fp, Plan(name="p", credits=100))

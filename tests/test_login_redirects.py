@@ -7,8 +7,7 @@ from urllib.parse import quote
 import pytest
 
 from server.redirects import BadRedirect, local_path
-from tests.conftest import Account
-from tests.test_dashboard_forms import csrf_token, sign_in
+from tests.helpers import Account, csrf_token, sign_in
 
 # Raw query strings as an attacker would write them in a link: (query value, what a signed-in visitor gets).
 # "home" means the hostile value was dropped and the visitor lands on the overview; 400 means the link was refused.

@@ -20,7 +20,7 @@ import requests
 from licensing import ledger
 from licensing.plans import Plan
 from licensing.testing import ThrowawayVendor
-from tests.conftest import start_live_server, stop_live_server
+from tests.helpers import start_live_server, stop_live_server
 
 pytestmark = pytest.mark.slow
 ALLOWANCE, TOTAL, HOLDERS = 300, 400, 16

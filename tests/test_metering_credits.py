@@ -403,7 +403,7 @@ def test_notices_are_emailed_to_admins_when_smtp_is_set(settings_dict, vendor):
     import warnings
 
     from server import create_app
-    from tests.conftest import free_port, make_account
+    from tests.helpers import free_port, make_account
 
     received: list[tuple[list[str], str]] = []
 

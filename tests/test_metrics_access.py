@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from server import create_app
-from tests.test_errors import assert_error_shape
+from tests.helpers import assert_error_shape
 
 REMOTE = {"REMOTE_ADDR": "203.0.113.7"}
 

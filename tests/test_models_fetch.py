@@ -15,7 +15,7 @@ from models.errors import ChecksumMismatch, ModelCorrupt, ModelMissing, ModelNot
 from models.fetch import fetch, install, verify
 from models.manifest import ISNET_GENERAL, MANIFEST, ManualSource, ModelFile, ModelSpec, NpmSource, check_file
 from models.registry import model_status
-from tests.conftest import MODELS_DIR
+from tests.helpers import MODELS_DIR
 
 PAYLOAD = bytes(range(256)) * 40  # 10240 bytes, split into 3 chunks
 
@@ -179,6 +179,7 @@ def test_manifest_pins_the_assembled_isnet_and_the_official_sam_checkpoints() ->
     assert not any(s.fetchable for s in MANIFEST.values() if s.backend == "sam")
 
 
+@pytest.mark.slow  # reads the real weights
 def test_the_real_model_fetched_into_the_test_models_dir_is_verified_and_not_downloaded_again(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """`make weights` fetched it; fetching again must only check it."""

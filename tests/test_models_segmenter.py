@@ -14,7 +14,7 @@ from PIL import Image
 from models.errors import InvalidKind, ModelCorrupt, ModelMissing
 from models.manifest import ISNET_GENERAL
 from models.registry import clear_segmenters, get_segmenter, model_status
-from tests.conftest import MODELS_DIR, REPO
+from tests.helpers import MODELS_DIR, REPO
 
 ROBOFLOW = "roboflow/images/75538664-compact-suv-car-side-view_png.rf.6e957397c436e2062f716bf82374077f.png"
 CARVANA = "carvana/images/0d3adbbc9a8b_05.jpg"  # side view: the backdrop letters lean on the roof

@@ -14,7 +14,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
-from tests.conftest import MODELS_DIR
+from tests.helpers import MODELS_DIR
 
 # Routes that are not API operations: static files, the docs page itself, and the dashboard's HTML pages.
 NOT_IN_SPEC = ("static", "openapi.")
@@ -184,7 +184,7 @@ def test_docs_page_renders_in_a_browser_without_the_internet(tmp_path: Path) -> 
 
     from playwright.sync_api import sync_playwright
 
-    from tests.conftest import start_live_server, stop_live_server
+    from tests.helpers import start_live_server, stop_live_server
 
     chromium = _shutil.which("chromium")
     assert chromium, "Chromium is missing: run `make browser` (scripts/install_chromium.sh)"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import start_live_server, stop_live_server
+from tests.helpers import start_live_server, stop_live_server
 from tests.recognition_synth import jpeg, pattern, scene
 
 pytestmark = pytest.mark.slow

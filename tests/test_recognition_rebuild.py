@@ -220,7 +220,7 @@ def test_cli_runs_pending_rebuilds_and_a_full_rebuild_clears_them(app, client, a
 
 @pytest.mark.slow
 def test_under_gunicorn_the_upload_answers_and_a_worker_thread_rebuilds(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from tests.conftest import start_live_server, stop_live_server
+    from tests.helpers import start_live_server, stop_live_server
 
     data = tmp_path / "live"
     data.mkdir()

@@ -17,7 +17,7 @@ from PIL import Image
 from server.services import removebg as service
 from server.services import segmentation
 from tests.fakes_removebg import FakeClassifier, FakeEmptySegmenter, FakeSegmenter, photo
-from tests.test_errors import assert_error_shape
+from tests.helpers import assert_error_shape
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def test_type_car_asks_for_the_mirrored_pass_and_other_types_do_not(client, admi
 
 def test_car_mirror_pass_setting_turns_the_second_pass_off(settings_dict, monkeypatch) -> None:
     from server import create_app
-    from tests.conftest import make_account
+    from tests.helpers import make_account
 
     fake = FakeSegmenter()
     monkeypatch.setattr(segmentation, "segmenter", lambda: fake)

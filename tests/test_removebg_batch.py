@@ -58,7 +58,7 @@ def test_batch_is_metered_like_the_api(cli_runner, tmp_path, monkeypatch) -> Non
     from server import create_app
     from server.cli import cli
     from server.config import load_settings
-    from tests.conftest import make_account
+    from tests.helpers import make_account
 
     runner, env = cli_runner
     (tmp_path / "in").mkdir()

@@ -18,7 +18,7 @@ import time_machine
 from server.services import removebg as service
 from server.services import segmentation
 from tests.fakes_removebg import FakeSegmenter, photo
-from tests.test_errors import assert_error_shape
+from tests.helpers import assert_error_shape
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_jpeg_magic_with_a_body_that_does_not_decode_is_failed_to_read_image(cli
 # --- Retry-After -----------------------------------------------------------------------------------------------
 def test_retry_after_only_on_429_and_never_below_one_second(settings_dict) -> None:
     from server import create_app
-    from tests.conftest import make_account
+    from tests.helpers import make_account
 
     settings_dict["rate_limit"] = {"default": "2 per second"}
     application = create_app(settings_dict)
@@ -121,7 +121,7 @@ class SlowFakeSegmenter(FakeSegmenter):
 
 def test_a_request_that_outlasts_its_window_gets_no_negative_retry_after(settings_dict, monkeypatch) -> None:
     from server import create_app
-    from tests.conftest import make_account
+    from tests.helpers import make_account
 
     settings_dict["rate_limit"] = {"default": "5 per second"}
     application = create_app(settings_dict)

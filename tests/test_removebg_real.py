@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_errors import assert_error_shape
+from tests.helpers import assert_error_shape
 
 
 def _carvana(shared_data, name: str) -> tuple[bytes, np.ndarray]:
@@ -39,7 +39,7 @@ def test_type_car_keeps_the_car_and_drops_the_backdrop_logo(client, admin, share
 
 def test_missing_weights_is_a_clear_503_and_costs_nothing(settings_dict, tmp_path, shared_data) -> None:
     from server import create_app
-    from tests.conftest import make_account
+    from tests.helpers import make_account
 
     settings_dict["models"] = {"dir": str(tmp_path / "empty-models"), "require": False}
     app = create_app(settings_dict)

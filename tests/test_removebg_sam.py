@@ -16,7 +16,7 @@ from models import sam as sam_module
 from models.sam import SamSegmenter
 from server.services import segmentation
 from tests.fakes_removebg import FakeSegmenter, photo
-from tests.test_errors import assert_error_shape
+from tests.helpers import assert_error_shape
 from tests.test_models_sam import tiny_sam
 
 

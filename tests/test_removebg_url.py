@@ -16,7 +16,7 @@ from PIL import Image
 
 from server.services import fetch_url, segmentation
 from tests.fakes_removebg import FakeSegmenter, photo
-from tests.test_errors import assert_error_shape
+from tests.helpers import assert_error_shape
 
 CAR = photo(400, 300)
 GREEN = io.BytesIO()

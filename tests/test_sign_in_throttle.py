@@ -9,9 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 
-from tests.conftest import Account, make_account
-from tests.test_dashboard_forms import csrf_token, sign_in
-from tests.test_errors import assert_error_shape
+from tests.helpers import Account, assert_error_shape, csrf_token, make_account, sign_in
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) Guesser/1.0"
 

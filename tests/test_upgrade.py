@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from server.backup import verify_backup
-from tests.conftest import MODELS_DIR, REPO
+from tests.helpers import MODELS_DIR, REPO
 from tests.recognition_synth import jpeg, pattern, scene
 
 OLD_RELEASE = "41e69bc"  # main before the job queue and the one migration set

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from server.services.uploads import TooManyPixels, check_request_pixels
-from tests.conftest import MODELS_DIR, REPO
+from tests.helpers import MODELS_DIR, REPO
 
 # Runs in a fresh interpreter: builds an app on a temporary folder, posts the images with the test client and
 # prints the peak growth of resident memory (VmHWM after resetting it, minus VmRSS before) during the request.
@@ -101,7 +101,7 @@ def test_request_pixels_are_read_from_headers_and_bounded() -> None:
 
 
 def test_the_bound_answers_413_in_the_error_shape_on_every_multi_image_route(app, client, admin) -> None:
-    from tests.test_errors import assert_error_shape
+    from tests.helpers import assert_error_shape
 
     app.extensions["forecourt.settings"].server.max_request_megapixels = 1.5
     png = _png(1000, 1000)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MODELS_DIR, REPO, LiveServer, start_live_server, stop_live_server
+from tests.helpers import MODELS_DIR, REPO, LiveServer, start_live_server, stop_live_server
 
 CHROMIUM = os.environ.get("FORECOURT_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

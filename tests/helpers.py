@@ -1,0 +1,158 @@
+"""Helpers the tests share (fixtures are in conftest.py): where things are, accounts with keys, a live gunicorn."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+# The development photos live beside the repo (../shared/data); FORECOURT_SHARED_DATA points elsewhere.
+SHARED_DATA = Path(os.environ.get("FORECOURT_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
+MODELS_DIR = Path(os.environ.get("FORECOURT_TEST_MODELS_DIR", REPO / "var" / "models")).resolve()
+
+# The test being set up or run (conftest's pytest_runtest_setup sets it): require_slow asks it about its marks.
+_current: list[pytest.Item] = []
+
+
+def require_slow(what: str) -> None:
+    """`make test-fast` skips slow tests, so a test that uses a real server or the real weights must say so."""
+    if _current and _current[0].get_closest_marker("slow") is None:
+        pytest.fail(f"{_current[0].nodeid} uses {what}: mark it @pytest.mark.slow", pytrace=False)
+
+
+@dataclass
+class Account:
+    """A user with an API key."""
+
+    user_id: int
+    email: str
+    password: str
+    key: str
+    key_id: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-Api-Key": self.key}
+
+
+def make_account(app, email: str, role: str) -> Account:
+    from server.services import accounts
+    from server.store import get_db
+
+    password = "correct horse battery"
+    with app.app_context():
+        user = accounts.create_user(get_db(), email, password, role)
+        key, row = accounts.create_key(get_db(), user["id"], f"{role} key")
+    return Account(user["id"], email, password, key, row["id"])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    """A real gunicorn process on a free port."""
+
+    url: str
+    data_dir: Path
+    env: dict[str, str]
+    proc: subprocess.Popen
+    log_path: Path
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        """Run the forecourt CLI against this server's data folder."""
+        return subprocess.run([sys.executable, "-m", "server.cli", *args], env=self.env, cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_live_server(data_dir: Path, *, workers: int = 2, threads: int = 4,
+                      extra_env: dict[str, str] | None = None, timeout: float = 90) -> LiveServer:
+    """Start gunicorn with Forecourt's config and wait for /livez (only in a test marked slow)."""
+    require_slow("a real gunicorn")
+    port = free_port()
+    env = dict(os.environ)
+    env.update({
+        "FORECOURT_STORAGE__DATA_DIR": str(data_dir), "FORECOURT_SERVER__PORT": str(port),
+        "FORECOURT_SERVER__HOST": "127.0.0.1", "FORECOURT_SERVER__WORKERS": str(workers),
+        "FORECOURT_SERVER__THREADS": str(threads), "FORECOURT_MODELS__DIR": str(MODELS_DIR),
+        "FORECOURT_SERVER__WORKER_MEMORY_MB": "0",  # the workers asked for, on a shared box (tests send small images)
+        "FORECOURT_LOGGING__LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
+        "FORECOURT_LICENSING__STATE_DIR": str(data_dir.parent / f"{data_dir.name}-state"),
+    })
+    env.update(extra_env or {})
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    subprocess.run([sys.executable, "-m", "server.cli", "init"], env=env, cwd=REPO, check=True,
+                   capture_output=True, text=True, timeout=120)
+    log_path = data_dir.parent / f"gunicorn-{port}.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve"], env=env, cwd=REPO, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited: {log_path.read_text()[-3000:]}")
+        try:
+            if requests.get(url + "/livez", timeout=2).status_code == 200:
+                return LiveServer(url, data_dir, env, proc, log_path)
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(f"gunicorn did not answer in {timeout}s: {log_path.read_text()[-3000:]}")
+
+
+def stop_live_server(server: LiveServer) -> None:
+    import signal
+
+    if server.proc.poll() is None:
+        os.killpg(server.proc.pid, signal.SIGTERM)
+        try:
+            server.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.proc.pid, signal.SIGKILL)
+
+
+def assert_error_shape(resp, status: int | None = None) -> dict:
+    """The body is {"errors": [{"code", "title", "detail"}]} with non-empty strings, and JSON."""
+    if status is not None:
+        assert resp.status_code == status, resp.get_data(as_text=True)
+    assert resp.is_json, f"{resp.status_code} {resp.content_type}: {resp.get_data(as_text=True)[:200]}"
+    body = resp.get_json()
+    assert set(body) >= {"errors"}
+    assert isinstance(body["errors"], list) and body["errors"]
+    for item in body["errors"]:
+        assert set(item) == {"code", "title", "detail"}
+        assert all(isinstance(item[k], str) and item[k] for k in ("code", "title", "detail"))
+        assert re.fullmatch(r"[a-z][a-z0-9_]*", item["code"]), item["code"]
+    text = resp.get_data(as_text=True)
+    assert "Traceback" not in text and 'File "' not in text
+    return body["errors"][0]
+
+
+def csrf_token(client, path: str = "/login") -> str:
+    """The CSRF token from a dashboard page's form."""
+    match = re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).get_data(as_text=True))
+    assert match, f"no CSRF token on {path}"
+    return match.group(1)
+
+
+def sign_in(client, account: Account) -> None:
+    resp = client.post("/login", data={"email": account.email, "password": account.password,
+                                       "csrf_token": csrf_token(client)})
+    assert resp.status_code == 302, resp.get_data(as_text=True)[-1000:]
