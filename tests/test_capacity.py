@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from server.capacity import available_memory_mb, plan_workers
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 MEMINFO = "MemTotal:       24000000 kB\nMemFree:         1000000 kB\nMemAvailable:    8192000 kB\n"
 
