@@ -57,6 +57,17 @@ def _real_weights_only_in_slow_tests(request: pytest.FixtureRequest, monkeypatch
     monkeypatch.setattr(models.sam, "load_sam", guarded_sam)
 
 
+@pytest.fixture(autouse=True)
+def _fake_foreground_classifier(request, monkeypatch) -> None:  # noqa: ANN001
+    """type=auto's classifier is a fake that says "other" (tests/fakes_removebg.py) in every test but those marked
+    slow, which load the real weights; test_foreground_type.py drives the real one."""
+    if request.node.get_closest_marker("slow") is None:
+        from server.services import removebg
+        from tests.fakes_removebg import FakeClassifier
+
+        monkeypatch.setattr(removebg, "_classifier", lambda: FakeClassifier("other"))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real car photos beside the repo (never copied into it)."""

@@ -16,7 +16,7 @@ from PIL import Image
 
 from server.services import removebg as service
 from server.services import segmentation
-from tests.fakes_removebg import FakeClassifier, FakeEmptySegmenter, FakeSegmenter, photo
+from tests.fakes_removebg import FakeEmptySegmenter, FakeSegmenter, photo
 from tests.helpers import assert_error_shape
 
 
@@ -24,8 +24,6 @@ from tests.helpers import assert_error_shape
 def fake_segmenter(monkeypatch):
     fake = FakeSegmenter()
     monkeypatch.setattr(segmentation, "segmenter", lambda: fake)
-    classifier = FakeClassifier("other")  # type=auto's classifier: test_foreground_type.py covers the real one
-    monkeypatch.setattr(service, "_classifier", lambda: classifier)
     return fake
 
 
