@@ -83,6 +83,11 @@ def test_jpeg_magic_with_a_body_that_does_not_decode_is_failed_to_read_image(cli
 
 
 # --- Retry-After -----------------------------------------------------------------------------------------------
+def whole_second_ahead() -> dt.datetime:
+    """A whole second a day from now (the box refuses work when its clock goes back, so travel forward only)."""
+    return dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=1)
+
+
 def test_retry_after_only_on_429_and_never_below_one_second(settings_dict) -> None:
     from server import create_app
     from tests.helpers import make_account
@@ -91,8 +96,7 @@ def test_retry_after_only_on_429_and_never_below_one_second(settings_dict) -> No
     application = create_app(settings_dict)
     account = make_account(application, "a@dealer.example", "member")
     c = application.test_client()
-    start = dt.datetime(2026, 12, 6, 5, 0, 0, tzinfo=dt.UTC)  # a whole second: the window ends at +1 s
-    with time_machine.travel(start, tick=False) as clock:
+    with time_machine.travel(whole_second_ahead(), tick=False) as clock:  # the window ends at +1 s
         for _ in range(2):
             ok = c.get("/v1/me", headers=account.headers)
             assert ok.status_code == 200
@@ -127,7 +131,7 @@ def test_a_request_that_outlasts_its_window_gets_no_negative_retry_after(setting
     application = create_app(settings_dict)
     account = make_account(application, "a@dealer.example", "member")
     c = application.test_client()
-    with time_machine.travel(dt.datetime(2026, 12, 6, 5, 0, 0, tzinfo=dt.UTC), tick=False) as clock:
+    with time_machine.travel(whole_second_ahead(), tick=False) as clock:
         monkeypatch.setattr(segmentation, "segmenter", lambda: SlowFakeSegmenter(clock, 3.0))
         resp = post(c, account.headers, {"image_file": (io.BytesIO(photo()), "a.jpg")})
     assert resp.status_code == 200, resp.get_data(as_text=True)
