@@ -176,6 +176,9 @@ def evaluate(db: sqlite_utils.Database, options: LicensingOptions, now: float, *
         policy = Policy(state, now, TRIAL, None, expires_at, Overage(), reasons)
         if problem:  # no trial: no end date either, so no purge is scheduled from one
             policy.expires_at = None
+            if write:
+                policy.pending_notices += integrity.record(db, options.seal(), [integrity.Finding(
+                    "trial_record_altered", problem, "trial:" + problem)], now)
 
     seal = options.seal()
     hwm, clock_problems = clock_mark(db, seal)

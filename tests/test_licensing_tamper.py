@@ -327,6 +327,20 @@ def test_a_trial_recorded_before_one_trial_per_machine_carries_over(tmp_path, ve
     assert other.policy(write=True).expires_at == st.expires_at
 
 
+def test_an_edited_trial_record_is_a_tamper_event(tmp_path, vendor, traveller):
+    from licensing import trial
+
+    box = make_box(tmp_path, vendor)
+    box.policy(write=True)
+    machine = trial._paths(box.options.licensing_dir, box.options.state_dir)[1]
+    machine.write_text(ThrowawayVendor().sign("trial_record", {"started_at": "2030-06-01T00:00:00Z",
+                                                                "box": box.fingerprint}))
+    assert box.policy(write=True).state == "expired"
+    r = report(box)
+    assert [e["what"] for e in r["tamper_events"]] == ["trial_record_altered"]
+    assert "does not verify" in r["tamper_events"][0]["detail"]
+
+
 # --- 5. an expired license is refused, a future one waits ----------------------------------------------------------
 def test_an_expired_license_is_refused_and_a_future_one_waits(tmp_path, vendor, traveller):
     box = make_box(tmp_path, vendor)
