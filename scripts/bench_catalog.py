@@ -47,7 +47,7 @@ def main() -> None:
         "models": {"dir": os.environ.get("FORECOURT_MODELS__DIR", str(REPO / "var" / "models")), "require": False},
         "logging": {"level": "WARNING"}, "rate_limit": {"enabled": False},
         "licensing": {"state_dir": str(tmp / "state")},
-        "catalog": {"render_workers": 0, "render_size": args.size},
+        "catalog": {"render_size": args.size}, "queue": {"threads": 0},
     })
     with app.app_context():
         user = accounts.create_user(get_db(), "bench@dealer.example", "benchmark-password", "admin")

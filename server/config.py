@@ -195,10 +195,8 @@ class RecognitionSettings(Section):
 
 
 class CatalogSettings(Section):
-    """Vehicle image catalog: render workers, delivery and signed URLs."""
+    """Vehicle image catalog: renders, delivery and signed URLs (renders run on the job queue, see [queue])."""
 
-    render_workers: int = Field(1, ge=0, le=16, description="Render threads per worker process; 0 runs none.")
-    poll_seconds: float = Field(1.0, gt=0, le=60, description="How often an idle render thread looks for jobs.")
     render_size: Literal["auto", "preview", "medium", "hd", "full"] = Field(
         "auto", description="Working size of renders (remove.bg sizes: preview 0.25 MP, medium 1.5, hd 4, full); "
         "auto takes the smallest with at least twice the profile canvas's pixels.")
@@ -216,6 +214,30 @@ class CatalogSettings(Section):
     keep_old_renders_days: int = Field(
         30, ge=0, le=3650, description="Days a render replaced by a newer one (profile change) stays served, so "
         "old links and embeds keep working; then it and its cached sizes are deleted.")
+
+
+class QueueSettings(Section):
+    """The job queue (huey) that runs background work: catalog renders, index rebuilds, prunes."""
+
+    url: str = Field(
+        "", description="Where the queue's messages live: empty is a SQLite file in the data folder (queue.db); "
+        "redis://host:6379/0 lets worker processes on several boxes share the work (see docs/scaling.md).")
+    workers_in_server: bool = Field(
+        True, description="Each gunicorn worker runs `threads` queue threads; false leaves the jobs to `forecourt "
+        "worker` processes.")
+    threads: int = Field(1, ge=0, le=64, description="Queue threads per gunicorn worker (and the default of "
+                         "`forecourt worker --threads`); 0 runs none in the server.")
+    poll_seconds: float = Field(1.0, gt=0, le=60, description="Longest wait of an idle thread before it looks at "
+                                "the SQLite queue again (Redis wakes it at once).")
+    lease_seconds: float = Field(60.0, ge=5, le=3600, description="A running job renews its lease every quarter "
+                                 "of this; a job whose lease lapsed lost its worker and is queued again.")
+    reap_seconds: float = Field(5.0, gt=0, le=600, description="How often each consumer looks for jobs whose "
+                                "worker died (a process gone on this host is noticed at once, others by lease).")
+    retry_delay_seconds: float = Field(10.0, ge=0, le=86400, description="A failed job is tried again after this, "
+                                       "then 2x, 4x... until its kind's attempts are spent; then it is dead until "
+                                       "`forecourt jobs retry`.")
+    resend_seconds: float = Field(1800.0, ge=60, description="A queued job whose message is older than this is sent "
+                                  "again (a wiped queue store, a restored backup); duplicates are harmless.")
 
 
 class SmtpSettings(Section):
@@ -281,6 +303,7 @@ class Settings(BaseModel):
     removebg: RemovebgSettings = Field(default_factory=RemovebgSettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     recognition: RecognitionSettings = Field(default_factory=RecognitionSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)

@@ -102,8 +102,10 @@ def app(settings_dict: dict):
     application = create_app(settings_dict)
     application.config["TESTING"] = True
     yield application
+    from server.jobs.queue import stop_in_server
     from server.store import close_thread_connections
 
+    stop_in_server(application, timeout=30)  # the queue threads a request started end with the test
     close_thread_connections()
 
 

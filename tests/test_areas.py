@@ -9,8 +9,9 @@ from server.store import pending_migrations
 
 def test_every_area_registers_its_blueprint_checks_and_schema(app) -> None:
     assert [a.name for a in AREAS] == ["health", "accounts", "admin", "dashboard", "licensing", "removebg", "improve",
-                                       "catalog", "recognition"]
-    assert set(app.blueprints) - {"openapi"} == {a.name for a in AREAS}  # openapi: APIFlask's spec and docs
+                                       "catalog", "recognition", "jobs"]
+    # openapi: APIFlask's spec and docs; jobs has no routes (its page is the dashboard's)
+    assert set(app.blueprints) - {"openapi"} == {a.name for a in AREAS} - {"jobs"}
     checks = [c.__name__ for c in app.extensions["forecourt.ready_checks"]]
     assert checks == ["_database_check", "license", "_segmenter_check", "_sam_check", "device_check"]
     from server.store import open_db
@@ -18,7 +19,7 @@ def test_every_area_registers_its_blueprint_checks_and_schema(app) -> None:
     db = open_db(app.extensions["forecourt.settings"].db_path)
     assert pending_migrations(db) == []  # every area's schema applied by create_app
     tables = set(db.table_names())
-    assert {"users", "lic_buckets", "catalog_vehicles", "rec_objects"} <= tables
+    assert {"users", "lic_buckets", "catalog_vehicles", "rec_objects", "jobs"} <= tables
     db.close()
 
 
@@ -26,7 +27,7 @@ def test_every_area_command_is_on_the_forecourt_command() -> None:
     for area in AREAS:
         for command in area.commands:
             assert cli.commands[command.name] is command
-    assert {"models", "license", "usage", "removebg", "index", "improve"} <= set(cli.commands)
+    assert {"models", "license", "usage", "removebg", "index", "improve", "jobs", "worker"} <= set(cli.commands)
 
 
 def test_api_areas_are_rate_limited_and_probes_are_not(client, admin) -> None:

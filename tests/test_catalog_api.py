@@ -35,7 +35,7 @@ class FakeSegmenter:
 
 @pytest.fixture
 def settings_dict(settings_dict: dict) -> dict:
-    return {**settings_dict, "catalog": {"render_workers": 0}}
+    return {**settings_dict, "queue": {"threads": 0}}
 
 
 @pytest.fixture(autouse=True)

@@ -1,11 +1,15 @@
-"""The render queue: concurrent claims take each job once; jobs of a dead worker are retried, then failed."""
+"""Catalog renders on the job queue: each render job is claimed once, retried with backoff, dead (failed in the
+API) after its attempts, a lost worker's render runs again; an older render finishing last changes nothing."""
 
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
+from core.process import owner_id
+from server.jobs import queue, store
 from server.services import catalog_jobs
 from server.store import open_db
 from tests.test_catalog_api import fake_segmenter, new_vehicle, photo, upload  # noqa: F401 - autouse fake
@@ -13,44 +17,129 @@ from tests.test_catalog_api import fake_segmenter, new_vehicle, photo, upload  #
 
 @pytest.fixture
 def settings_dict(settings_dict: dict) -> dict:
-    return {**settings_dict, "catalog": {"render_workers": 0}}
+    return {**settings_dict, "queue": {"threads": 0}}
 
 
-def test_concurrent_claims_take_every_job_exactly_once(app, client, admin) -> None:
+def _render_jobs(db) -> list[dict]:  # noqa: ANN001
+    return list(db.query("SELECT * FROM jobs WHERE kind = ? ORDER BY id", [catalog_jobs.RENDER]))
+
+
+def test_each_upload_queues_one_render_job_and_concurrent_claims_take_each_once(app, client, admin) -> None:
     v = new_vehicle(client, admin.headers)
     resp = upload(client, admin.headers, v["id"], [(photo(i), "detail") for i in range(10, 18)])
     assert len(resp.get_json()["photos"]) == 8
     settings = app.extensions["forecourt.settings"]
+    db = open_db(settings.db_path)
+    jobs = _render_jobs(db)
+    assert len(jobs) == 8 and {j["state"] for j in jobs} == {"queued"} and all(j["sent_at"] for j in jobs)
     taken: list[int] = []
     lock = threading.Lock()
 
-    def worker() -> None:
-        db = open_db(settings.db_path, 10000)
-        while (job := catalog_jobs.claim(db)) is not None:
-            with lock:
-                taken.append(job["id"])
-        db.close()
+    def worker() -> None:  # every thread tries every job, as duplicate messages would
+        own = open_db(settings.db_path, 10000)
+        for job in jobs:
+            if store.claim(own, job["id"], 60) is not None:
+                with lock:
+                    taken.append(job["id"])
+        own.close()
 
     threads = [threading.Thread(target=worker) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(30)
-    assert sorted(taken) == list(range(1, 9))  # eight jobs, none twice
+    assert sorted(taken) == [j["id"] for j in jobs]  # eight jobs, none twice
+    db.close()
 
 
-def test_a_lost_job_is_retried_then_failed(app, client, admin) -> None:
+def test_a_failing_render_is_retried_with_backoff_then_dead_and_failed_in_the_api(app, client, admin,
+                                                                                monkeypatch) -> None:
+    calls = []
+
+    def broken(image, opts):  # noqa: ANN001
+        calls.append(1)
+        raise RuntimeError("segmenter crashed")
+
+    monkeypatch.setattr(catalog_jobs, "remove_background", broken)
     v = new_vehicle(client, admin.headers)
     upload(client, admin.headers, v["id"], [(photo(1), "front")])
     db = open_db(app.extensions["forecourt.settings"].db_path)
-    for attempt in (1, 2, 3):
-        job = catalog_jobs.claim(db)
-        assert job is not None and job["attempts"] == attempt
-        db.execute("UPDATE catalog_jobs SET started_at = '2020-01-01T00:00:00Z' WHERE id = ?", [job["id"]])
-        db.conn.commit()
-    assert catalog_jobs.claim(db) is None
-    row = db["catalog_jobs"].get(job["id"])
-    assert row["status"] == "failed" and row["error"].startswith("worker_lost")
+    [job] = _render_jobs(db)
+    with app.app_context():
+        first = store.claim(db, job["id"], 60)
+        assert first is not None and first.attempt == 1
+        assert queue.run_claimed(db, app.extensions["forecourt.settings"], first)[0] == "queued"
+    row = store.get(db, job["id"])
+    assert row["state"] == "queued" and "segmenter crashed" in row["error"]
+    assert row["run_after"] > time.time() + 5
+    assert store.claim(db, job["id"], 60) is None  # not before its backoff (10 s, then 20 s)
+    photos = client.get(f"/v1/vehicles/{v['id']}/photos", headers=admin.headers).get_json()
+    assert photos["data"][0]["job"]["status"] == "queued"  # the API says it will be tried again
+    assert catalog_jobs.run_pending(app) == 2  # the drain runs the two attempts left at once
+    assert len(calls) == 3
+    row = store.get(db, job["id"])
+    assert row["state"] == "dead" and row["attempts"] == 3
+    photos = client.get(f"/v1/vehicles/{v['id']}/photos", headers=admin.headers).get_json()
+    assert photos["progress"]["failed"] == 1
+    assert photos["data"][0]["job"]["status"] == "failed" and "segmenter crashed" in photos["data"][0]["job"]["error"]
+    db.close()
+
+
+def test_backoff_doubles() -> None:
+    assert [store.backoff_seconds(a, 10) for a in (1, 2, 3, 4)] == [10, 20, 40, 80]
+
+
+def test_a_dead_render_listed_and_retried_from_the_cli_renders(app, client, admin, monkeypatch, cli_runner) -> None:
+    from server.cli import cli
+
+    real = catalog_jobs.remove_background
+
+    def full_disk(image, opts):  # noqa: ANN001
+        raise OSError("disk full")
+
+    monkeypatch.setattr(catalog_jobs, "remove_background", full_disk)
+    v = new_vehicle(client, admin.headers)
+    upload(client, admin.headers, v["id"], [(photo(1), "front")])
+    catalog_jobs.run_pending(app)
+    runner, env = cli_runner
+    listed = runner.invoke(cli, ["jobs", "list", "--state", "dead"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert "catalog.render\tdead\t3/3" in listed.output and "OSError: disk full" in listed.output
+    assert listed.output.startswith("queued: 0  running: 0  done: 0  dead: 1")
+    monkeypatch.setattr(catalog_jobs, "remove_background", real)
+    job_id = _render_jobs(open_db(app.extensions["forecourt.settings"].db_path))[0]["id"]
+    again = runner.invoke(cli, ["jobs", "retry", str(job_id)], env=env)
+    assert again.exit_code == 0 and f"queued again: 1 ({job_id})" in again.output
+    assert runner.invoke(cli, ["jobs", "retry", str(job_id)], env=env).exit_code == 1  # not dead any more
+    assert catalog_jobs.run_pending(app) == 1
+    photos = client.get(f"/v1/vehicles/{v['id']}/photos", headers=admin.headers).get_json()
+    assert photos["data"][0]["job"]["status"] == "done" and photos["data"][0]["render"] is not None
+
+
+def test_a_render_whose_worker_died_runs_again_once(app, client, admin) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    v = new_vehicle(client, admin.headers)
+    upload(client, admin.headers, v["id"], [(photo(1), "front")])
+    db = open_db(app.extensions["forecourt.settings"].db_path)
+    [job] = _render_jobs(db)
+    claim = store.claim(db, job["id"], 60)
+    assert claim is not None
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    boot = owner_id().split(":")[0]
+    db.execute("UPDATE jobs SET claimed_by = ? WHERE id = ?",  # a worker of this boot that has exited
+               [f"{socket.gethostname()}:{boot}:{gone.stdout.strip()}:-:dead", job["id"]])
+    db.conn.commit()
+    again, _ = queue.reap_once(app)
+    assert again == [job["id"]]
+    row = store.get(db, job["id"])
+    assert row["state"] == "queued" and row["error"].startswith("worker_lost")
+    assert catalog_jobs.run_pending(app) == 1
+    assert store.get(db, job["id"])["state"] == "done" and store.get(db, job["id"])["attempts"] == 2
+    assert db["catalog_renders"].count == 1
+    assert queue.reap_once(app) == ([], [])
     db.close()
 
 
@@ -59,10 +148,11 @@ def test_an_older_job_finishing_last_does_not_replace_a_newer_render(app, client
     upload(client, admin.headers, v["id"], [(photo(1), "front")])
     settings = app.extensions["forecourt.settings"]
     db = open_db(settings.db_path)
-    old_job = catalog_jobs.claim(db)  # worker A takes version 1 ...
     client.patch(f"/v1/profiles/{v['profile_id']}", json={"bg_color": "000000"}, headers=admin.headers)
-    new_job = catalog_jobs.claim(db)  # ... worker B takes version 2 and finishes first
+    old_job, new_job = list(db.query("SELECT * FROM catalog_jobs ORDER BY id"))
     assert new_job["profile_version"] == 2
+    db.execute("UPDATE catalog_jobs SET status = 'running'")  # two workers hold one each
+    db.conn.commit()
     with app.app_context():
         assert catalog_jobs.process(db, settings, new_job) == "done"
         db.execute("UPDATE catalog_profiles SET version = 1")  # make A's version look current to reach the race
@@ -73,24 +163,30 @@ def test_an_older_job_finishing_last_does_not_replace_a_newer_render(app, client
     db.close()
 
 
-def test_jobs_of_a_dead_worker_process_are_queued_again_at_once(app, client, admin) -> None:
-    import os
-    import socket
-    import subprocess
-    import sys
+def test_dead_jobs_show_on_the_system_page_and_an_admin_retries_them(app, client, admin, member,
+                                                                      monkeypatch) -> None:
+    from tests.test_dashboard_forms import csrf_token, sign_in
 
-    from core.process import owner_id
+    def broken(image, opts):  # noqa: ANN001
+        raise RuntimeError("segmenter crashed")
 
+    monkeypatch.setattr(catalog_jobs, "remove_background", broken)
     v = new_vehicle(client, admin.headers)
-    upload(client, admin.headers, v["id"], [(photo(1), "front")])
+    upload(client, admin.headers, v["id"], [(photo(1), "front"), (photo(2), "rear")])
+    catalog_jobs.run_pending(app)
+    sign_in(client, admin)
+    page = client.get("/system").get_data(as_text=True)
+    assert 'data-state="dead">2<' in page and page.count('data-job="') == 2
+    assert "RuntimeError: segmenter crashed" in page
     db = open_db(app.extensions["forecourt.settings"].db_path)
-    job = catalog_jobs.claim(db)
-    assert job["claimed_by"] == f"{socket.gethostname()}:{owner_id()}" and f":{os.getpid()}:" in job["claimed_by"]
-    assert catalog_jobs.claim(db) is None  # our own running job stays ours
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    db.execute("UPDATE catalog_jobs SET claimed_by = ? WHERE id = ?",
-               [f"{socket.gethostname()}:{gone.stdout.strip()}", job["id"]])  # a worker that has exited
-    db.conn.commit()
-    again = catalog_jobs.claim(db)
-    assert again is not None and again["id"] == job["id"] and again["attempts"] == 2
+    first = _render_jobs(db)[0]["id"]
+    refused = client.post("/system/jobs/retry", data={"job_id": str(first)})  # no CSRF token: nothing changes
+    assert refused.status_code == 400 and store.get(db, first)["state"] == "dead"
+    done = client.post("/system/jobs/retry", data={"job_id": str(first), "csrf_token": csrf_token(client, "/system")})
+    assert done.status_code == 302 and store.get(db, first)["state"] == "queued"
+    assert [j["state"] for j in _render_jobs(db)] == ["queued", "dead"]
+    client.post("/logout", data={"csrf_token": csrf_token(client, "/system")})
+    sign_in(client, member)
+    assert client.post("/system/jobs/retry", data={"csrf_token": csrf_token(client, "/keys")}).status_code == 403
+    assert [j["state"] for j in _render_jobs(db)] == ["queued", "dead"]
     db.close()

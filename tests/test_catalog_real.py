@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from server.services import catalog_jobs
+from server.jobs import queue
 
 pytestmark = pytest.mark.slow  # real model weights
 
@@ -47,14 +47,14 @@ def crop_to_box(mask: np.ndarray) -> np.ndarray:
 @pytest.fixture
 def settings_dict(settings_dict: dict) -> dict:
     # preview working size (0.25 MP) keeps the test to a couple of minutes on 2 cores
-    return {**settings_dict, "catalog": {"render_workers": 1, "poll_seconds": 0.2, "render_size": "preview"}}
+    return {**settings_dict, "catalog": {"render_size": "preview"}, "queue": {"threads": 1, "poll_seconds": 0.2}}
 
 
 @pytest.fixture(autouse=True)
 def stop_render_threads(app):
     """The background threads end with the test, pass or fail."""
     yield
-    catalog_jobs.stop_workers(app)
+    queue.stop_in_server(app)
 
 
 @pytest.mark.slow

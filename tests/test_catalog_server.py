@@ -1,4 +1,4 @@
-"""The catalog under real gunicorn: render threads start in the worker (never in the master, which must not touch
+"""The catalog under real gunicorn: job queue threads start in the worker (never in the master, which must not touch
 CUDA), render real photos with the real model, and stop cleanly on a graceful shutdown."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def test_render_threads_live_in_workers_and_stop_cleanly(tmp_path: Path, shared_
     data = tmp_path / "data"
     data.mkdir()
     server = start_live_server(data, workers=1, threads=2, extra_env={
-        "FORECOURT_CATALOG__RENDER_SIZE": "preview", "FORECOURT_CATALOG__POLL_SECONDS": "0.2"})
+        "FORECOURT_CATALOG__RENDER_SIZE": "preview", "FORECOURT_QUEUE__POLL_SECONDS": "0.2"})
     try:
         made = server.cli("users", "create", "admin@dealer.example", "--role", "admin", "--password",
                           "long enough password")
@@ -74,8 +74,8 @@ def test_render_threads_live_in_workers_and_stop_cleanly(tmp_path: Path, shared_
         stop_live_server(server)
     assert server.proc.returncode == 0  # exited on its own, within the graceful timeout
     events = log_events(server.log())
-    started = [e for e in events if "render thread(s) in process" in str(e.get("msg", ""))]
-    stopped = [e for e in events if "render threads stopped in process" in str(e.get("msg", ""))]
+    started = [e for e in events if "job queue thread(s) in process" in str(e.get("msg", ""))]
+    stopped = [e for e in events if "job queue threads stopped in process" in str(e.get("msg", ""))]
     assert started and stopped, server.log()[-3000:]
     pids = {int(str(e["msg"]).split("process ")[1].split()[0]) for e in started}
     assert master not in pids and os.getpid() not in pids  # only gunicorn's worker ran render threads

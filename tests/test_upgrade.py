@@ -62,7 +62,7 @@ def test_an_old_data_folder_is_upgraded_in_place_and_keeps_everything(old_folder
     data, state = _copy(old, tmp_path)
     before = _migrations(data / "forecourt.db")
     app = create_app({"storage": {"data_dir": str(data)}, "models": {"dir": str(MODELS_DIR), "require": False},
-                      "logging": {"level": "WARNING"}, "catalog": {"render_workers": 0},
+                      "logging": {"level": "WARNING"}, "queue": {"threads": 0},
                       "licensing": {"state_dir": str(state), "public_keys": [facts["vendor_public_key"]]}})
     app.config["TESTING"] = True
     client = app.test_client()

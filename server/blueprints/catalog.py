@@ -365,12 +365,5 @@ def public_image(render_id: str) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    """The catalog API and its render threads, started on a worker's first request (so after gunicorn forks)."""
+    """The catalog API (its renders run on the job queue, server/jobs)."""
     register(app, bp)
-    settings = app.extensions["forecourt.settings"]
-    if settings.catalog.render_workers:
-
-        @app.before_request
-        def _start_render_threads() -> None:
-            catalog_jobs.start_workers(app)
-

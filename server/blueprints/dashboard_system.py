@@ -1,4 +1,5 @@
-"""Dashboard: the System page (models installed and verified, readiness, disk use, version)."""
+"""Dashboard: the System page (models installed and verified, readiness, the job queue and its dead jobs, disk
+use, version)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from flask import render_template
+from flask import flash, redirect, render_template, request, url_for
 
 from models.registry import model_status
 from server.blueprints.dashboard import admin_required, bp
 from server.config import get_settings
+from server.jobs import queue as job_queue
+from server.jobs import store as job_store
 from server.placement import placements
 from server.readiness import run_checks
+from server.store import get_db
 from server.version import __version__
 
 CHECK_LABELS = {"database": "Database", "segmenter": "Background-removal model", "sam": "Segment Anything (optional)",
@@ -59,10 +63,26 @@ def system() -> Any:
              ("Images", folder_bytes(s.data_dir / "images")),
              ("Indexes", folder_bytes(s.data_dir / "indexes")),
              ("Models", folder_bytes(s.models_dir))]
+    db = get_db()
+    jobs = {"counts": job_store.counts(db), "dead": job_store.list_jobs(db, state="dead", limit=20),
+            "where": s.queue.url.split("@")[-1] if s.queue.url else "SQLite in the data folder (queue.db)",
+            "in_server": s.queue.workers_in_server and s.queue.threads > 0}
     return render_template(
-        "system.html", checks=checks, ready=ready, models=model_status(s.models_dir), runs_on=runs_on,
+        "system.html", checks=checks, ready=ready, models=model_status(s.models_dir), runs_on=runs_on, jobs=jobs,
         disk={"total": human_bytes(disk.total), "free": human_bytes(disk.free), "used_pct":
               round(100 * (disk.total - disk.free) / disk.total) if disk.total else 0,
               "low": disk.total > 0 and disk.free / disk.total < 0.1},
         parts=[(name, human_bytes(size)) for name, size in parts], version=__version__,
         python=platform.python_version(), data_dir=str(s.data_dir), models_dir=str(s.models_dir))
+
+
+@bp.post("/system/jobs/retry")
+@admin_required
+def retry_jobs() -> Any:
+    """Queue dead jobs again: one (job_id) or all of them."""
+    job_id = request.form.get("job_id", "")
+    ids = [int(job_id)] if job_id.isdigit() else None
+    again = job_queue.retry_dead(get_db(), get_settings(), ids)
+    flash(f"{len(again)} job{'s' if len(again) != 1 else ''} queued again." if again else
+          "Nothing to retry: that job is no longer dead.")
+    return redirect(url_for("dashboard.system") + "#jobs")

@@ -384,12 +384,16 @@ def vehicle_profile(db: sqlite_utils.Database, vehicle_id: int) -> dict[str, Any
 
 
 def enqueue(db: sqlite_utils.Database, photo_id: int, profile: dict[str, Any]) -> None:
-    """Queue a render of a photo with a profile version; older queued jobs of that photo are superseded."""
+    """Inside a write transaction: queue a render of a photo with a profile version (a job on the job queue, sent
+    once the transaction commits); older queued renders of that photo are superseded."""
     db.execute("UPDATE catalog_jobs SET status = 'superseded', finished_at = ? "
                "WHERE photo_id = ? AND status = 'queued'", [now_iso(), photo_id])
-    db["catalog_jobs"].insert({"photo_id": photo_id, "profile_id": profile["id"],
-                               "profile_version": profile["version"], "status": "queued", "attempts": 0,
-                               "created_at": now_iso()})
+    job_id = db["catalog_jobs"].insert({"photo_id": photo_id, "profile_id": profile["id"],
+                                        "profile_version": profile["version"], "status": "queued", "attempts": 0,
+                                        "created_at": now_iso()}).last_pk
+    from server.services.catalog_jobs import enqueue_render  # the render handler lives beside the renderer
+
+    enqueue_render(db, get_settings(), job_id)
 
 
 def job_progress(db: sqlite_utils.Database, *, vehicle_id: int | None = None,

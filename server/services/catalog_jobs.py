@@ -1,16 +1,12 @@
-"""The render queue: jobs in SQLite, claimed with BEGIN IMMEDIATE, processed by background threads in each worker."""
+"""Catalog render jobs on the job queue (server/jobs): one queue job per catalog_jobs row (the render request
+and its status, which the API reports), and the hourly prune of renders replaced long ago."""
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import io
 import json
 import logging
-import os
-import socket
-import threading
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -20,60 +16,25 @@ from flask import Flask
 from PIL import Image, ImageOps
 
 from core.clock import now_iso
-from core.process import owner_alive, owner_id
 from models import imaging, plates
 from server.config import Settings, get_settings
+from server.jobs import queue
+from server.jobs.store import Claim, still_ours
 from server.services import catalog
 from server.services.removebg import SIZE_MEGAPIXELS, parse_options, parse_position, remove_background
 from server.store import get_db, write_txn
 
 log = logging.getLogger(__name__)
-STALE_MINUTES = 15  # a running job older than this belonged to a worker that died; it is queued again
-MAX_ATTEMPTS = 3
-PRUNE_EVERY_SECONDS = 3600  # how often a render thread deletes renders replaced long ago
-_start_lock = threading.Lock()
+RENDER = "catalog.render"
+PRUNE = "catalog.prune.hourly"
 
 
 class _Overtaken(Exception):
     """A newer render of the same photo finished first."""
 
 
-def _owner() -> str:
-    return f"{socket.gethostname()}:{owner_id()}"
-
-
-def _recover_dead_owners(db: Any) -> None:
-    """Inside a write transaction: running jobs of a process on this host that is gone are queued again (or failed
-    after MAX_ATTEMPTS) without waiting STALE_MINUTES."""
-    host = socket.gethostname()
-    for job_id, owner, attempts in db.execute(
-            "SELECT id, claimed_by, attempts FROM catalog_jobs WHERE status = 'running' AND claimed_by LIKE ?",
-            [f"{host}:%"]).fetchall():
-        if not owner_alive(owner.split(":", 1)[1]):
-            if attempts < MAX_ATTEMPTS:
-                db.execute("UPDATE catalog_jobs SET status = 'queued' WHERE id = ?", [job_id])
-            else:
-                db.execute("UPDATE catalog_jobs SET status = 'failed', finished_at = ?, error = 'worker_lost: gave "
-                           "up after repeated tries' WHERE id = ?", [now_iso(), job_id])
-
-
-def claim(db: Any) -> dict[str, Any] | None:
-    """Take the oldest queued job (one writer at a time, so two workers never take the same job)."""
-    with write_txn(db):
-        _recover_dead_owners(db)
-        db.execute("UPDATE catalog_jobs SET status = 'queued' WHERE status = 'running' AND started_at < "
-                   "strftime('%Y-%m-%dT%H:%M:%SZ', 'now', ?) AND attempts < ?",
-                   [f"-{STALE_MINUTES} minutes", MAX_ATTEMPTS])
-        db.execute("UPDATE catalog_jobs SET status = 'failed', error = 'worker_lost: gave up after repeated tries', "
-                   "finished_at = ? WHERE status = 'running' AND started_at < "
-                   "strftime('%Y-%m-%dT%H:%M:%SZ', 'now', ?) AND attempts >= ?",
-                   [now_iso(), f"-{STALE_MINUTES} minutes", MAX_ATTEMPTS])
-        row = db.execute("SELECT id FROM catalog_jobs WHERE status = 'queued' ORDER BY id LIMIT 1").fetchone()
-        if row is None:
-            return None
-        db.execute("UPDATE catalog_jobs SET status = 'running', started_at = ?, attempts = attempts + 1, "
-                   "claimed_by = ? WHERE id = ?", [now_iso(), _owner(), row[0]])
-    return db["catalog_jobs"].get(row[0])
+class _NotOurs(Exception):
+    """The queue gave this job to another worker meanwhile (ours stalled past its lease)."""
 
 
 def frame(cutout: Image.Image, profile: dict[str, Any], background: Image.Image | None = None) -> Image.Image:
@@ -149,23 +110,25 @@ def render_photo(settings: Settings, photo: dict[str, Any], profile: dict[str, A
     return Rendered(buf.getvalue(), framed.width, framed.height, regions)
 
 
-def process(db: Any, settings: Settings, job: dict[str, Any]) -> str:
-    """Run one claimed job; returns its final status."""
-    try:
-        photo = catalog.get_photo(db, job["photo_id"])
-        profile = catalog.profile_row(db, job["profile_id"])
-        if profile["version"] != job["profile_version"]:
-            status, error = "superseded", None  # a newer version is queued behind it
-        else:
-            rendered = render_photo(settings, photo, profile)
-            body = rendered.body
-
-            rid = uuid.uuid4().hex
-            folder = settings.data_dir / "images" / "renders"
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{rid}.{profile['format']}"
-            path.write_bytes(body)
+def process(db: Any, settings: Settings, job: dict[str, Any], claim: Claim | None = None) -> str:
+    """Render one catalog job (status running); returns its final status, done or superseded. A failure raises
+    (the queue retries it); a claim no longer ours stores nothing."""
+    photo = catalog.get_photo(db, job["photo_id"])
+    profile = catalog.profile_row(db, job["profile_id"])
+    if profile["version"] != job["profile_version"]:
+        status = "superseded"  # a newer version is queued behind it
+    else:
+        rendered = render_photo(settings, photo, profile)
+        body = rendered.body
+        rid = uuid.uuid4().hex
+        folder = settings.data_dir / "images" / "renders"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{rid}.{profile['format']}"
+        path.write_bytes(body)
+        try:
             with write_txn(db):
+                if claim is not None and not still_ours(db, claim):
+                    raise _NotOurs
                 if db.execute("SELECT 1 FROM catalog_jobs WHERE photo_id = ? AND id > ? AND status = 'done'",
                               [photo["id"], job["id"]]).fetchone():
                     raise _Overtaken  # a newer job's render landed first (another worker): it stays current
@@ -175,77 +138,66 @@ def process(db: Any, settings: Settings, job: dict[str, Any]) -> str:
                     "width": rendered.width, "height": rendered.height, "format": profile["format"],
                     "sha256": hashlib.sha256(body).hexdigest(), "bg_color": profile["bg_color"],
                     "masked_regions": json.dumps([list(r) for r in rendered.masked]), "created_at": now_iso()})
-            status, error = "done", None
-    except _Overtaken:
-        path.unlink(missing_ok=True)
-        status, error = "superseded", None
-    except Exception as exc:  # noqa: BLE001 - a failed render is recorded on its job, never lost
-        log.warning("render job %s failed: %s", job["id"], exc)
-        status, error = "failed", f"{getattr(exc, 'code', type(exc).__name__)}: {getattr(exc, 'detail', exc)}"
+                db.execute("UPDATE catalog_jobs SET status = 'done', error = NULL, finished_at = ? WHERE id = ? "
+                           "AND status = 'running'", [now_iso(), job["id"]])
+            return "done"
+        except _Overtaken:
+            path.unlink(missing_ok=True)
+            status = "superseded"
+        except _NotOurs:
+            path.unlink(missing_ok=True)
+            raise
     with write_txn(db):
-        db.execute("UPDATE catalog_jobs SET status = ?, error = ?, finished_at = ? WHERE id = ? AND "
-                   "status = 'running'", [status, error, now_iso(), job["id"]])
+        db.execute("UPDATE catalog_jobs SET status = ?, error = NULL, finished_at = ? WHERE id = ? AND "
+                   "status = 'running'", [status, now_iso(), job["id"]])
     return status
 
 
+def _render_failed(args: dict[str, Any], error: str) -> None:
+    """The queue gave up on a render job: its catalog job is failed, with the last error."""
+    db = get_db()
+    with write_txn(db):
+        db.execute("UPDATE catalog_jobs SET status = 'failed', error = ?, finished_at = ? WHERE id = ? AND "
+                   "status IN ('queued', 'running')", [error, now_iso(), args["render_job"]])
+
+
+@queue.handler(RENDER, max_attempts=3, on_dead=_render_failed)
+def run_render_job(args: dict[str, Any], claim: Claim) -> dict[str, Any]:
+    """The queue's handler for a render: skip a job superseded, deleted or done meanwhile, else render it."""
+    db, settings = get_db(), get_settings()
+    with write_txn(db):
+        cur = db.execute("UPDATE catalog_jobs SET status = 'running', started_at = ?, attempts = ?, claimed_by = ? "
+                         "WHERE id = ? AND status IN ('queued', 'running', 'failed')",  # failed: a dead job retried
+                         [now_iso(), claim.attempt, claim.token, args["render_job"]])
+    if cur.rowcount != 1:
+        return {"status": "skipped"}
+    job = db["catalog_jobs"].get(args["render_job"])
+    try:
+        status = process(db, settings, job, claim)
+    except _NotOurs:
+        return {"status": "taken_over"}
+    except Exception as exc:
+        if not claim.final:  # the queue tries again after a backoff; the API says queued meanwhile
+            with write_txn(db):
+                db.execute("UPDATE catalog_jobs SET status = 'queued', error = ? WHERE id = ? AND status = 'running'",
+                           [f"{getattr(exc, 'code', type(exc).__name__)}: {getattr(exc, 'detail', exc)}",
+                            job["id"]])
+        raise
+    return {"status": status, "render_job": job["id"]}
+
+
+@queue.handler(PRUNE, max_attempts=3)
+def run_prune(args: dict[str, Any], claim: Claim) -> dict[str, Any]:
+    """Hourly: delete renders replaced longer than keep_old_renders_days ago."""
+    return {"pruned": catalog.prune_old_renders(get_db(), get_settings())}
+
+
+def enqueue_render(db: Any, settings: Settings, render_job_id: int) -> int:
+    """Inside the write transaction that made the catalog job: its queue job (sent once that commits)."""
+    return queue.enqueue(db, settings, RENDER, {"render_job": render_job_id})
+
+
 def run_pending(app: Flask, limit: int | None = None) -> int:
-    """Process queued jobs in this thread until none are left (or limit); returns how many ran."""
-    done = 0
-    with app.app_context():
-        db, settings = get_db(), get_settings()
-        while limit is None or done < limit:
-            job = claim(db)
-            if job is None:
-                break
-            process(db, settings, job)
-            done += 1
-    return done
-
-
-def _worker_loop(app: Flask, stop: threading.Event) -> None:
-    settings = app.extensions["forecourt.settings"]
-    poll = settings.catalog.poll_seconds
-    next_prune = time.monotonic()
-    while not stop.is_set() and settings.db_path.exists():  # a removed data folder (tests) ends the thread
-        try:
-            if time.monotonic() >= next_prune:
-                next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
-                with app.app_context():
-                    catalog.prune_old_renders(get_db(), settings)
-            ran = run_pending(app, limit=1)
-        except Exception:  # noqa: BLE001 - keep the thread alive across a locked or vanished database
-            log.exception("render worker error")
-            ran = 0
-        if not ran:
-            stop.wait(poll)
-
-
-def start_workers(app: Flask) -> None:
-    """Start this process's render threads once (called on the first request, so after gunicorn forks)."""
-    with _start_lock:
-        if app.extensions.get("forecourt.catalog.workers"):
-            return
-        stop = threading.Event()
-        threads = [threading.Thread(target=_worker_loop, args=(app, stop), name=f"catalog-render-{i}", daemon=True)
-                   for i in range(app.extensions["forecourt.settings"].catalog.render_workers)]
-        app.extensions["forecourt.catalog.workers"] = (stop, threads)
-        for t in threads:
-            t.start()
-        # a worker that exits (gunicorn's graceful stop) lets the job in hand finish instead of cutting it off;
-        # a job cut off anyway (kill -9) is queued again once it is STALE_MINUTES old
-        atexit.register(stop_workers, app, app.extensions["forecourt.settings"].server.graceful_timeout * 0.8)
-        log.info("started %d render thread(s) in process %d", len(threads), os.getpid())
-
-
-def stop_workers(app: Flask, timeout: float = 30) -> None:
-    """Stop the render threads and wait for the jobs in hand (tests, shutdown); they are not started again."""
-    entry = app.extensions.get("forecourt.catalog.workers")
-    if not entry:
-        return
-    stop, threads = entry
-    stop.set()
-    deadline = time.monotonic() + timeout
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-    alive = sum(t.is_alive() for t in threads)
-    log.info("render threads stopped in process %d (%d still busy)", os.getpid(), alive)
+    """Run queued render jobs in this thread until none are left (or limit); returns how many rendered."""
+    ran = queue.run_pending(app, kinds=(RENDER,), limit=limit)
+    return sum(1 for _, _, result in ran if not result or result.get("status") != "skipped")

@@ -1,5 +1,6 @@
-"""Background rebuilds of recognition indexes: queued by uploads that outgrow an index, claimed under a lease by
-one worker's thread, built from a snapshot without the write lock, then swapped in with what landed meanwhile."""
+"""Background rebuilds of recognition indexes: queued by uploads that outgrow an index, run as a job on the job
+queue (server/jobs), claimed under a lease, built from a snapshot without the write lock, then swapped in with
+what landed meanwhile."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from flask import Flask, current_app
 from core.clock import now_iso
 from core.process import owner_alive, owner_id
 from server.config import Settings, get_settings
+from server.jobs import queue
+from server.jobs.store import Claim
 from server.services.recognition_index import (
     index_gen,
     publish,
@@ -174,71 +177,41 @@ def run_pending_rebuilds(collection_id: str | None = None, *,
     return done
 
 
-class _Rebuilder:
-    """This worker's background rebuild thread (one per app): started on demand, it runs run_pending_rebuilds
-    until a pass finds nothing new was asked for, then ends."""
-
-    def __init__(self, app: Flask) -> None:
-        self.app = app
-        self.lock = threading.Lock()
-        self.thread: threading.Thread | None = None
-        self.wanted = False
-
-    def kick(self) -> None:
-        with self.lock:
-            self.wanted = True
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._main, name="recognition-rebuild", daemon=True)
-                self.thread.start()
-
-    def _main(self) -> None:
-        try:
-            while True:
-                with self.lock:
-                    if not self.wanted:
-                        self.thread = None
-                        return
-                    self.wanted = False
-                try:
-                    with self.app.app_context():
-                        run_pending_rebuilds()
-                except Exception:  # noqa: BLE001 - a locked or vanished database: the next kick tries again
-                    log.exception("background index rebuilds stopped")
-        finally:
-            close_thread_connections()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            with self.lock:
-                thread = self.thread
-            if thread is None:
-                return True
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():
-                return False
+REBUILD = "recognition.rebuild"
 
 
-_rebuilders_lock = threading.Lock()
+@queue.handler(REBUILD, max_attempts=3)
+def run_rebuild_job(args: dict[str, Any], claim: Claim) -> dict[str, Any]:
+    """The job queue's handler: run the collection's pending rebuild (a lapsed one is taken over)."""
+    results = run_pending_rebuilds(args["collection_id"])
+    db, settings = get_db(), get_settings()
+    if rebuild_state(db, args["collection_id"]) == "queued":  # re-queued: uploads outgrew the new index too
+        with write_txn(db):
+            _enqueue(db, settings, args["collection_id"])
+    return {"rebuilds": results}
 
 
-def _rebuilder(app: Flask) -> _Rebuilder:
-    with _rebuilders_lock:
-        found = app.extensions.get("forecourt.recognition.rebuilder")
-        if found is None:
-            found = app.extensions["forecourt.recognition.rebuilder"] = _Rebuilder(app)
-        return found  # type: ignore[no-any-return]
+def _enqueue(db: sqlite_utils.Database, settings: Settings, collection_id: str) -> int:
+    return queue.enqueue(db, settings, REBUILD, {"collection_id": collection_id},
+                         unique_key=f"{REBUILD}:{collection_id}")
 
 
 def start_claimable_rebuild(db: sqlite_utils.Database, settings: Settings, collection_id: str) -> str | None:
-    """Start this worker's rebuild thread when the collection has a rebuild waiting (recognition.background_rebuild);
-    returns the rebuild's state as read (rebuild_state)."""
+    """Put the collection's waiting rebuild on the job queue (recognition.background_rebuild); returns the
+    rebuild's state as read (rebuild_state)."""
     state = rebuild_state(db, collection_id)
     if settings.recognition.background_rebuild and state == "queued":
-        _rebuilder(current_app._get_current_object()).kick()  # type: ignore[attr-defined]
+        with write_txn(db):
+            _enqueue(db, settings, collection_id)
     return state
 
 
 def wait_for_rebuilds(timeout: float | None = None) -> bool:
-    """Wait until this worker's rebuild thread has nothing left to do (tests, shutdown); False on timeout."""
-    return _rebuilder(current_app._get_current_object()).wait(timeout)  # type: ignore[attr-defined]
+    """Wait until no index rebuild job is queued or running (tests, shutdown); False on timeout."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+    def idle() -> bool:
+        return not get_db().execute("SELECT 1 FROM jobs WHERE kind = ? AND state IN ('queued', 'running') LIMIT 1",
+                                    [REBUILD]).fetchone()
+
+    return queue.wait_until(app, idle, 3600.0 if timeout is None else timeout)
