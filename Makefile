@@ -11,12 +11,12 @@ CONFIG ?=
 FC := $(BIN)/forecourt $(if $(CONFIG),--config $(CONFIG),)
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast setup weights browser init lint bench gpu-check clean-venv
+.PHONY: run test test-fast setup weights browser redis init lint bench gpu-check clean-venv
 
 run: setup weights init
 	$(FC) serve
 
-test: setup weights browser
+test: setup weights browser redis
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The quick loop: skips tests marked slow (real model weights, real gunicorn, the browser).
@@ -44,6 +44,9 @@ init: setup
 
 browser:
 	@command -v chromium >/dev/null 2>&1 || bash scripts/install_chromium.sh
+
+redis:
+	@command -v redis-server >/dev/null 2>&1 || bash scripts/install_redis.sh
 
 lint: setup
 	$(BIN)/ruff check core server models licensing scripts tests
