@@ -16,7 +16,9 @@ from server.version import __version__
 
 DB_NAME = "forecourt.db"
 SKIP = {DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", "tmp", "prometheus", "ratelimit.db", "ratelimit.db-wal",
-        "ratelimit.db-shm", ".migrate.lock", "scheduler.lock", "backups"}
+        "ratelimit.db-shm", ".migrate.lock", "scheduler.lock", "backups",
+        # the job queue's messages: the jobs table in the database is the record; queued jobs are sent again
+        "queue.db", "queue.db-wal", "queue.db-shm"}
 
 
 class BackupError(Exception):
