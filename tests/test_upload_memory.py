@@ -27,7 +27,7 @@ route, count, limit = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 root = tempfile.mkdtemp()
 app = create_app({"storage": {"data_dir": root + "/data"}, "models": {"dir": sys.argv[4], "require": False},
                   "logging": {"level": "ERROR"}, "licensing": {"state_dir": root + "/state"},
-                  "server": {"max_request_megapixels": limit}, "catalog": {"render_workers": 0}})
+                  "server": {"max_request_megapixels": limit}, "queue": {"threads": 0}})
 with app.app_context():
     user = accounts.create_user(get_db(), "a@b.example", "correct horse battery", "admin")
     key, _ = accounts.create_key(get_db(), user["id"], "k")
