@@ -1,16 +1,22 @@
-"""`forecourt removebg INPUT_DIR OUTPUT_DIR`: batch background removal with a progress bar, workers and resume."""
+"""`forecourt removebg INPUT_DIR OUTPUT_DIR`: batch background removal on the job queue, with a progress bar,
+threads and resume."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
+import threading
+import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import click
 from tqdm import tqdm
+
+from server.jobs import queue
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".tif", ".tiff", ".bmp"}
 TMP_MARK = ".fc-tmp"
@@ -74,8 +80,6 @@ def removebg_command(obj: Any, input_dir: Path, output_dir: Path, size: str, typ
     Each output is written atomically, so an interrupted run resumes where it stopped without redoing finished
     files. Exit status 1 when any image failed (listed at the end), 2 on bad options or a missing model.
     """
-    from flask import g
-
     from models import imaging
     from models.errors import ModelError
     from server import create_app
@@ -117,33 +121,104 @@ def removebg_command(obj: Any, input_dir: Path, output_dir: Path, size: str, typ
             todo.append(src)
     click.echo(f"{len(todo)} to do, {done} already done (resumed)" if done else f"{len(todo)} images to do")
 
-    def work(src: Path) -> None:
-        with app.test_request_context(f"/cli/removebg/{src.name}"):
-            g.request_id = "cli-" + uuid.uuid4().hex[:12]
-            image = imaging.decode(src.read_bytes(), max_bytes=max_bytes, draft_megapixels=opts.draft_megapixels)
-            result = service.run(image, opts)
-            stem = _output_stem(src, input_dir, output_dir)
-            out = stem.with_name(f"{stem.name}.{result.extension}")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}{TMP_MARK}")
-            tmp.write_bytes(result.body)
-            os.replace(tmp, out)
-
-    failures: list[tuple[Path, str]] = []
-    pool_size = workers or obj.settings.removebg.batch_workers
-    with ThreadPoolExecutor(max_workers=pool_size) as pool, \
-            tqdm(total=len(todo), unit="img", file=sys.stderr, dynamic_ncols=True) as bar:
-        futures = {pool.submit(work, src): src for src in todo}
-        for fut in as_completed(futures):
-            try:
-                fut.result()
-            except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
-                code = getattr(exc, "code", None)
-                detail = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
-                failures.append((futures[fut], f"{code}: {detail}" if code else str(detail)))
-            bar.update(1)
+    failures = _run_on_queue(app, obj.settings, todo, input_dir, output_dir, params, bg_image_file,
+                             workers or obj.settings.removebg.batch_workers)
     for src, detail in sorted(failures):
         click.echo(f"failed: {src}: {detail}", err=True)
     click.echo(f"done: {len(todo) - len(failures)} written, {len(failures)} failed, {done} skipped")
     if failures:
         sys.exit(1)
+
+
+def _run_on_queue(app: Any, settings: Any, todo: list[Path], input_dir: Path, output_dir: Path,
+                  params: dict[str, Any], bg_image_file: Path | None, threads: int) -> list[tuple[Path, str]]:
+    """Put one job per image on the job queue (one queued or running job per output, so a re-run after an
+    interruption takes over its own leftovers), run them in `threads` threads here (a server or `forecourt worker`
+    sharing the queue may take some), and wait until every one is done or dead; returns the failures."""
+    from core.sqlite import write_txn
+    from server.jobs import queue, store
+    from server.store import close_thread_connections, get_db
+
+    jobs: dict[int, Path] = {}
+    with app.app_context():
+        db = get_db()
+        with write_txn(db):
+            for src in todo:
+                args = {"src": str(src.resolve()), "stem": str(_output_stem(src, input_dir, output_dir).resolve()),
+                        "params": params, "bg_image": str(bg_image_file.resolve()) if bg_image_file else None}
+                key = "removebg.file:" + hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:32]
+                jobs[queue.enqueue(db, settings, BATCH_FILE, args, unique_key=key, while_running=True)] = src
+    states: dict[int, dict[str, Any]] = {}
+    lock = threading.Lock()
+
+    def drain() -> None:
+        with app.app_context():
+            db = get_db()
+            try:
+                while True:
+                    with lock:
+                        waiting = [j for j in jobs if states.get(j, {}).get("state") not in ("done", "dead")]
+                    if not waiting:
+                        return
+                    for job_id in waiting:
+                        claim = store.claim(db, job_id, settings.queue.lease_seconds, ignore_backoff=True)
+                        if claim is not None:
+                            queue.run_claimed(db, settings, claim)
+                    rows = {j: store.get(db, j) or {"state": "dead", "error": "the job was deleted"} for j in waiting}
+                    with lock:
+                        states.update(rows)
+                    if all(r["state"] == "running" for r in rows.values() if r["state"] not in ("done", "dead")):
+                        queue.reap_once(app)  # only others' jobs are left: a dead consumer's are queued again
+                        time.sleep(0.2)
+            finally:
+                close_thread_connections()
+
+    pool = [threading.Thread(target=drain, name=f"removebg-batch-{i}", daemon=True) for i in range(threads)]
+    with tqdm(total=len(jobs), unit="img", file=sys.stderr, dynamic_ncols=True) as bar:
+        for t in pool:
+            t.start()
+        shown = 0
+        while any(t.is_alive() for t in pool):
+            for t in pool:
+                t.join(0.2)
+            with lock:
+                settled = sum(1 for j in jobs if states.get(j, {}).get("state") in ("done", "dead"))
+            bar.update(settled - shown)
+            shown = settled
+    return [(jobs[j], _failure_text(states[j].get("error"))) for j in jobs if states[j]["state"] == "dead"]
+
+
+def _failure_text(error: str | None) -> str:
+    return (error or "failed").removeprefix("RemoveBgError: ")
+
+
+BATCH_FILE = "removebg.file"
+
+
+@queue.handler(BATCH_FILE, max_attempts=2)
+def run_batch_file(args: dict[str, Any], claim: Any) -> dict[str, Any]:
+    """One image of `forecourt removebg`: its background removed with the batch's options (and metering, as the
+    API), written atomically beside its siblings in the output tree."""
+    from flask import current_app, g
+
+    from models import imaging
+    from server.config import get_settings
+    from server.services import removebg as service
+
+    settings = get_settings()
+    max_bytes = settings.removebg.max_file_mb * 1024 * 1024
+    src, stem = Path(args["src"]), Path(args["stem"])
+    with current_app.test_request_context(f"/cli/removebg/{src.name}"):
+        g.request_id = "cli-" + uuid.uuid4().hex[:12]
+        opts = service.parse_options(args["params"])
+        if args.get("bg_image"):
+            opts.bg_image = imaging.decode(Path(args["bg_image"]).read_bytes(), max_bytes=max_bytes,
+                                           what="background image")
+        image = imaging.decode(src.read_bytes(), max_bytes=max_bytes, draft_megapixels=opts.draft_megapixels)
+        result = service.run(image, opts)
+    out = stem.with_name(f"{stem.name}.{result.extension}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}{TMP_MARK}")
+    tmp.write_bytes(result.body)
+    os.replace(tmp, out)
+    return {"output": str(out)}

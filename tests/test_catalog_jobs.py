@@ -190,3 +190,19 @@ def test_dead_jobs_show_on_the_system_page_and_an_admin_retries_them(app, client
     assert client.post("/system/jobs/retry", data={"csrf_token": csrf_token(client, "/keys")}).status_code == 403
     assert [j["state"] for j in _render_jobs(db)] == ["queued", "dead"]
     db.close()
+
+
+def test_the_hourly_trigger_queues_one_prune_however_many_consumers_ask(app) -> None:
+    settings = app.extensions["forecourt.settings"]
+    queue._bind_app(app)
+    queue.get_huey(settings)
+    for _ in range(3):  # every consumer's scheduler fires it at :07
+        queue._hourly(queue._key(settings))
+    db = open_db(settings.db_path)
+    assert [r["state"] for r in db.query("SELECT state FROM jobs WHERE kind = ?", [catalog_jobs.PRUNE])] == ["queued"]
+    [(job_id, state, result)] = queue.run_pending(app, kinds=(catalog_jobs.PRUNE,))
+    assert state == "done" and result == {"pruned": 0}
+    queue._hourly(queue._key(settings))  # the next hour queues the next one
+    assert [r["state"] for r in db.query("SELECT state FROM jobs WHERE kind = ? ORDER BY id",
+                                         [catalog_jobs.PRUNE])] == ["done", "queued"]
+    db.close()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
+from pathlib import Path
+
 from PIL import Image
 
 from server.services import segmentation
@@ -104,3 +108,42 @@ def test_batch_with_format_auto_resumes_on_either_extension_and_clears_stale_tem
 
     both = runner.invoke(cli, ["removebg", str(src), str(out), "--bg-image", str(bg), "--bg-color", "red"], env=env)
     assert both.exit_code == 2 and "not both" in both.output
+
+
+def test_batch_images_are_jobs_on_the_queue_retried_then_dead_and_a_rerun_redoes_only_those(
+        cli_runner, tmp_path, monkeypatch) -> None:
+    from server.cli import cli
+
+    runner, env = cli_runner
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i, w in enumerate((300, 320, 340)):
+        (src / f"car{i}.jpg").write_bytes(photo(w, 200))
+    (src / "broken.jpg").write_bytes(b"\xff\xd8 broken")
+    crashing = FakeCrashingSegmenter(fail_width=340)
+    monkeypatch.setattr(service, "_segmenter", lambda: crashing)
+    first = runner.invoke(cli, ["removebg", str(src), str(out), "--size", "preview", "--workers", "2"], env=env)
+    assert first.exit_code == 1
+
+    def jobs() -> dict[str, tuple[str, int, str]]:
+        with sqlite3.connect(tmp_path / "data" / "forecourt.db") as db:
+            rows = db.execute("SELECT args, state, attempts, error, id FROM jobs WHERE kind = 'removebg.file' "
+                              "ORDER BY id").fetchall()
+        return {f"{Path(json.loads(a)['src']).name}#{i}": (s, n, e or "") for a, s, n, e, i in rows}
+
+    after_first = jobs()
+    assert sorted((k.split("#")[0], s, n) for k, (s, n, _) in after_first.items()) == [
+        ("broken.jpg", "dead", 1),  # an unreadable file fails the same way every time: no retry
+        ("car0.jpg", "done", 1), ("car1.jpg", "done", 1),
+        ("car2.jpg", "dead", 2)]  # a crash is tried again once, then the job is dead
+    assert crashing.calls == 2 + 2  # car0, car1 once; car2 twice
+    listed = runner.invoke(cli, ["jobs", "list", "--state", "dead", "--kind", "removebg.file"], env=env)
+    assert listed.exit_code == 0 and listed.output.count("removebg.file\tdead") == 2
+
+    fixed = FakeSegmenter()
+    monkeypatch.setattr(service, "_segmenter", lambda: fixed)
+    second = runner.invoke(cli, ["removebg", str(src), str(out), "--size", "preview"], env=env)
+    assert "2 to do, 2 already done" in second.output and fixed.calls == 1  # only car2 is redone
+    new = {k: v for k, v in jobs().items() if k not in after_first}
+    assert sorted((k.split("#")[0], s) for k, (s, _, _) in new.items()) == [("broken.jpg", "dead"),
+                                                                             ("car2.jpg", "done")]

@@ -19,6 +19,7 @@ from huey import RedisHuey, SqliteHuey
 from huey.api import Huey
 from huey.consumer import Consumer
 
+from core.errors import DomainError
 from core.sqlite import after_commit, write_txn
 from server.config import Settings
 from server.jobs import store
@@ -112,13 +113,14 @@ def _bind_app(app: Flask) -> None:
 
 
 def enqueue(db: sqlite_utils.Database, settings: Settings, kind: str, args: dict[str, Any], *,
-            unique_key: str | None = None) -> int:
+            unique_key: str | None = None, while_running: bool = False) -> int:
     """Record a job and send its message once the surrounding write transaction commits; returns the job id.
-    A unique_key that already has a queued job returns that job instead (nothing new is sent)."""
+    A unique_key that already has a queued job (or a running one, while_running) returns that job instead."""
     spec = _kinds.get(kind)
     if spec is None:
         raise KeyError(f"no handler registered for job kind {kind!r}")
-    job_id, created = store.add(db, kind, args, unique_key=unique_key, max_attempts=spec.max_attempts)
+    job_id, created = store.add(db, kind, args, unique_key=unique_key, max_attempts=spec.max_attempts,
+                                while_running=while_running)
     if created:
         after_commit(db, lambda: _send_logged(db, settings, [job_id]))
     return job_id
@@ -155,7 +157,9 @@ def run_claimed(db: sqlite_utils.Database, settings: Settings, claim: store.Clai
         detail = f"{getattr(exc, 'code', type(exc).__name__)}: {getattr(exc, 'detail', exc)}"[:2000]
         log.warning("job %s (%s) attempt %d/%d failed: %s", claim.id, claim.kind, claim.attempt,
                     claim.max_attempts, detail)
-        delay = store.fail(db, claim, detail, settings.queue.retry_delay_seconds)
+        # a domain error (a photo that does not decode, bad options) fails the same way every time: dead at once
+        delay = store.fail(db, claim, detail, settings.queue.retry_delay_seconds,
+                           final=isinstance(exc, DomainError))
         if delay is None:
             log.error("job %s (%s) is dead after %d attempts: %s", claim.id, claim.kind, claim.attempt, detail)
             _tell_dead(claim.kind, claim.args, detail)

@@ -84,12 +84,14 @@ class Claim:
 
 
 def add(db: sqlite_utils.Database, kind: str, args: dict[str, Any], *, unique_key: str | None = None,
-        max_attempts: int = 3) -> tuple[int, bool]:
+        max_attempts: int = 3, while_running: bool = False) -> tuple[int, bool]:
     """Inside or outside a write transaction: record a queued job; returns (id, created). With a unique_key that
-    already has a queued job, that job's id comes back instead (created False)."""
+    already has a queued job (or a running one, while_running), that job's id comes back instead (created False)."""
+    states = ("queued", "running") if while_running else ("queued",)
     with write_txn(db):
         if unique_key is not None:
-            row = db.execute("SELECT id FROM jobs WHERE unique_key = ? AND state = 'queued'", [unique_key]).fetchone()
+            row = db.execute(f"SELECT id FROM jobs WHERE unique_key = ? AND state IN ({','.join('?' * len(states))}) "
+                             "ORDER BY id LIMIT 1", [unique_key, *states]).fetchone()
             if row is not None:
                 return int(row[0]), False
         cur = db.execute(
@@ -149,10 +151,12 @@ def backoff_seconds(attempt: int, base: float) -> float:
     return base * 2 ** max(0, attempt - 1)
 
 
-def fail(db: sqlite_utils.Database, claim: Claim, error: str, retry_base_seconds: float) -> float | None:
-    """Record a failed attempt: queued again after a backoff (returns its delay) or, at max_attempts, dead (None)."""
+def fail(db: sqlite_utils.Database, claim: Claim, error: str, retry_base_seconds: float, *, final: bool = False
+         ) -> float | None:
+    """Record a failed attempt: queued again after a backoff (returns its delay) or, at max_attempts (or when
+    final), dead (None)."""
     with write_txn(db):
-        if claim.final:
+        if claim.final or final:
             db.execute("UPDATE jobs SET state = 'dead', error = ?, finished_at = ?, lease_until = NULL "
                        "WHERE id = ? AND claimed_by = ? AND state = 'running'",
                        [error, now_iso(), claim.id, claim.token])
