@@ -24,7 +24,7 @@ from server.jobs.store import owner_pid
 from tests.conftest import REPO, free_port, start_live_server, stop_live_server
 from tests.test_catalog_server import small_jpeg
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # 12 real renders on two worker processes
 PHOTOS = ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12"]
 
 

@@ -121,7 +121,7 @@ def test_batch_images_are_jobs_on_the_queue_retried_then_dead_and_a_rerun_redoes
         (src / f"car{i}.jpg").write_bytes(photo(w, 200))
     (src / "broken.jpg").write_bytes(b"\xff\xd8 broken")
     crashing = FakeCrashingSegmenter(fail_width=340)
-    monkeypatch.setattr(service, "_segmenter", lambda: crashing)
+    monkeypatch.setattr(segmentation, "segmenter", lambda: crashing)
     first = runner.invoke(cli, ["removebg", str(src), str(out), "--size", "preview", "--workers", "2"], env=env)
     assert first.exit_code == 1
 
@@ -141,7 +141,7 @@ def test_batch_images_are_jobs_on_the_queue_retried_then_dead_and_a_rerun_redoes
     assert listed.exit_code == 0 and listed.output.count("removebg.file\tdead") == 2
 
     fixed = FakeSegmenter()
-    monkeypatch.setattr(service, "_segmenter", lambda: fixed)
+    monkeypatch.setattr(segmentation, "segmenter", lambda: fixed)
     second = runner.invoke(cli, ["removebg", str(src), str(out), "--size", "preview"], env=env)
     assert "2 to do, 2 already done" in second.output and fixed.calls == 1  # only car2 is redone
     new = {k: v for k, v in jobs().items() if k not in after_first}
