@@ -21,7 +21,7 @@ import redis
 import requests
 
 from server.jobs.store import owner_pid
-from tests.conftest import REPO, free_port, start_live_server, stop_live_server
+from tests.helpers import REPO, free_port, start_live_server, stop_live_server
 from tests.test_catalog_server import small_jpeg
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # 12 real renders on two worker processes
