@@ -116,3 +116,14 @@ def test_a_worker_logs_where_each_model_runs_at_start(tmp_path: Path) -> None:
         assert "model isnet-general runs on CPUExecutionProvider" in log
     finally:
         stop_live_server(server)
+
+
+def test_gunicorns_master_loads_neither_onnxruntime_nor_torch(tmp_path: Path) -> None:
+    """The master reads gunicorn_conf (settings only) and forks; a CUDA context made there would break every worker."""
+    code = ("import sys, server.gunicorn_conf, server.cli; "
+            "print('torch' in sys.modules, 'onnxruntime' in sys.modules)")
+    env = {"FORECOURT_STORAGE__DATA_DIR": str(tmp_path / "data"), "FORECOURT_MODELS__DEVICE": "cuda",
+           "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]

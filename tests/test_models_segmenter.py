@@ -183,3 +183,16 @@ def test_a_batched_run_gives_each_request_the_mask_it_would_get_alone(shared_dat
         assert np.allclose(alone.probability(image), prob, atol=1e-4)
     assert batched.provider == "CPUExecutionProvider" and batched.status()["provider"] == "CPUExecutionProvider"
     clear_segmenters()
+
+
+@pytest.mark.parametrize("size", [(1280, 1918), (300, 400), (1024, 1024)])
+def test_preprocess_gives_blob_from_images_values(size: tuple[int, int]) -> None:
+    from models.segmenters.isnet import INPUT_SIDE, preprocess
+
+    rgb = np.random.default_rng(7).integers(0, 256, (*size, 3), dtype=np.uint8)
+    shrink = max(size) > INPUT_SIDE
+    resized = cv2.resize(rgb, (INPUT_SIDE, INPUT_SIDE), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    expected = cv2.dnn.blobFromImage(resized, scalefactor=1.0 / 255.0, mean=(127.5, 127.5, 127.5), swapRB=False)
+    blob = preprocess(rgb)
+    assert blob.shape == (1, 3, INPUT_SIDE, INPUT_SIDE) and blob.dtype == np.float32
+    assert np.abs(blob - expected).max() < 1e-6
