@@ -164,7 +164,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", nargs="?", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--requests", type=int, default=12, help="Images per concurrency level (at least the "
-                        "concurrency; photos repeat when there are fewer).")
+                        "concurrency, unless --exact; photos repeat when there are fewer).")
+    parser.add_argument("--exact", action="store_true", help="Exactly --requests images per level, even below the "
+                        "concurrency (a quick dry run of the levels, as gpu_check.sh --cpu does).")
     parser.add_argument("--clients", type=int, nargs="+", default=[2], help="Concurrency levels, e.g. 1 8 32.")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (one per GPU on a GPU box).")
     parser.add_argument("--server-threads", type=int, default=0, help="Threads per worker (0: the top concurrency).")
@@ -183,7 +185,7 @@ def main() -> int:
     images = sorted((args.data / "carvana" / "images").glob("*.jpg"))
     if not images:
         raise SystemExit(f"no Carvana photos under {args.data}")
-    pool = [p.read_bytes() for p in images[: max(args.requests, max(args.clients))]]
+    pool = [p.read_bytes() for p in images[: max(args.requests, max(args.clients), args.workers * 2)]]
     print(f"Carvana JPEGs (1918x1280), size=full, type={args.type}, PNG out; concurrency {args.clients}; "
           f"{args.workers} worker(s), device={args.device}")
 
@@ -192,10 +194,11 @@ def main() -> int:
         (Path(tmp) / "data").mkdir()
         proc, url, headers = start_server(Path(tmp) / "data", args.models_dir.resolve(), args)
         try:
+            warm = args.workers * 2  # every worker loads its model and runs once before anything is timed
+            measure(url, headers, [pool[i % len(pool)] for i in range(warm)], min(warm, max(args.clients)), args.type)
             for clients in args.clients:
-                n = max(args.requests, clients)
+                n = args.requests if args.exact else max(args.requests, clients)
                 payloads = [pool[i % len(pool)] for i in range(n)]
-                measure(url, headers, payloads[: max(args.workers * 2, min(clients, 8))], clients, args.type)  # warm
                 result = measure(url, headers, payloads, clients, args.type)
                 results.append(result)
                 print_level(result)

@@ -9,8 +9,8 @@
 #    images/s, p50/p95 latency, the per-stage split;
 # 4. SAM vit_b's encoder timing when a checkpoint is installed;
 # 5. the figures against issue 14's targets (README, "GPU").
-# --cpu runs the same steps on the CPU (fewer photos and requests), so the check is known to work before a GPU box
-# runs it; the GPU targets are then printed as "n/a here".
+# --cpu runs the same steps on the CPU (2 photos, 4 requests a level: a dry run of the levels, not a measurement of
+# them), so the check is known to work before a GPU box runs it; the GPU targets are then printed as "n/a here".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,19 +44,20 @@ TMP=$(mktemp -d /tmp/gpu-check.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 
 if [ -n "$CPU" ]; then  # 2 requests in flight per worker: more would only queue for the 2 cores (and memory)
-  DEVICE=cpu; PHOTOS=4; REQUESTS=8; WORKERS=2; THREADS=1; SERVER_THREADS=2; CAR_CLIENTS=8
+  DEVICE=cpu; PHOTOS=2; REQUESTS=4; WORKERS=2; THREADS=1; SERVER_THREADS=2; CAR_CLIENTS=8; EXACT=--exact
 else  # one worker per GPU; its request threads decode and encode while the micro-batcher feeds the GPU
   DEVICE=cuda; PHOTOS=24; REQUESTS=64; WORKERS=${GPU_CHECK_WORKERS:-1}; THREADS=0; SERVER_THREADS=32; CAR_CLIENTS=32
+  EXACT=""
 fi
 
 step "devices" "$PY" scripts/gpu_check.py info $CPU
 step "GPU vs CPU masks" "$PY" scripts/gpu_check.py dice "$DATA" $CPU --photos "$PHOTOS"
 step "bench type=auto at concurrency 1, 8, 32" "$PY" scripts/bench_removebg.py "$DATA" --device "$DEVICE" \
   --clients 1 8 32 --requests "$REQUESTS" --workers "$WORKERS" --threads "$THREADS" --server-threads "$SERVER_THREADS" \
-  --no-rembg --json "$TMP/auto.json"
+  $EXACT --no-rembg --json "$TMP/auto.json"
 step "bench type=car at concurrency $CAR_CLIENTS" "$PY" scripts/bench_removebg.py "$DATA" --device "$DEVICE" --type car \
   --clients "$CAR_CLIENTS" --requests "$REQUESTS" --workers "$WORKERS" --threads "$THREADS" \
-  --server-threads "$SERVER_THREADS" --no-rembg --json "$TMP/car.json"
+  --server-threads "$SERVER_THREADS" $EXACT --no-rembg --json "$TMP/car.json"
 step "SAM vit_b encoder" "$PY" scripts/gpu_check.py sam $CPU
 step "targets" "$PY" scripts/gpu_check.py targets "$TMP/auto.json" "$TMP/car.json" $CPU
 echo
