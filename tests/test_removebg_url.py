@@ -154,3 +154,19 @@ def test_allow_list_matching() -> None:
     assert not fetch_url.host_allowed("evilcdn.example", allow)
     assert not fetch_url.host_allowed("photos.dealer.example.evil.example", allow)
     assert not fetch_url.host_allowed("photos.dealer.example", [])
+
+
+def test_improve_takes_an_allow_listed_image_url_as_removebg_does(client, admin, allow, public_dns, image_host,
+                                                                  data_dir) -> None:
+    from server.services import improve
+
+    resp = client.post("/v1.0/improve", json={"image_url": f"http://images.example:{image_host}/car.jpg",
+                                              "tag": "url"}, headers=admin.headers)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    [sub] = improve.list_submissions(data_dir)
+    assert (sub.id, sub.source, sub.image_url) == (resp.get_json()["id"], "image_url",
+                                                   f"http://images.example:{image_host}/car.jpg")
+    assert (data_dir / "improve" / sub.day / sub.id / "image.jpg").read_bytes() == CAR
+    other = client.post("/v1.0/improve", json={"image_url": "http://elsewhere.example/car.jpg"}, headers=admin.headers)
+    assert assert_error_shape(other, 400)["code"] == "invalid_image_url"  # not on the allow-list
+    assert len(improve.list_submissions(data_dir)) == 1
