@@ -85,6 +85,7 @@ def _rows(app, cid: str) -> list[dict]:  # type: ignore[no-untyped-def]
         return list(get_db().query("SELECT rowid, * FROM rec_rebuilds WHERE collection_id = ?", [cid]))
 
 
+@pytest.mark.timeout(900)  # 100-160 s on a loaded 2-core box (make test-fast, 06:10 UTC): more than the default 300 s under heavier load
 def test_crossing_the_threshold_queues_a_rebuild_that_makes_an_exact_ivf_index(app, client, admin, coll) -> None:  # type: ignore[no-untyped-def]
     for i in range(1, 4):
         _upload(client, admin, coll, i)
@@ -116,6 +117,7 @@ def test_crossing_the_threshold_queues_a_rebuild_that_makes_an_exact_ivf_index(a
         assert svc_rebuild.run_pending_rebuilds() == []
 
 
+@pytest.mark.timeout(900)  # 100-160 s on a loaded 2-core box (make test-fast, 06:10 UTC): more than the default 300 s under heavier load
 def test_an_upload_and_a_delete_between_snapshot_and_swap_are_in_the_new_index(app, client, admin, coll) -> None:  # type: ignore[no-untyped-def]
     first = _upload(client, admin, coll, 1)
     for i in range(2, 5):
@@ -159,6 +161,7 @@ def test_requests_are_not_duplicated_and_image_ids_are_not_reused(app, client, a
     assert again > ids[-1]  # SQLite alone would hand out the deleted last id again
 
 
+@pytest.mark.timeout(900)  # 100-160 s on a loaded 2-core box (make test-fast, 06:10 UTC): more than the default 300 s under heavier load
 def test_a_rebuild_whose_worker_is_gone_is_taken_over(app, client, admin, coll) -> None:  # type: ignore[no-untyped-def]
     for i in range(1, 5):
         _upload(client, admin, coll, i)

@@ -10,7 +10,8 @@ import requests
 
 from tests.browser.conftest import Dashboard, new_page
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+# gunicorn and the real model start inside the first test that needs them: a longer deadline than the default.
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]
 
 WATCH_JS = """window.__csp = []; document.addEventListener('securitypolicyviolation',
   e => window.__csp.push(e.violatedDirective + ' ' + (e.blockedURI || 'inline') + ' ' + e.sourceFile + ':' + e.lineNumber));"""
