@@ -15,11 +15,11 @@ from flask import Flask
 from sqlite_utils.migrations import Migrations
 
 from licensing import schema as licensing_schema
+from server import dashboard
 from server.blueprints import (
     accounts,
     admin,
     catalog,
-    dashboard,
     health,
     improve,
     licensing,

@@ -33,3 +33,25 @@ def test_every_area_command_is_on_the_forecourt_command() -> None:
 def test_api_areas_are_rate_limited_and_probes_are_not(client, admin) -> None:
     assert "X-RateLimit-Limit" in client.get("/v1/me", headers=admin.headers).headers
     assert "X-RateLimit-Limit" not in client.get("/livez").headers
+
+
+def test_dashboard_pages_import_without_a_cycle() -> None:
+    """server/dashboard/__init__.py holds the blueprint and imports no page at import time; pages import it and
+    common.py, never the other way round."""
+    import ast
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "server" / "dashboard"
+    graph: dict[str, set[str]] = {}
+    for path in folder.glob("*.py"):
+        name = "server.dashboard" if path.stem == "__init__" else f"server.dashboard.{path.stem}"
+        graph[name] = {n.module for n in ast.parse(path.read_text()).body
+                       if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("server.dashboard")}
+    assert graph["server.dashboard"] == set()
+    assert graph["server.dashboard.common"] == {"server.dashboard"}
+
+    def reaches(start: str, target: str, seen: set[str]) -> bool:
+        return any(dep == target or (dep not in seen and reaches(dep, target, seen | {dep}))
+                   for dep in graph.get(start, ()))
+
+    assert not [m for m in graph if reaches(m, m, set())]

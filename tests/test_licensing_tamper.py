@@ -258,7 +258,7 @@ def test_lowering_the_clock_mark_by_sql_leaves_the_box_restricted(tmp_path, vend
             spend(box, "scans")
     assert "the clock record in the database was altered" in box.status()["reasons"][0]
     assert "clock_record_altered" in events(box)
-    from server.blueprints.dashboard import license_summary
+    from server.dashboard.overview import license_summary
 
     assert license_summary(box.status(), day(3).timestamp())["headline"] == "Paused: the clock record was altered"
     # deleting the database's mark: the one outside the data folder still knows

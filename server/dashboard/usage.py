@@ -11,7 +11,8 @@ from flask import Response, g, render_template, request
 
 from licensing import ledger
 from licensing.clock import now, period_bounds, period_of
-from server.blueprints.dashboard import METRIC_LABELS, bp, login_required
+from server.dashboard import bp
+from server.dashboard.common import METRIC_LABELS, login_required
 from server.services import accounts
 from server.services import licensing as licensing_service
 

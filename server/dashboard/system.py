@@ -12,8 +12,9 @@ from typing import Any
 from flask import flash, redirect, render_template, request, url_for
 
 from models.registry import model_status
-from server.blueprints.dashboard import admin_required, bp
 from server.config import get_settings
+from server.dashboard import bp
+from server.dashboard.common import admin_required
 from server.jobs import queue as job_queue
 from server.jobs import store as job_store
 from server.placement import placements

@@ -18,8 +18,9 @@ from models import imaging
 from models.errors import ModelError
 from models.registry import model_status
 from server import json_limits
-from server.blueprints.dashboard import bp, friendly_message, login_required
 from server.config import get_settings
+from server.dashboard import bp
+from server.dashboard.common import friendly_message, login_required
 from server.errors import ApiError
 from server.services.metering import check
 from server.services.removebg import Options, parse_options, run

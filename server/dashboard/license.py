@@ -10,13 +10,9 @@ from licensing import integrity
 from licensing.clock import now
 from licensing.errors import LicensingError
 from licensing.plans import ROLLOVER_CAP
-from server.blueprints.dashboard import (
-    METRIC_LABELS,
-    admin_required,
-    bp,
-    friendly_message,
-    license_summary,
-)
+from server.dashboard import bp
+from server.dashboard.common import METRIC_LABELS, admin_required, friendly_message
+from server.dashboard.overview import license_summary
 from server.services import licensing as licensing_service
 
 MAX_LICENSE_BYTES = 200_000

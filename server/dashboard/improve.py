@@ -8,9 +8,10 @@ from typing import Any
 
 from flask import Response, abort, render_template, request, send_file
 
-from server.blueprints.dashboard import admin_required, bp
-from server.blueprints.dashboard_system import human_bytes
 from server.config import get_settings
+from server.dashboard import bp
+from server.dashboard.common import admin_required
+from server.dashboard.system import human_bytes
 from server.services import improve
 
 PAGE = 100
