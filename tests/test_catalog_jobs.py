@@ -165,7 +165,7 @@ def test_an_older_job_finishing_last_does_not_replace_a_newer_render(app, client
 
 def test_dead_jobs_show_on_the_system_page_and_an_admin_retries_them(app, client, admin, member,
                                                                       monkeypatch) -> None:
-    import server.blueprints.dashboard_system as system_page
+    import server.dashboard.system as system_page
     from tests.helpers import csrf_token, sign_in
 
     monkeypatch.setattr(system_page, "placements", list)  # where models run: not this fake's business
