@@ -70,11 +70,13 @@ def test_an_old_data_folder_is_upgraded_in_place_and_keeps_everything(old_folder
     try:
         after = _migrations(data / "forecourt.db")
         assert before <= after  # nothing the old release applied is forgotten (or re-run under a new name)
-        backups = sorted((data / "backups").glob("before-upgrade-*")) if after != before else []
-        if after != before:  # the upgrade brought schema changes: a verified backup of the old folder came first
-            assert len(backups) == 1
-            verify_backup(backups[0])
-            assert _migrations(backups[0] / "forecourt.db") == before
+        assert "forecourt.jobs.m001_jobs" in after - before  # this upgrade brings schema changes (the job ledger)
+        # ... so a verified backup of the old folder was written before any of them
+        [made] = sorted((data / "backups").glob("before-upgrade-*"))
+        verify_backup(made)
+        assert _migrations(made / "forecourt.db") == before
+        with sqlite3.connect(made / "forecourt.db") as db:
+            assert db.execute("SELECT count(*) FROM catalog_renders").fetchone()[0] == len(facts["renders"])
 
         # keys: the admin's and the member's still work, the revoked one stays revoked
         me = client.get("/v1/me", headers=h)
@@ -141,3 +143,22 @@ def test_a_pending_migration_backs_the_folder_up_first(tmp_path, monkeypatch) ->
         assert db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'later_table'").fetchone()[0] == 1
     prepare_data_dir(settings)  # up to date now: no second backup
     assert len(list((settings.data_dir / "backups").iterdir())) == 1
+
+
+@pytest.mark.slow
+def test_forecourt_init_on_an_old_folder_backs_it_up_then_upgrades_it(old_folder, tmp_path) -> None:
+    import os
+
+    old, facts = old_folder
+    data, state = _copy(old, tmp_path)
+    before = _migrations(data / "forecourt.db")
+    env = {**os.environ, "FORECOURT_STORAGE__DATA_DIR": str(data), "FORECOURT_LICENSING__STATE_DIR": str(state),
+           "FORECOURT_MODELS__DIR": str(MODELS_DIR), "FORECOURT_LICENSING__PUBLIC_KEYS": json.dumps(
+               [facts["vendor_public_key"]])}
+    done = subprocess.run([sys.executable, "-m", "server.cli", "init"], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "is ready (2 users); nothing to create" in done.stdout
+    [made] = sorted((data / "backups").glob("before-upgrade-*"))
+    assert f"backed up the data folder to {made}" in done.stdout + done.stderr
+    assert _migrations(made / "forecourt.db") == before and _migrations(data / "forecourt.db") > before

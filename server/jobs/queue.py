@@ -329,8 +329,9 @@ def start_in_server(app: Flask) -> None:
     """Start this gunicorn worker's consumer threads once (on the first request, so after the fork), when
     queue.workers_in_server is on and queue.threads > 0."""
     settings = app.extensions["forecourt.settings"]
-    if not settings.queue.workers_in_server or not settings.queue.threads:
-        return
+    if not settings.queue.workers_in_server or not settings.queue.threads or \
+            app.extensions.get("forecourt.jobs.consumer"):
+        return  # off, or started already (the common case: every request after the first)
     with _state_lock:
         if app.extensions.get("forecourt.jobs.consumer"):
             return
