@@ -37,6 +37,7 @@ COPY setup.cfg pyproject.toml README.md ./
 COPY server ./server
 COPY models ./models
 COPY licensing ./licensing
+COPY core ./core
 COPY scripts/healthcheck.py scripts/use_onnxruntime.sh scripts/gpu_check.sh scripts/gpu_check.py \
      scripts/bench_removebg.py ./scripts/
 # onnxruntime's CUDA build (the gpu extra, CUDA 13 + cuDNN 9 like this base image) replaces the CPU-only one

@@ -69,7 +69,7 @@ def test_every_copy_source_exists_and_is_in_the_build_context(dockerfile: Docker
         assert path.exists(), f"COPY source {src} is not in the repo"
         assert not ignored(src.rstrip("/"), patterns), f"COPY source {src} is excluded by .dockerignore"
     # what the install needs is copied: the package folders, its metadata, and the README setup.cfg reads
-    assert {"constraints.txt", "setup.cfg", "pyproject.toml", "README.md", "server", "models", "licensing",
+    assert {"constraints.txt", "setup.cfg", "pyproject.toml", "README.md", "core", "server", "models", "licensing",
             "scripts/healthcheck.py"} <= set(sources)
     assert not ignored("server/static/vendor/swagger-ui/swagger-ui-bundle.js", patterns)
     assert ignored("tests/test_dockerfile.py", patterns) and ignored(".venv/bin/python", patterns)
