@@ -24,20 +24,17 @@ class ServerSettings(Section):
     workers: int = Field(2, ge=1, le=64, description="Gunicorn worker processes.")
     threads: int = Field(4, ge=1, le=256, description="Threads per worker.")
     worker_memory_mb: int = Field(
-        1000, ge=0, description="Memory of an idle worker with its model loaded (957 MB measured with isnet-general "
-        "by scripts/bench_memory.py). gunicorn starts only as many workers as fit in the memory available (a "
-        "container's limit included), each counted as worker_memory_mb + threads x request_memory_mb, and logs a "
-        "warning when that is fewer than configured. 0: no check.")
+        1000, ge=0,
+        description="Memory counted for an idle worker with its model; gunicorn starts only the workers that fit. 0: no check.")
     request_memory_mb: int = Field(
-        1100, ge=0, description="Memory one request on a 50-megapixel image adds to its worker (1,050-1,100 MB "
-        "measured, size=full PNG out; four at once in one worker 3,830 MB).")
+        1100, ge=0,
+        description="Memory counted for one request on a 50-megapixel image, per thread of a worker.")
     timeout: int = Field(180, ge=120, description="Seconds before a silent worker is restarted (at least 120).")
     graceful_timeout: int = Field(30, ge=1, description="Seconds a worker gets to finish requests on shutdown.")
     max_request_mb: int = Field(40, ge=1, le=1024, description="Largest request body in MB; larger gets 413.")
     max_request_megapixels: float = Field(
-        400.0, ge=1, le=100_000, description="Decoded pixels one request may bring in all its images together "
-        "(recognition reference uploads, vehicle photos), read from the image headers before any is decoded; more "
-        "gets 413. The images are then decoded one at a time, so a worker holds one decoded image per request.")
+        400.0, ge=1, le=100_000,
+        description="Decoded pixels all the images of one request may have together (read from headers); more gets 413.")
     secret_key: str = Field(
         "", description="Signs session cookies. Empty: a random key is made once and kept in the data folder."
     )
@@ -74,8 +71,8 @@ class AuthSettings(Section):
                                      "and e-mail changes)."
     )
     sign_in_address_attempts: int = Field(
-        20, ge=1, le=1000, description="Wrong passwords from one client address, for any accounts, before sign-in "
-                                       "from it pauses (behind a reverse proxy every visitor shares its address)."
+        20, ge=1, le=1000,
+        description="Wrong passwords from one client address, for any accounts, before sign-in from it pauses."
     )
     sign_in_delay_seconds: int = Field(
         30, ge=1, le=3600, description="First pause in seconds; each further wrong password doubles it."
@@ -110,8 +107,8 @@ class ModelsSettings(Section):
     threads: int = Field(0, ge=0, le=256, description="Inference threads per worker; 0 picks the core count.")
     segmenter: str = Field("isnet-general", description="Default background-removal model.")
     batch_size: int = Field(
-        0, ge=0, le=64, description="Most images in one segmenter run: concurrent requests in a worker share a run "
-        "(the micro-batcher). 0 = auto: 8 on CUDA, 1 (no batching) on the CPU, where batches measured no faster.")
+        0, ge=0, le=64,
+        description="Most images in one segmenter run shared by concurrent requests; 0 = auto (8 on CUDA, 1 on the CPU).")
     batch_wait_ms: float = Field(
         5.0, ge=0, le=100, description="How long the first request of a batch waits for others to join, in ms.")
     sam_model: str = Field("sam-vit-b", description="Segment Anything checkpoint used for prompts and refine=sam.")
@@ -131,16 +128,14 @@ class RemovebgSettings(Section):
     max_file_mb: int = Field(22, ge=1, le=200, description="Largest input image file in MB (file_too_large above).")
     url_allow_hosts: list[str] = Field(
         default_factory=list,
-        description="Hosts image_url / bg_image_url may fetch from (`*.example.com` allows its subdomains); empty "
-        "turns URL inputs off. Hosts that resolve to private or loopback addresses are always refused.",
+        description="Hosts image_url / bg_image_url may fetch from (`*.example.com` too); empty turns URL inputs off.",
     )
     url_timeout_seconds: int = Field(15, ge=1, le=120, description="Time limit for fetching an image_url.")
     batch_workers: int = Field(
         2, ge=1, le=64, description="Images in parallel for `forecourt removebg` (its --workers overrides).")
     car_mirror_pass: bool = Field(
-        True, description="type=car also runs the model on the mirrored photo and keeps the union, which recovers "
-        "car parts one pass misses (a wrapped door, a spoiler); it doubles the model time of type=car requests and "
-        "catalog renders. Other types always run one pass.",
+        True,
+        description="type=car also segments the mirrored photo and keeps the union (about twice the model time).",
     )
 
 
@@ -153,43 +148,37 @@ class RecognitionSettings(Section):
     min_score: float = Field(0.5, ge=0, le=1, description="Default min_score of a scan (0.5 is inlier_midpoint "
                              "inliers, or car_inlier_midpoint in a car collection).")
     inlier_midpoint: float = Field(
-        18.0, ge=8, le=200, description="Inliers that score 0.5 in a generic collection (the score is a logistic in "
-        "the inlier count, scale 3); printed material sharing a font's glyphs reaches 13-17 by chance.")
+        18.0, ge=8, le=200,
+        description="Inliers that score 0.5 in a generic collection (the score is a logistic in the inliers, scale 3).")
     car_inlier_midpoint: float = Field(
-        17.0, ge=8, le=200, description="Inliers that score 0.5 in a car collection (features from the car mask): a "
-        "wrong car's best chance fit reaches 8-19, 17 or more in 3 of 96 unknown-car scans on the Carvana views.")
+        17.0, ge=8, le=200,
+        description="Inliers that score 0.5 in a car collection (features from the car mask).")
     stop_score: float = Field(
-        0.95, ge=0, le=1, description="A mode=single scan verifies the shortlist in vote order and stops at the "
-        "first match scoring this (about 27 inliers, 26 for cars; a wrong car's best stays near 20); 0 verifies all "
-        "of it.")
+        0.95, ge=0, le=1,
+        description="A mode=single scan stops verifying at the first match scoring this; 0 verifies the whole shortlist.")
     duplicate_score: float = Field(
-        0.95, ge=0, le=1, description="An upload matching another object at this score or more is refused as a "
-        "duplicate (force=true adds it); matches from min_score up are reported but added, since a look-alike car "
-        "shot at the same angle in the same booth can reach min_score by chance.")
+        0.95, ge=0, le=1,
+        description="An upload matching another object at this score or more is refused as a duplicate (force=true adds it).")
     min_query_side: int = Field(64, ge=16, le=4096, description="Queries with a shorter side answer no match.")
     max_query_megapixels: float = Field(25.0, gt=0, le=100, description="Largest query or reference image.")
     max_file_mb: int = Field(22, ge=1, le=200, description="Largest query or reference image file in MB.")
     ivf_threshold: int = Field(
-        20_000, ge=1000, description="Past this many descriptors the index becomes IVF-PQ (pq_m / 2 bytes a "
-        "descriptor, a search cost that barely grows) instead of exact flat (512 bytes, a cost growing with each); "
-        "the upload that crosses it queues a rebuild of the index, as does one past 4x the size an IVF index was "
-        "built for.")
+        20_000, ge=1000,
+        description="Descriptors past which a collection's index becomes IVF-PQ instead of exact flat (a rebuild is queued).")
     background_rebuild: bool = Field(
-        True, description="A queued index rebuild runs at once in a background thread of the worker, outside the "
-        "database's write lock (uploads and scans go on meanwhile, on the old index); false: queued rebuilds wait "
-        "for `forecourt index rebuild --pending` (e.g. from cron at a quiet hour).")
+        True,
+        description="Queued index rebuilds run at once in a worker thread; false: `forecourt index rebuild --pending`.")
     nprobe: int = Field(16, ge=1, le=1024, description="IVF lists searched per query vector (speed vs recall).")
     pq_m: Literal[16, 32, 64] = Field(
-        64, description="Product-quantizer parts of an IVF-PQ descriptor (4 bits each: 64 = 32 bytes a descriptor); "
-        "32 halves memory and scan time but its coarser similarities cost far-view recall.")
+        64, description="Product-quantizer parts of an IVF-PQ descriptor (4 bits each: 64 = 32 bytes).")
     index_keypoints: int = Field(
-        300, ge=0, le=4000, description="Strongest keypoints of each reference image put in the index (0: all); "
-        "every kept keypoint is still used by RANSAC.")
+        300, ge=0, le=4000,
+        description="Strongest keypoints of each reference image put in the index (0: all); RANSAC uses every one.")
     vote_keypoints: int = Field(
         300, ge=0, le=4000, description="Strongest query keypoints that vote for the shortlist (0: all).")
     embedding: str = Field(
-        "", description="Global-embedding model (folder under <models_dir>/recognition with a manifest.json of "
-        "sha256 sums) whose nearest neighbours make the shortlist; empty: descriptor votes.")
+        "",
+        description="Global-embedding model under <models_dir>/recognition for the shortlist; empty: descriptor votes.")
     global_ivf_threshold: int = Field(
         200_000, ge=1000, description="Past this many images a rebuild makes the embedding index IVF (8-bit).")
 
@@ -198,12 +187,11 @@ class CatalogSettings(Section):
     """Vehicle image catalog: renders, delivery and signed URLs (renders run on the job queue, see [queue])."""
 
     render_size: Literal["auto", "preview", "medium", "hd", "full"] = Field(
-        "auto", description="Working size of renders (remove.bg sizes: preview 0.25 MP, medium 1.5, hd 4, full); "
-        "auto takes the smallest with at least twice the profile canvas's pixels.")
+        "auto",
+        description="Working size of renders (preview, medium, hd, full); auto: the smallest with 2x the canvas's pixels.")
     plate_cascade: str = Field(
-        "", description="OpenCV plate cascade XML for automatic plate detection (needs an OpenCV with "
-        "CascadeClassifier, i.e. 4.x); empty looks in OpenCV's data folders (e.g. Debian's opencv-data). Without one "
-        "only given plate regions are masked.")
+        "",
+        description="OpenCV plate cascade XML for detect_plates (needs OpenCV 4.x); empty looks in OpenCV's data folders.")
     max_photo_mb: int = Field(30, ge=1, le=200, description="Largest uploaded photo in MB.")
     duplicate_distance: int = Field(
         4, ge=0, le=32, description="Perceptual-hash bits two photos of one vehicle may differ by and be duplicates.")
@@ -212,32 +200,31 @@ class CatalogSettings(Section):
     signed_url_ttl_seconds: int = Field(
         604800, ge=60, le=31536000, description="Default lifetime of a signed public image URL.")
     keep_old_renders_days: int = Field(
-        30, ge=0, le=3650, description="Days a render replaced by a newer one (profile change) stays served, so "
-        "old links and embeds keep working; then it and its cached sizes are deleted.")
+        30, ge=0, le=3650,
+        description="Days a render replaced by a newer one stays served (old links keep working), then it is deleted.")
 
 
 class QueueSettings(Section):
     """The job queue (huey) that runs background work: catalog renders, index rebuilds, prunes."""
 
     url: str = Field(
-        "", description="Where the queue's messages live: empty is a SQLite file in the data folder (queue.db); "
-        "redis://host:6379/0 lets worker processes on several boxes share the work (see docs/scaling.md).")
+        "",
+        description="Where the queue's messages live: empty is SQLite in the data folder; redis://host:6379/0 to share.")
     workers_in_server: bool = Field(
         True, description="Each gunicorn worker runs `threads` queue threads; false leaves the jobs to `forecourt "
         "worker` processes.")
-    threads: int = Field(1, ge=0, le=64, description="Queue threads per gunicorn worker (and the default of "
-                         "`forecourt worker --threads`); 0 runs none in the server.")
+    threads: int = Field(1, ge=0, le=64,
+        description="Queue threads per gunicorn worker (and `forecourt worker --threads`'s default); 0 runs none in the server.")
     poll_seconds: float = Field(1.0, gt=0, le=60, description="Longest wait of an idle thread before it looks at "
                                 "the SQLite queue again (Redis wakes it at once).")
-    lease_seconds: float = Field(60.0, ge=5, le=3600, description="A running job renews its lease every quarter "
-                                 "of this; a job whose lease lapsed lost its worker and is queued again.")
-    reap_seconds: float = Field(5.0, gt=0, le=600, description="How often each consumer looks for jobs whose "
-                                "worker died (a process gone on this host is noticed at once, others by lease).")
-    retry_delay_seconds: float = Field(10.0, ge=0, le=86400, description="A failed job is tried again after this, "
-                                       "then 2x, 4x... until its kind's attempts are spent; then it is dead until "
-                                       "`forecourt jobs retry`.")
-    resend_seconds: float = Field(1800.0, ge=60, description="A queued job whose message is older than this is sent "
-                                  "again (a wiped queue store, a restored backup); duplicates are harmless.")
+    lease_seconds: float = Field(60.0, ge=5, le=3600,
+        description="A running job renews its lease every quarter of this; a lapsed lease means its worker is gone.")
+    reap_seconds: float = Field(5.0, gt=0, le=600,
+        description="How often each consumer looks for jobs whose worker died.")
+    retry_delay_seconds: float = Field(10.0, ge=0, le=86400,
+        description="A failed job is tried again after this, then 2x, 4x... until its attempts are spent (then dead).")
+    resend_seconds: float = Field(1800.0, ge=60,
+        description="A queued job whose message is older than this is sent again (duplicates are harmless).")
 
 
 class SmtpSettings(Section):
@@ -262,9 +249,8 @@ class MetricsSettings(Section):
     """Prometheus metrics at /metrics."""
 
     public: bool = Field(
-        False, description="Anyone who reaches the server may read /metrics; false: only with an admin's API key "
-        "(X-Api-Key, or Prometheus' bearer token) or from this machine itself (a loopback address, not forwarded by "
-        "a proxy).")
+        False,
+        description="Anyone may read /metrics; false: only with an admin's API key or from this machine itself.")
 
 
 class LicensingSettings(Section):
@@ -275,8 +261,7 @@ class LicensingSettings(Section):
     )
     state_dir: Path = Field(
         Path("~/.local/share/forecourt"),
-        description="A folder outside the data folder, on persistent storage: trial record, sealing secret, pack "
-                    "ids (box id in containers).",
+        description="A folder outside the data folder, on persistent storage: trial record, sealing secret, pack ids.",
     )
     clock_tolerance_minutes: int = Field(
         60, ge=1, le=1440, description="How far the clock may go back before the box is restricted."
