@@ -230,3 +230,26 @@ def test_auto_on_a_real_car_photo_cuts_out_as_type_car(client, admin, shared_dat
     alpha_auto = np.asarray(Image.open(io.BytesIO(auto.data)).getchannel("A"), dtype=np.int16)
     alpha_car = np.asarray(Image.open(io.BytesIO(car.data)).getchannel("A"), dtype=np.int16)
     assert np.abs(alpha_auto - alpha_car).max() <= 1  # the same pipeline (the logo letters gone in both)
+
+
+@pytest.mark.slow
+def test_auto_in_a_real_gunicorn_worker_says_car_for_a_car_and_not_for_a_cat(live_server, shared_data) -> None:
+    import requests
+    from skimage import data
+
+    made = live_server.cli("users", "create", "sales@dealer.example", "--password", "long enough password")
+    assert made.returncode == 0, made.stderr
+    key = live_server.cli("keys", "create", "sales@dealer.example", "--name", "auto").stdout.strip()
+    assert key.startswith("fc_")
+    headers = {"X-Api-Key": key}
+    car = requests.post(live_server.url + "/v1.0/removebg", headers=headers, timeout=600,
+                        files={"image_file": ("car.jpg", (shared_data / REAL_CARS[0]).read_bytes())})
+    assert car.status_code == 200, car.text
+    assert car.headers["X-Type"] == "car"
+    buf = io.BytesIO()
+    Image.fromarray(data.chelsea()).save(buf, "JPEG")
+    cat = requests.post(live_server.url + "/v1.0/removebg", headers=headers, timeout=600,
+                        files={"image_file": ("cat.jpg", buf.getvalue())}, data={"type_level": "2"})
+    assert cat.status_code == 200, cat.text
+    assert cat.headers["X-Type"] == "animal"
+    assert "Traceback" not in live_server.log()
