@@ -11,10 +11,14 @@ from server.capacity import available_memory_mb, plan_workers
 from server.config import load_settings
 
 _settings = load_settings()
-# As many of the configured workers as fit in memory, each with every thread on a 50 MP image (bench_memory.py).
+_gpu_ids = [g.strip() for g in os.environ.get("FORECOURT_GPU_IDS", "").split(",") if g.strip()]
+# One worker per GPU listed in FORECOURT_GPU_IDS unless [server] workers says otherwise: a worker's micro-batcher
+# feeds its GPU, and a second worker on the same GPU would only split the batches.
 _server = _settings.server
+configured_workers = len(_gpu_ids) if _gpu_ids and "workers" not in _server.model_fields_set else _server.workers
+# As many of the configured workers as fit in memory, each with every thread on a 50 MP image (bench_memory.py).
 _worker_mb = _server.worker_memory_mb + _server.threads * _server.request_memory_mb if _server.worker_memory_mb else 0
-_plan = plan_workers(_server.workers, _worker_mb, available_memory_mb())
+_plan = plan_workers(configured_workers, _worker_mb, available_memory_mb())
 
 bind = f"{_settings.server.host}:{_settings.server.port}"
 workers = _plan.workers
@@ -39,7 +43,6 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
 from prometheus_client import values as _prometheus_values  # noqa: E402
 
 _prometheus_values.ValueClass = _prometheus_values.get_value_class()
-_gpu_ids = [g for g in os.environ.get("FORECOURT_GPU_IDS", "").split(",") if g.strip()]
 
 
 def on_starting(server) -> None:  # type: ignore[no-untyped-def]

@@ -127,3 +127,14 @@ def test_gunicorns_master_loads_neither_onnxruntime_nor_torch(tmp_path: Path) ->
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize(("extra", "expected"), [({"FORECOURT_GPU_IDS": "0,1,2"}, "3"),
+                                                 ({"FORECOURT_GPU_IDS": "0,1,2", "FORECOURT_SERVER__WORKERS": "5"}, "5"),
+                                                 ({}, "2")])
+def test_one_worker_per_listed_gpu_unless_workers_is_set(tmp_path: Path, extra: dict, expected: str) -> None:
+    code = "import server.gunicorn_conf as c; print(c.configured_workers)"
+    env = {"FORECOURT_STORAGE__DATA_DIR": str(tmp_path / "data"), "PATH": "/usr/bin:/bin", **extra}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == expected
