@@ -89,9 +89,17 @@ def start_server(data_dir: Path, models_dir: Path, args: argparse.Namespace) -> 
 
 
 def worker_pids(master: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
-    # `forecourt serve` execs gunicorn, so the master is the process we started
-    return [int(p) for p in out]
+    """The children of gunicorn's master (`forecourt serve` execs gunicorn, so it is the process we started), read
+    from /proc: the CUDA base image has no pgrep."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == master:
+            pids.append(int(stat.parent.name))
+    return pids
 
 
 def peak_rss_mb(pid: int) -> float:
