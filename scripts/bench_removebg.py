@@ -189,6 +189,8 @@ def main() -> int:
     parser.add_argument("--no-rembg", action="store_true", help="Skip the rembg comparison.")
     parser.add_argument("--json", type=Path, help="Also write the figures to this file.")
     args = parser.parse_args()
+    # a TERM (gpu_check.sh's time limit) unwinds through `finally`, so the server started here is stopped too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     images = sorted((args.data / "carvana" / "images").glob("*.jpg"))
     if not images:
