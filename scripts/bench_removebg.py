@@ -32,7 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("decode", "resize", "preprocess", "model", "upscale", "car_filter", "edges", "sam", "compose", "encode")
+STAGES = ("decode", "resize", "classify", "preprocess", "model", "upscale", "car_filter", "edges", "sam", "compose",
+          "encode")
 
 
 def free_port() -> int:
