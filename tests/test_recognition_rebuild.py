@@ -254,3 +254,39 @@ def test_under_gunicorn_the_upload_answers_and_a_worker_thread_rebuilds(tmp_path
         assert "rebuilt in the background as ivfpq" in server.log()
     finally:
         stop_live_server(server)
+
+
+def test_a_failing_rebuild_job_is_retried_then_dead_and_still_wanted(app, client, admin, coll,
+                                                                     monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from server.jobs import queue, store
+
+    calls = []
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        raise MemoryError("no room for the new index")
+
+    _upload(client, admin, coll, 1)
+    real = svc_rebuild.rebuild_descriptors
+    monkeypatch.setattr(svc_rebuild, "rebuild_descriptors", broken)
+    settings = app.extensions["forecourt.settings"]
+    settings.recognition.background_rebuild = True  # uploads put their rebuild on the job queue
+    with app.app_context():
+        db = get_db()
+        with write_txn(db):
+            svc_rebuild.queue_rebuild(db, coll)
+        assert svc_rebuild.start_claimable_rebuild(db, settings, coll) == "queued"
+        assert svc_rebuild.start_claimable_rebuild(db, settings, coll) == "queued"  # one job, however often asked
+    ran = queue.run_pending(app, kinds=(svc_rebuild.REBUILD,))
+    assert [state for _, state, _ in ran] == ["queued", "queued", "dead"] and len(calls) == 3
+    with app.app_context():
+        [job] = store.list_jobs(get_db(), kind=svc_rebuild.REBUILD)
+        assert job["attempts"] == 3 and "MemoryError: no room for the new index" in job["error"]
+        assert svc_rebuild.rebuild_state(get_db(), coll) == "queued"  # still wanted: the next upload asks again
+    monkeypatch.setattr(svc_rebuild, "rebuild_descriptors", real)
+    with app.app_context():
+        assert queue.retry_dead(get_db(), settings, [job["id"]]) == [job["id"]]
+    [(_, state, result)] = queue.run_pending(app, kinds=(svc_rebuild.REBUILD,))
+    assert state == "done" and [r["status"] for r in result["rebuilds"]] == ["done"]
+    with app.app_context():
+        assert svc_rebuild.rebuild_state(get_db(), coll) is None

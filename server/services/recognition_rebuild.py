@@ -169,11 +169,11 @@ def run_pending_rebuilds(collection_id: str | None = None, *,
         try:
             with _lease_kept(app, cid, token):
                 done.append(_rebuild_and_swap(db, settings, cid, token, before_swap))
-        except Exception:  # noqa: BLE001 - the next upload that finds the index outgrown queues it again
+        except Exception as exc:  # noqa: BLE001 - the next upload that finds the index outgrown queues it again
             log.exception("background rebuild of the recognition index of %s failed", cid)
             with write_txn(db):
                 db.execute("DELETE FROM rec_rebuilds WHERE collection_id = ? AND claimed_by = ?", [cid, token])
-            done.append({"collection_id": cid, "status": "failed"})
+            done.append({"collection_id": cid, "status": "failed", "error": f"{type(exc).__name__}: {exc}"})
     return done
 
 
@@ -182,9 +182,16 @@ REBUILD = "recognition.rebuild"
 
 @queue.handler(REBUILD, max_attempts=3)
 def run_rebuild_job(args: dict[str, Any], claim: Claim) -> dict[str, Any]:
-    """The job queue's handler: run the collection's pending rebuild (a lapsed one is taken over)."""
+    """The job queue's handler: run the collection's pending rebuild (a lapsed one is taken over). A failed
+    rebuild is asked for again and the attempt fails, so the queue retries it after its backoff (dead at the
+    last attempt, with the error, until `forecourt jobs retry` or the next upload that outgrows the index)."""
     results = run_pending_rebuilds(args["collection_id"])
     db, settings = get_db(), get_settings()
+    failed = [r for r in results if r["status"] == "failed"]
+    if failed:
+        with write_txn(db):
+            queue_rebuild(db, args["collection_id"])
+        raise RuntimeError(f"index rebuild of {args['collection_id']} failed: {failed[0]['error']}")
     if rebuild_state(db, args["collection_id"]) == "queued":  # re-queued: uploads outgrew the new index too
         with write_txn(db):
             _enqueue(db, settings, args["collection_id"])
