@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageColor
 
 from licensing.errors import LicensingError
-from models import compose, imaging, shadow
+from models import compose, glass, imaging, shadow
 from models.compose import Box, Margin
 from models.errors import ModelError
 from server import json_limits, metrics
@@ -460,11 +460,15 @@ def remove_background(image: Image.Image, opts: Options) -> Result:
         raise _bad("unknown_foreground", "Could not identify a foreground in the image.", "Unknown foreground")
     from models.refine import decontaminate
 
+    colour = decontaminate(rgb, alpha)
+    if kind == "car" and opts.semitransparency:  # see-through windows (models/glass.py)
+        alpha, colour = glass.see_through(rgb, alpha, colour)
+        alpha_u8 = cv2.convertScaleAbs(alpha, alpha=255.0)
     if opts.shadow_type is None:  # RGBA; the subject is its alpha
-        layers = cv2.cvtColor(decontaminate(rgb, alpha), cv2.COLOR_RGB2RGBA)
+        layers = cv2.cvtColor(colour, cv2.COLOR_RGB2RGBA)
         layers[..., 3] = alpha_u8
     else:  # RGBA (subject and shadow) + the subject's own alpha
-        layers = np.dstack([decontaminate(rgb, alpha), alpha_u8, alpha_u8])
+        layers = np.dstack([colour, alpha_u8, alpha_u8])
         opacity = opts.shadow_opacity if opts.shadow_opacity is not None else SHADOW_DEFAULT_OPACITY[opts.shadow_type]
         layers[..., :4] = shadow.add_shadow(layers[..., :4], opacity, opts.shadow_type)
     if opts.crop:

@@ -1,0 +1,58 @@
+"""See-through windows for type=car (models/glass.py) on real photos and the real IS-Net weights."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models import glass
+
+SIDE_VIEW = "0ce66b539f52_05"  # a Carvana side view: the backdrop's logo letters show through the rear windows
+
+
+def _alpha(client, admin, image: bytes, **fields: str) -> np.ndarray:
+    data = {"image_file": (io.BytesIO(image), "car.jpg"), "type": "car", "size": "preview", "format": "png", **fields}
+    resp = client.post("/v1.0/removebg", data=data, headers=admin.headers, content_type="multipart/form-data")
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    return np.asarray(Image.open(io.BytesIO(resp.data)).getchannel("A")).astype(np.int16)
+
+
+def _identity(rgb: np.ndarray, alpha: np.ndarray, colour: np.ndarray, params: object = None):  # noqa: ANN202
+    return alpha, colour
+
+
+@pytest.mark.slow
+def test_semitransparency_changes_alpha_only_inside_the_glass(client, admin, shared_data, monkeypatch) -> None:
+    image = (shared_data / "carvana" / "images" / f"{SIDE_VIEW}.jpg").read_bytes()
+    truth = np.asarray(Image.open(shared_data / "carvana" / "masks" / f"{SIDE_VIEW}_mask.gif")) > 0
+    with_glass = _alpha(client, admin, image)
+    off = _alpha(client, admin, image, semitransparency="false")
+    monkeypatch.setattr(glass, "see_through", _identity)
+    today = _alpha(client, admin, image)
+    today_off = _alpha(client, admin, image, semitransparency="false")
+    # false: today's opaque result, bit for bit (the glass never runs)
+    assert np.array_equal(off, today_off)
+    # true: alpha only ever drops, and only in the car's upper band (its windows)
+    truth = np.asarray(Image.fromarray(truth).resize(with_glass.shape[::-1], Image.Resampling.NEAREST))
+    ys = np.nonzero(truth.any(axis=1))[0]
+    changed = np.abs(with_glass - today) > 1
+    assert (with_glass <= today + 1).all()
+    assert changed.sum() > 0.03 * truth.sum()  # the side windows are a good part of a side view
+    rows = np.nonzero(changed.any(axis=1))[0]
+    assert rows.min() >= ys.min() and rows.max() <= ys.min() + 0.45 * (ys.max() - ys.min())
+    assert (changed & ~truth).sum() < 0.01 * changed.sum()
+    # the windows are see-through, not merely softened
+    assert np.median(with_glass[changed]) < 0.6 * 255
+
+
+def test_see_through_leaves_a_photo_without_glass_alone() -> None:
+    """A cut-out whose upper band holds no glass-like pixels (a flat bright-red block) is returned unchanged."""
+    rgb = np.full((200, 300, 3), 255, np.uint8)
+    rgb[60:160, 40:260] = (200, 20, 20)
+    alpha = np.zeros((200, 300), np.float32)
+    alpha[60:160, 40:260] = 1.0
+    out_alpha, out_colour = glass.see_through(rgb, alpha, rgb)
+    assert np.array_equal(out_alpha, alpha) and np.array_equal(out_colour, rgb)
