@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from apiflask import APIBlueprint
 from flask import Flask, Response, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, StrictStr
 
 from core.encoding import decode_b64
 from licensing.errors import LicensingError
@@ -22,6 +23,29 @@ _ERRORS = {400: "Invalid parameters", 402: "Allowance exhausted", 403: "Missing 
            413: "Image too large", 429: "Too many requests"}
 DOC = dict(security=API_KEY_SECURITY, responses={200: "OK", **_ERRORS})
 CREATE_DOC = dict(security=API_KEY_SECURITY, responses={200: "Replaced", 201: "Created", **_ERRORS})
+
+
+class CollectionIn(BaseModel):
+    """Other fields are ignored, as they always were."""
+
+    name: StrictStr = Field(description="1-255 characters.")
+    object_type: Literal["car", "generic"] = "generic"
+
+
+class ObjectsQuery(BaseModel):
+    cursor: str | None = Field(None, description="The next_cursor of the previous page.")
+    limit: int = Field(50, ge=1, le=500)
+
+
+class ObjectIn(BaseModel):
+    """An object's fields; a PATCH changes only those it names. Other fields reach the service, which names them
+    in its refusal."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: StrictStr | None = None
+    metadata: JsonValue = Field(None, description="Any JSON, up to 1 MB.")
+    active: StrictBool = True
 
 
 def init_app(app: Flask) -> None:
@@ -72,13 +96,13 @@ def _params() -> dict[str, Any]:
 
 # --- collections -------------------------------------------------------------------------------------------------
 @bp.post("")
+@bp.input(CollectionIn, location="json")
 @bp.doc(**CREATE_DOC)
 @require_key
-def create_collection() -> tuple[Response, int]:
+def create_collection(json_data: CollectionIn) -> tuple[Response, int]:
     """Create a collection (name, object_type car or generic)."""
     check("collection_manage")
-    body = _json()
-    return jsonify(svc.create_collection(body.get("name", ""), body.get("object_type", "generic"))), 201
+    return jsonify(svc.create_collection(json_data.name, json_data.object_type)), 201
 
 
 @bp.get("")
@@ -123,16 +147,14 @@ def summary(collection_id: str) -> Response:
 
 # --- objects -----------------------------------------------------------------------------------------------------
 @bp.get("/<collection_id>/objects")
+@bp.input(ObjectsQuery, location="query")
 @bp.doc(**DOC)
 @require_key
-def list_objects(collection_id: str) -> Response:
+def list_objects(collection_id: str, query_data: ObjectsQuery) -> Response:
     """A page of objects; follow next_cursor (also in the Link header) for the next."""
     check("collection_read")
-    try:
-        limit = int(request.args.get("limit", 50))
-    except ValueError as exc:
-        raise svc.RecognitionError("limit must be an integer.") from exc
-    objects, cursor = svc.list_objects(collection_id, request.args.get("cursor"), limit)
+    limit = query_data.limit
+    objects, cursor = svc.list_objects(collection_id, query_data.cursor, limit)
     resp = jsonify({"objects": objects, "next_cursor": cursor})
     if cursor:
         resp.headers["Link"] = f'<{request.base_url}?cursor={cursor}&limit={limit}>; rel="next"'
@@ -140,12 +162,13 @@ def list_objects(collection_id: str) -> Response:
 
 
 @bp.put("/<collection_id>/objects/<object_id>")
+@bp.input(ObjectIn, location="json")
 @bp.doc(**CREATE_DOC)
 @require_key
-def put_object(collection_id: str, object_id: str) -> tuple[Response, int]:
+def put_object(collection_id: str, object_id: str, json_data: ObjectIn) -> tuple[Response, int]:
     """Create or replace an object (name, metadata, active)."""
     check("collection_manage")
-    obj, created = svc.put_object(collection_id, object_id, _json())
+    obj, created = svc.put_object(collection_id, object_id, json_data.model_dump(exclude_unset=True))
     return jsonify(obj), 201 if created else 200
 
 
@@ -159,12 +182,13 @@ def get_object(collection_id: str, object_id: str) -> Response:
 
 
 @bp.patch("/<collection_id>/objects/<object_id>")
+@bp.input(ObjectIn, location="json")
 @bp.doc(**DOC)
 @require_key
-def patch_object(collection_id: str, object_id: str) -> Response:
+def patch_object(collection_id: str, object_id: str, json_data: ObjectIn) -> Response:
     """Change some of an object's fields."""
     check("collection_manage")
-    return jsonify(svc.patch_object(collection_id, object_id, _json()))
+    return jsonify(svc.patch_object(collection_id, object_id, json_data.model_dump(exclude_unset=True)))
 
 
 @bp.delete("/<collection_id>/objects/<object_id>")
