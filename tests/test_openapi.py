@@ -208,7 +208,10 @@ def test_docs_page_renders_in_a_browser_without_the_internet(tmp_path: Path) -> 
             page.route("**/*", only_local)
             page.on("requestfailed", lambda req: failed.append(req.url))
             page.goto(server.url + "/docs")
-            page.wait_for_selector(".opblock-summary-path", timeout=30_000)
+            # wait until Swagger UI shows the operations looked for below, not merely its first one
+            page.wait_for_function("() => { const p = [...document.querySelectorAll('.opblock-summary-path')]"
+                                   ".map(e => e.innerText.trim()); return p.includes('/v1/me') && p.includes('/livez'); }",
+                                   timeout=120_000)
             paths = page.locator(".opblock-summary-path").all_inner_texts()
             title = page.locator(".info .title").first.inner_text()
             browser.close()
