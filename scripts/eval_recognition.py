@@ -1,21 +1,39 @@
-"""Recognition accuracy on the shared car photos: near views, far views and unknown cars.
+"""Recognition accuracy on the shared car photos: near views, far views, unknown cars, light changes, look-alike
+twins and lot photos.
 
-    .venv/bin/python scripts/eval_recognition.py ../shared/data [--masks gt|segmenter|none] [--limit-cars N]
-        [--cache DIR] [--vote-keypoints N] [--index-keypoints N] [--min-score S] [--ivf-threshold N]
-        [--stop-score S] [--midpoint N] [--view-top N]
+    .venv/bin/python scripts/eval_recognition.py ../shared/data [--half 0|1|2] [--masks gt|segmenter|none]
+        [--protocols near,far,unknown,light,twins,lot] [--no-colour] [--limit-cars N] [--cache DIR]
+        [--vote-keypoints N] [--index-keypoints N] [--min-score S] [--ivf-threshold N] [--stop-score S]
+        [--midpoint N] [--view-top N] [--twin-ratio R]
 
 Each Carvana car is one object; the 100 distractors are always in the collection as other objects. Every default
 is the server's for a car collection (recognition settings' defaults; features from the configured segmenter's car
-mask). Features come from the car only (`--masks segmenter`, the default; `gt`: the dataset's masks, distractors,
-which have none, then use the whole image) or the whole image (`none`). Prints recall@1, recall@5, how often
-the top match is a distractor or another car, and the inlier counts of right and wrong top matches.
+mask; the score weighs colour with the inliers and look-alikes are answered together, models/recognition/decide.py).
+Features come from the car only (`--masks segmenter`, the default; `gt`: the dataset's masks, distractors,
+which have none, then use the whole image) or the whole image (`none`). Several data folders pool their cars
+(the 12 development cars and the 40 calibration cars: 52); `--half 1` / `--half 2` keep the first or second half of
+the cars (sorted by id), to tune on one half and test on the other. Protocols:
+- near: references at the 8 odd angles, queries at the even ones; far: 01,05,09,13 -> 03,07,11,15;
+- unknown: half of the cars in the collection, the other half queried, then swapped (pairs of the same model and
+  colour, TWINS, are left out: no photo of the car alone can tell them apart, see twins);
+- light: the near queries with a white-balance, exposure and gamma change (the same car under other light);
+- twins: cars of the same model and colour (TWINS) all in the collection, each queried at the even angles: right if
+  the answer is the car itself, alone or with its twin marked ambiguous; the other twin alone is wrong;
+- lot: each car pasted with its ground-truth mask on a street photo with other cars (the distractor photos, which
+  are then left out of the collection), exposure, white balance, blur and JPEG changed, at two even angles, its car
+  mask from the segmenter (always, so that it must pick the car the photo is about); against the studio references
+  at the odd angles, and as unknown cars against the other half's.
+Prints recall@1, recall@5, how often the top match is a distractor or another car, the inlier counts of right and
+wrong top matches, and each target.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,24 +41,39 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.recognition import FeatureIndex, extract, search  # noqa: E402
-from models.recognition.features import Features, extract_views  # noqa: E402
+from models.recognition import FeatureIndex, colour, decide, extract, search  # noqa: E402
+from models.recognition.features import Features, extract_views, main_subject  # noqa: E402
 from server.config import RecognitionSettings  # noqa: E402
 
 
 def _features(path: Path, mask_path: Path | None, masks: str, segmenter,  # type: ignore[no-untyped-def]
               cache: Path | None = None) -> Features:
-    if cache is not None:
-        cached = cache / f"{path.stem}.{masks}.npz"
-        if cached.exists():
-            z = np.load(cached)
-            return Features(z["points"], z["descriptors"], int(z["size"][0]), int(z["size"][1]))
-        f = _features(path, mask_path, masks, segmenter)
+    """The image's features with their colours (colour.py), extracted once and kept in `cache` (features and
+    colours in two files, so features cached before colour existed are reused)."""
+    if cache is None:
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        return extract(rgb, _mask(path, mask_path, masks, segmenter, rgb=rgb))
+    cached, coloured = cache / f"{path.stem}.{masks}.npz", cache / f"{path.stem}.{masks}.colour.npz"
+    if cached.exists():
+        z = np.load(cached)
+        f = Features(z["points"], z["descriptors"], int(z["size"][0]), int(z["size"][1]))
+        if coloured.exists():
+            c = np.load(coloured)
+            if "body" in c:
+                f.colours, f.light, f.body = c["colours"], c["light"], c["body"]
+                return f
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        mask = _mask(path, mask_path, masks, segmenter, cache, rgb=rgb)
+        f.colours = colour.keypoint_colours(rgb, f.points, mask)
+        f.light = colour.illuminant(rgb)
+        f.body = colour.signature(rgb, mask, f.light)
+    else:
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        f = extract(rgb, _mask(path, mask_path, masks, segmenter, cache, rgb=rgb))
         cache.mkdir(parents=True, exist_ok=True)
         np.savez(cached, points=f.points, descriptors=f.descriptors, size=np.array([f.width, f.height]))
-        return f
-    rgb = np.asarray(Image.open(path).convert("RGB"))
-    return extract(rgb, _mask(path, mask_path, masks, segmenter, rgb=rgb))
+    np.savez(coloured, colours=f.colours, light=f.light, body=f.body)
+    return f
 
 
 def _mask(path: Path, mask_path: Path | None, masks: str, segmenter,  # type: ignore[no-untyped-def]
@@ -76,63 +109,155 @@ def _view_features(path: Path, mask_path: Path | None, masks: str, segmenter,  #
     return f
 
 
+# Pairs of Carvana cars of the same model in the same colour (found by cross-matching every car's views, then
+# checked by eye): the twins protocol's cars. Listed by id; a pair counts in a run when both cars are in it.
+TWINS: list[tuple[str, str]] = [("de3ca5ec1e59", "feaf59172a01")]  # black Audi Q3 (calibration/, carvana/)
+TARGETS = {"near": 0.99, "far": 0.60, "unknown": 0.97, "twins": 0.95, "lot": 0.95, "lot unknown": 0.97,
+           "light": 0.99}
+
+
+def distractor_dir(data: Path) -> Path:
+    """The data folder's distractor photos (calibration/ names them in a text file when the link was lost)."""
+    d = data / "distractors"
+    return (data / d.read_text().strip()).resolve() if d.is_file() else d
+
+
+def _light(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The photo under other light: per-channel gains (white balance, a colour temperature shift of about
+    +-1500 K), an exposure change and a gamma change."""
+    warm = rng.uniform(-0.25, 0.25)
+    gains = np.array([1.0 + warm, 1.0, 1.0 - warm], np.float32) * rng.uniform(0.65, 1.35)
+    lin = (rgb.astype(np.float32) / 255.0) ** 2.2 * gains
+    out = np.clip(lin, 0, 1) ** (1 / (2.2 * rng.uniform(0.9, 1.1)))
+    return np.clip(out * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _lot_photo(car_rgb: np.ndarray, car_mask: np.ndarray, scene: Image.Image, rng: np.random.Generator) -> np.ndarray:
+    """The car (cut out with its mask) pasted on a street scene with other cars, 50-75% of the scene's width, low in
+    the frame, then light (_light), blur and JPEG (quality 40-85) changed: a phone photo on the lot."""
+    ys, xs = np.nonzero(car_mask)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    cut = Image.fromarray(car_rgb[y0:y1, x0:x1])
+    alpha = Image.fromarray((car_mask[y0:y1, x0:x1] * 255).astype(np.uint8))
+    bg = scene.convert("RGB").resize((1200, 1200), Image.LANCZOS)
+    width = int(bg.width * rng.uniform(0.5, 0.75))
+    height = max(1, round(cut.height * width / cut.width))
+    cut, alpha = cut.resize((width, height), Image.LANCZOS), alpha.resize((width, height), Image.LANCZOS)
+    x = int(rng.uniform(0.05, 0.95) * (bg.width - width))
+    y = int(min(bg.height - height, bg.height * rng.uniform(0.35, 0.55)))
+    bg.paste(cut, (x, y), alpha)
+    rgb = _light(np.asarray(bg), rng)
+    sigma = rng.uniform(0.0, 1.5)
+    if sigma > 0.3:
+        import cv2
+
+        rgb = cv2.GaussianBlur(rgb, (0, 0), sigma)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=int(rng.integers(40, 86)))
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+def _seed(*parts: object) -> int:
+    """A fixed random seed per made-up photo, so every run makes the same ones."""
+    return zlib.crc32(repr(parts).encode())
+
+
+def _altered(name: str, make, segmenter, cache: Path | None,  # type: ignore[no-untyped-def]
+             mask: np.ndarray | None = None) -> Features:
+    """Features of a made-up photo (`make()` gives its RGB), cached under `name`; the car mask is `mask`, or the
+    segmenter's main car (features.main_subject)."""
+    cached = cache / f"{name}.npz" if cache is not None else None
+    if cached is not None and cached.exists():
+        z = np.load(cached)
+        return Features(z["points"], z["descriptors"], int(z["size"][0]), int(z["size"][1]), z["colours"], z["light"],
+                        z["body"])
+    rgb = make()
+    if mask is None:
+        mask = main_subject(segmenter.mask(rgb, kind="car") > 0.5)
+    f = extract(rgb, mask)
+    if cached is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        np.savez(cached, points=f.points, descriptors=f.descriptors, size=np.array([f.width, f.height]),
+                 colours=f.colours, light=f.light, body=f.body)
+    return f
+
+
+class Outcome:
+    """One query's answer: the objects answered (the single answer, or the ambiguous look-alikes) and the best."""
+
+    def __init__(self, truth: str, candidates: list[decide.Candidate], args: argparse.Namespace) -> None:
+        self.truth = truth
+        self.ranked = [c.object_id for c in candidates]
+        self.scores = {c.object_id: c.score for c in candidates}
+        self.inliers = {c.object_id: c.match.inliers for c in candidates}
+        self.answer = [c.object_id for c in decide.twins(candidates, args.min_score, args.twin_ratio)]
+        self.top_score = candidates[0].score if candidates else 0.0
+
+    @property
+    def right(self) -> bool:
+        """The answer is the true car alone (recall@1)."""
+        return self.answer == [self.truth]
+
+    @property
+    def found(self) -> bool:
+        """The true car is answered, alone or with look-alikes."""
+        return self.truth in self.answer
+
+
 def _run(name: str, refs: dict[int, Features], owner: dict[int, str],
-         queries: list[tuple[str, Features, Features | None]],
-         known: bool, args: argparse.Namespace) -> list[tuple[bool, float]]:
+         queries: list[tuple[str, Features, Features | None]], known: bool, args: argparse.Namespace) -> list[Outcome]:
     cap = args.index_keypoints or None
     index = FeatureIndex.build(((i, f.descriptors[:cap]) for i, f in refs.items()), ivf_threshold=args.ivf_threshold,
                                nprobe=args.nprobe)
-    r1 = r5 = distractor = other = no_match = 0
+    outcomes: list[Outcome] = []
     right_inl, wrong_inl, times = [], [], []
-    tops: list[tuple[bool, float]] = []  # (top object is the truth, its score) per query
     for truth, q, v in queries:
         t = time.perf_counter()
         matches = search(index, q, lambda ids: {i: refs[i] for i in ids}, vote_keypoints=args.vote_keypoints,
                          views=v, view_top=args.view_top, stop_score=args.stop_score or None,
-                         midpoint=args.midpoint)
+                         after_stop=args.twin_checks, use_colour=args.colour, midpoint=args.midpoint)
         times.append(time.perf_counter() - t)
-        ranked: list[str] = []
-        best_inl: dict[str, int] = {}
-        best_score: dict[str, float] = {}
-        for m in matches:
-            o = owner[m.image_id]
-            if o not in best_inl:
-                ranked.append(o)
-                best_inl[o], best_score[o] = m.inliers, m.score
-        top_ok = bool(ranked) and best_score[ranked[0]] >= args.min_score
-        if not top_ok:
-            no_match += 1
-        else:
-            r1 += ranked[0] == truth
-            distractor += ranked[0].startswith("distractor:")
-            other += ranked[0] != truth and not ranked[0].startswith("distractor:")
-        r5 += truth in [o for o in ranked[:5] if best_score[o] >= args.min_score]
-        if ranked:
-            (right_inl if ranked[0] == truth else wrong_inl).append(best_inl[ranked[0]])
-        tops.append((bool(ranked) and ranked[0] == truth, best_score[ranked[0]] if ranked else 0.0))
+        o = Outcome(truth, decide.per_object(matches, owner, args.midpoint, args.colour), args)
+        outcomes.append(o)
+        if o.ranked:
+            (right_inl if o.ranked[0] == truth else wrong_inl).append(o.inliers[o.ranked[0]])
     n = len(queries)
+    answered = [o for o in outcomes if o.answer]
     print(f"{name}: {n} queries, {len(refs)} reference images, {index.ntotal} descriptors in a {index.kind} index, "
           f"min_score {args.min_score}", flush=True)
     if known:
-        print(f"  recall@1 {r1 / n:.3f}  recall@5 {r5 / n:.3f}", flush=True)
+        r5 = sum(o.truth in [x for x in o.ranked[:5] if o.scores[x] >= args.min_score] for o in outcomes)
+        print(f"  recall@1 {sum(o.right for o in outcomes) / n:.3f}  recall@5 {r5 / n:.3f}  answered with "
+              f"look-alikes (ambiguous) {sum(len(o.answer) > 1 for o in outcomes) / n:.3f}", flush=True)
     else:
-        print(f"  answered no match {no_match / n:.3f}", flush=True)
-    print(f"  top match is a distractor {distractor / n:.3f}, another car {other / n:.3f}, "
-          f"no match {no_match / n:.3f}", flush=True)
+        print(f"  answered no match {sum(not o.answer for o in outcomes) / n:.3f}", flush=True)
+    print(f"  top answer is a distractor {sum(o.answer[0].startswith('distractor:') for o in answered) / n:.3f}, "
+          f"another car {sum(o.answer[0] != o.truth and not o.answer[0].startswith('distractor:') for o in answered) / n:.3f}, "
+          f"no match {sum(not o.answer for o in outcomes) / n:.3f}", flush=True)
     q = lambda xs: f"median {np.median(xs):.0f}, min {min(xs)}, max {max(xs)}" if xs else "none"  # noqa: E731
     print(f"  inliers of right top matches: {q(right_inl)}; of wrong top matches: {q(wrong_inl)}", flush=True)
     print(f"  search p50 {np.median(times) * 1000:.0f} ms (shortlist + RANSAC, features excluded)", flush=True)
-    return tops
+    return outcomes
+
+
+def _target(label: str, value: float, n: int) -> str:
+    goal = TARGETS[label]
+    return f"  {label:<12} {value:.3f} of {n:<4} target >= {goal:.2f} ({'met' if value >= goal else 'NOT met'})"
 
 
 def main() -> None:
-    """Parse arguments, extract every feature once, run the three protocols."""
+    """Parse arguments, extract every feature once, run the protocols, print the targets."""
     server = RecognitionSettings()  # every default is the server's, for a car collection
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("data", type=Path)
+    ap.add_argument("data", type=Path, nargs="+",
+                    help="Data folders (../shared/data, ../shared/data/calibration); their cars are pooled")
     ap.add_argument("--masks", choices=("gt", "segmenter", "none"), default="segmenter",
                     help="Car masks: the configured segmenter's (what a car collection uses; the default), the "
                          "dataset's, or none")
+    ap.add_argument("--half", type=int, choices=(0, 1, 2), default=0,
+                    help="1 or 2: only the first or second half of the cars (sorted by id); 0: all")
+    ap.add_argument("--protocols", default="near,far,unknown,light,twins,lot")
+    ap.add_argument("--no-colour", dest="colour", action="store_false", help="Score on inliers only")
     ap.add_argument("--limit-cars", type=int, default=0)
     ap.add_argument("--nprobe", type=int, default=server.nprobe, help="recognition.nprobe (IVF lists searched)")
     ap.add_argument("--ivf-threshold", type=int, default=server.ivf_threshold,
@@ -146,45 +271,57 @@ def main() -> None:
     ap.add_argument("--min-score", type=float, default=server.min_score, help="recognition.min_score")
     ap.add_argument("--stop-score", type=float, default=0.0,
                     help="Stop verifying at the first match scoring this (the server's mode single; 0: verify all)")
+    ap.add_argument("--twin-checks", type=int, default=server.twin_checks,
+                    help="recognition.twin_checks (images verified after a decisive one, with --stop-score)")
+    ap.add_argument("--twin-ratio", type=float, default=server.twin_ratio, help="recognition.twin_ratio")
     ap.add_argument("--midpoint", type=float, default=server.car_inlier_midpoint,
                     help="Inliers scoring 0.5 (recognition.car_inlier_midpoint; these are car collections)")
     ap.add_argument("--view-top", type=int, default=0,
                     help="Match simulated views of the query (features.extract_views) against this many of the "
                          "shortlisted images (0: off)")
     args = ap.parse_args()
-    images = args.data / "carvana" / "images"
-    cars = sorted({p.name.rsplit("_", 1)[0] for p in images.glob("*_01.jpg")})
+    protocols = set(args.protocols.split(","))
+    folder_of = {p.name.rsplit("_", 1)[0]: d for d in args.data for p in (d / "carvana" / "images").glob("*_01.jpg")}
+    cars = sorted(folder_of)
+    if args.half:
+        cars = cars[: len(cars) // 2] if args.half == 1 else cars[len(cars) // 2:]
     if args.limit_cars:
         cars = cars[: args.limit_cars]
     segmenter = None
-    if args.masks == "segmenter":
+    if args.masks == "segmenter" or "lot" in protocols:
         from models.registry import get_segmenter
 
         segmenter = get_segmenter(models_dir=args.models_dir)
     t0 = time.perf_counter()
+    mask_of = lambda car, a: folder_of[car] / "carvana" / "masks" / f"{car}_{a:02d}_mask.gif"  # noqa: E731
+    image_of = lambda car, a: folder_of[car] / "carvana" / "images" / f"{car}_{a:02d}.jpg"  # noqa: E731
     feats: dict[tuple[str, int], Features] = {}
     for car in cars:
         for a in range(1, 17):
-            feats[(car, a)] = _features(images / f"{car}_{a:02d}.jpg",
-                                        args.data / "carvana" / "masks" / f"{car}_{a:02d}_mask.gif",
-                                        args.masks, segmenter, args.cache)
+            feats[(car, a)] = _features(image_of(car, a), mask_of(car, a), args.masks, segmenter,
+                                        args.cache)
     views: dict[tuple[str, int], Features | None] = {k: None for k in feats}
     if args.view_top:
         for car, a in feats:
             if car in cars and a not in (1, 5, 9, 13):  # every query angle
-                views[(car, a)] = _view_features(images / f"{car}_{a:02d}.jpg",
-                                                 args.data / "carvana" / "masks" / f"{car}_{a:02d}_mask.gif",
-                                                 args.masks, segmenter, args.cache)
+                views[(car, a)] = _view_features(image_of(car, a), mask_of(car, a), args.masks,
+                                                 segmenter, args.cache)
+    scenes = sorted(distractor_dir(args.data[0]).glob("*.jpg"))
     distractors = [_features(p, None, "none" if args.masks == "gt" else args.masks, segmenter, args.cache)
-                   for p in sorted((args.data / "distractors").glob("*.jpg"))]
-    print(f"features: {len(feats)} car views, {len(distractors)} distractors, masks={args.masks}, "
+                   for p in scenes]
+    print(f"features: {len(feats)} views of {len(cars)} cars ({cars[0]}...{cars[-1]}), {len(distractors)} "
+          f"distractors, masks={args.masks}, colour={'on' if args.colour else 'off'}, "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
+    twins = [(a, b) for a, b in TWINS if a in cars and b in cars]
+    twin_of = {a: b for a, b in twins} | {b: a for a, b in twins}
 
-    def collection(car_list: list[str], angles: list[int]) -> tuple[dict[int, Features], dict[int, str]]:
+    def collection(car_list: list[str], angles: list[int], with_distractors: bool = True
+                   ) -> tuple[dict[int, Features], dict[int, str]]:
         refs, owner = {}, {}
-        for i, f in enumerate(distractors):
-            refs[i + 1], owner[i + 1] = f, f"distractor:{i}"
-        nid = len(refs) + 1
+        if with_distractors:
+            for i, f in enumerate(distractors):
+                refs[i + 1], owner[i + 1] = f, f"distractor:{i}"
+        nid = len(distractors) + 1
         for car in car_list:
             for a in angles:
                 refs[nid], owner[nid] = feats[(car, a)], car
@@ -192,30 +329,75 @@ def main() -> None:
         return refs, owner
 
     odd, even = list(range(1, 17, 2)), list(range(2, 17, 2))
-    refs, owner = collection(cars, odd)
-    near = _run("near views (odd angles -> even)", refs, owner,
-                [(c, feats[(c, a)], views[(c, a)]) for c in cars for a in even], True, args)
-    refs, owner = collection(cars, [1, 5, 9, 13])
-    far = _run("far views (01,05,09,13 -> 03,07,11,15)", refs, owner,
-               [(c, feats[(c, a)], views[(c, a)]) for c in cars for a in (3, 7, 11, 15)], True, args)
-    # Unknown cars both ways round: the first half in the collection and the second half queried, then swapped, so
-    # every car is an unknown one once (twice the queries of one split, and a check that one split is no fluke).
+    results: dict[str, tuple[float, int]] = {}
+    if "near" in protocols:
+        refs, owner = collection(cars, odd)
+        near = _run("near views (odd angles -> even)", refs, owner,
+                    [(c, feats[(c, a)], views[(c, a)]) for c in cars for a in even], True, args)
+        results["near"] = (sum(o.right for o in near) / len(near), len(near))
+    if "far" in protocols:
+        refs, owner = collection(cars, [1, 5, 9, 13])
+        far = _run("far views (01,05,09,13 -> 03,07,11,15)", refs, owner,
+                   [(c, feats[(c, a)], views[(c, a)]) for c in cars for a in (3, 7, 11, 15)], True, args)
+        results["far"] = (sum(o.right for o in far) / len(far), len(far))
+    if "light" in protocols:
+        refs, owner = collection(cars, odd)
+        light = [(c, _altered(f"light_{c}_{a:02d}.{args.masks}", lambda c=c, a=a: _light(
+            np.asarray(Image.open(image_of(c, a)).convert("RGB")), np.random.default_rng(
+                _seed("light", c, a))), segmenter, args.cache,
+            mask=_mask(image_of(c, a), mask_of(c, a), args.masks, segmenter, args.cache)), None)
+            for c in cars for a in even]
+        out = _run("near views under other light (white balance, exposure, gamma)", refs, owner, light, True, args)
+        results["light"] = (sum(o.right for o in out) / len(out), len(out))
     half = len(cars) // 2
-    unknown: list[tuple[bool, float]] = []
-    for inside, outside in ((cars[:half], cars[half:]), (cars[half:], cars[:half])):
-        refs, owner = collection(inside, odd)
-        unknown += _run(f"unknown cars ({len(inside)} cars in, {len(outside)} out, {outside[0]}...)", refs, owner,
-                        [(c, feats[(c, a)], views[(c, a)]) for c in outside for a in even], False, args)
-    rejected = sum(s < args.min_score for _, s in unknown) / len(unknown)
-    print(f"unknown cars, both splits: answered no match {rejected:.3f} of {len(unknown)}", flush=True)
+    splits = ((cars[:half], cars[half:]), (cars[half:], cars[:half]))
+    if "unknown" in protocols:
+        unknown: list[Outcome] = []
+        for inside, outside in splits:
+            refs, owner = collection(inside, odd)
+            unknown += _run(f"unknown cars ({len(inside)} cars in, {len(outside)} out, {outside[0]}...)", refs, owner,
+                            [(c, feats[(c, a)], views[(c, a)]) for c in outside for a in even
+                             if twin_of.get(c) not in inside], False, args)
+        rejected = sum(not o.answer for o in unknown) / len(unknown)
+        print(f"unknown cars, both splits: answered no match {rejected:.3f} of {len(unknown)}", flush=True)
+        results["unknown"] = (rejected, len(unknown))
+    if "twins" in protocols and twins:
+        refs, owner = collection(cars, odd)
+        out = _run(f"twins: {len(twins)} pairs of the same model and colour, all cars in", refs, owner,
+                   [(c, feats[(c, a)], None) for pair in twins for c in pair for a in even], True, args)
+        ok = sum(o.found and (len(o.answer) == 1 or twin_of[o.truth] in o.answer) for o in out) / len(out)
+        wrong = sum(o.answer == [twin_of[o.truth]] for o in out) / len(out)
+        print(f"  twins: the car itself, alone or with its twin marked ambiguous {ok:.3f}; the other twin alone "
+              f"{wrong:.3f}; both, ambiguous {sum(len(o.answer) > 1 for o in out) / len(out):.3f}", flush=True)
+        results["twins"] = (ok, len(out))
+    if "lot" in protocols:
+        lot: dict[str, list[tuple[str, Features, None]]] = {}
+        for k, c in enumerate(cars):
+            for a in (even[k % 8], even[(k + 3) % 8]):
+                rng = np.random.default_rng(_seed("lot", c, a))
+                scene = scenes[int(rng.integers(len(scenes)))]
+                path = image_of(c, a)
 
-    print("min_score sweep (near-view recall@1 / far-view recall@1 / unknown cars answered no match, both splits):",
-          flush=True)
-    for ms in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
-        r1 = sum(ok and score >= ms for ok, score in near) / len(near)
-        rf = sum(ok and score >= ms for ok, score in far) / len(far)
-        rej = sum(score < ms for _, score in unknown) / len(unknown)
-        print(f"  {ms:.1f}: {r1:.3f} / {rf:.3f} / {rej:.3f}", flush=True)
+                def make(path=path, c=c, a=a, scene=scene, rng=rng) -> np.ndarray:  # type: ignore[no-untyped-def]
+                    gt = np.asarray(Image.open(mask_of(c, a))) > 0
+                    return _lot_photo(np.asarray(Image.open(path).convert("RGB")), gt, Image.open(scene), rng)
+
+                lot.setdefault(c, []).append((c, _altered(f"lot_{c}_{a:02d}.segmenter", make, segmenter, args.cache),
+                                              None))
+        # the street scenes are the distractor photos: left out of the collection, as the cars in them are not stock
+        refs, owner = collection(cars, odd, with_distractors=False)
+        out = _run("lot photos (street scene, other cars, light, blur, JPEG) against studio references", refs, owner,
+                   [q for c in cars for q in lot[c]], True, args)
+        results["lot"] = (sum(o.right for o in out) / len(out), len(out))
+        unknown_lot: list[Outcome] = []
+        for inside, outside in splits:
+            refs, owner = collection(inside, odd, with_distractors=False)
+            unknown_lot += _run(f"unknown lot photos ({len(inside)} cars in, {len(outside)} out)", refs, owner,
+                                [q for c in outside if twin_of.get(c) not in inside for q in lot[c]], False, args)
+        results["lot unknown"] = (sum(not o.answer for o in unknown_lot) / len(unknown_lot), len(unknown_lot))
+    print(f"targets ({len(cars)} cars, masks={args.masks}, colour={'on' if args.colour else 'off'}):", flush=True)
+    for label, (value, n) in results.items():
+        print(_target(label, value, n), flush=True)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from server.jobs import init_app as jobs_init_app
 from server.jobs import store as jobs_store
 from server.jobs.cli import jobs_group, worker_command
 from server.services import catalog as catalog_service
+from server.services import catalog_recognition as catalog_recognition_service
 from server.services import recognition as recognition_service
 
 
@@ -56,7 +57,8 @@ AREAS: tuple[Area, ...] = (
     Area("removebg", removebg.init_app, (), (removebg_command,)),
     Area("improve", improve.init_app, (), (improve_group,)),  # remove.bg's Improvement Program, kept for review
     Area("catalog", catalog.init_app, (catalog_service.migrations,)),
-    Area("recognition", recognition.init_app, (recognition_service.migrations,), (index_group,)),
+    Area("recognition", recognition.init_app,
+         (recognition_service.migrations, catalog_recognition_service.migrations), (index_group,)),
     # background work of every area; no routes of its own (its page is the dashboard's System page)
     Area("jobs", jobs_init_app, (jobs_store.migrations,), (jobs_group, worker_command)),
 )

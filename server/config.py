@@ -159,6 +159,11 @@ class RecognitionSettings(Section):
     duplicate_score: float = Field(
         0.95, ge=0, le=1,
         description="An upload matching another object at this score or more is refused as a duplicate (force=true adds it).")
+    twin_ratio: float = Field(
+        0.5, gt=0, le=1,
+        description="A runner-up this close in inliers (same photo region, min_score met) is a look-alike: ambiguous.")
+    twin_checks: int = Field(
+        3, ge=0, le=50, description="Images a mode=single scan still verifies after its first decisive match.")
     min_query_side: int = Field(64, ge=16, le=4096, description="Queries with a shorter side answer no match.")
     max_query_megapixels: float = Field(25.0, gt=0, le=100, description="Largest query or reference image.")
     max_file_mb: int = Field(22, ge=1, le=200, description="Largest query or reference image file in MB.")

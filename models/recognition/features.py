@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from models.recognition import colour
+
 MAX_SIDE = 800
 MAX_KEYPOINTS = 1000
 _local = threading.local()
@@ -16,12 +18,16 @@ _local = threading.local()
 @dataclass
 class Features:
     """Keypoint positions (N,2 float32, in the source image's pixels) and RootSIFT descriptors (N,128 float32),
-    strongest keypoint first."""
+    strongest keypoint first; from a colour image also each keypoint's colour (N,3 uint8 sRGB, colour.py), the
+    image's illuminant (3 floats) and its body colour (colour.signature, 3 floats), else None."""
 
     points: np.ndarray
     descriptors: np.ndarray
     width: int
     height: int
+    colours: np.ndarray | None = None
+    light: np.ndarray | None = None
+    body: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.points.shape[0])
@@ -39,13 +45,27 @@ class Features:
         q = np.clip(np.rint(self.descriptors * 255.0), 0, 255).astype(np.uint8)
         return self.points.astype(np.float32).tobytes(), q.tobytes()
 
+    def colour_blob(self) -> bytes | None:
+        """The illuminant and the body colour (3 + 3 float32), then the keypoints' colours (N x 3 uint8); None
+        without colour."""
+        if self.colours is None or self.light is None or self.body is None:
+            return None
+        return (np.asarray(self.light, np.float32).tobytes() + np.asarray(self.body, np.float32).tobytes()
+                + np.asarray(self.colours, np.uint8).tobytes())
+
     @classmethod
-    def from_blobs(cls, points: bytes, descriptors: bytes, width: int, height: int) -> Features:
-        """Inverse of to_blobs (descriptors re-normalised to unit length)."""
+    def from_blobs(cls, points: bytes, descriptors: bytes, width: int, height: int,
+                   colours: bytes | None = None) -> Features:
+        """Inverse of to_blobs and colour_blob (descriptors re-normalised to unit length)."""
         pts = np.frombuffer(points, dtype=np.float32).reshape(-1, 2).copy()
         d = np.frombuffer(descriptors, dtype=np.uint8).reshape(-1, 128).astype(np.float32)
         d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-6)
-        return cls(pts, d, width, height)
+        light = body = cols = None
+        if colours and len(colours) == 24 + 3 * len(pts):
+            light = np.frombuffer(colours[:12], dtype=np.float32).copy()
+            body = np.frombuffer(colours[12:24], dtype=np.float32).copy()
+            cols = np.frombuffer(colours[24:], dtype=np.uint8).reshape(-1, 3).copy()
+        return cls(pts, d, width, height, cols, light, body)
 
 
 def _sift(max_keypoints: int) -> cv2.SIFT:
@@ -90,7 +110,16 @@ def extract(rgb: np.ndarray, mask: np.ndarray | None = None, *, max_side: int = 
     if m is not None:
         m = cv2.resize(m, (grey.shape[1], grey.shape[0]), interpolation=cv2.INTER_NEAREST)
     pts, desc = _strongest(grey, m, max_keypoints)
-    return Features(pts / scale, desc, w, h)
+    return _with_colour(Features(pts / scale, desc, w, h), rgb, mask)
+
+
+def _with_colour(f: Features, rgb: np.ndarray, mask: np.ndarray | None) -> Features:
+    """f with its keypoints' colours, the image's illuminant and body colour (a colour image only)."""
+    if rgb.ndim == 3 and rgb.shape[2] == 3:
+        f.colours = colour.keypoint_colours(rgb, f.points, mask)
+        f.light = colour.illuminant(rgb)
+        f.body = colour.signature(rgb, mask, f.light)
+    return f
 
 
 # View simulation (ASIFT, Morel & Yu 2009): a car turned 45 degrees is foreshortened horizontally by about
@@ -119,7 +148,27 @@ def extract_views(rgb: np.ndarray, mask: np.ndarray | None = None, *, max_side: 
         pts[:, 1] *= h / size[1]
         pts_all.append(pts)
         desc_all.append(desc)
-    return Features(np.concatenate(pts_all), np.concatenate(desc_all), w, h)
+    return _with_colour(Features(np.concatenate(pts_all), np.concatenate(desc_all), w, h), rgb, mask)
+
+
+def main_subject(mask: np.ndarray) -> np.ndarray:
+    """The car the photo is about, from a mask that may hold several (a lot photo with other cars in view): the
+    connected part with the largest area, weighted towards the middle of the photo (a part at a corner counts
+    half), with the smaller parts inside its box (mirrors, a part cut off by a pillar). Boolean HxW."""
+    m = np.asarray(mask, dtype=np.float32) > 0.5
+    n, labels, stats, centroids = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
+    if n <= 2:
+        return m
+    h, w = m.shape
+    half_diag = 0.5 * float(np.hypot(w, h))
+    weight = [0.0] + [float(stats[i, cv2.CC_STAT_AREA]) * (1.0 - 0.5 * float(np.hypot(
+        centroids[i][0] - w / 2, centroids[i][1] - h / 2)) / half_diag) for i in range(1, n)]
+    best = int(np.argmax(weight))
+    x, y, bw, bh = (int(v) for v in stats[best, :4])
+    keep = [best] + [i for i in range(1, n) if i != best
+                     and stats[i, 0] >= x and stats[i, 1] >= y and stats[i, 0] + stats[i, 2] <= x + bw
+                     and stats[i, 1] + stats[i, 3] <= y + bh]
+    return np.isin(labels, keep)
 
 
 def rating(features: Features) -> int:

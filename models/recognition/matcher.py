@@ -24,11 +24,12 @@ a convex quadrilateral (a flat object, or one dominant face), else the convex hu
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
+from models.recognition import colour
 from models.recognition.features import Features
 
 INLIER_MIDPOINT = 18.0
@@ -51,6 +52,9 @@ class Match:
     inliers: int
     score: float
     polygon: list[list[float]]  # the reference image's outline mapped into query pixels
+    colour: float | None = None  # colour.distance of the inlier pairs (None: an image without colour)
+    body: float | None = None  # distance between the two images' body colours (colour.signature)
+    pairs: np.ndarray | None = field(default=None, repr=False, compare=False)  # inlier (query, reference) keypoint indices
 
 
 def score_from_inliers(inliers: int, midpoint: float = INLIER_MIDPOINT) -> float:
@@ -142,4 +146,19 @@ def verify(query: Features, ref: Features, image_id: int = 0, *, mutual: bool = 
         polygon = _hull(query, q[keep])
     if polygon is None:
         return Match(image_id, inliers, 0.0, [])
-    return Match(image_id, inliers, score_from_inliers(inliers, midpoint), polygon)
+    qi = np.array([m.queryIdx for m in good])[keep]
+    ri = np.array([m.trainIdx for m in good])[keep]
+    local, body = _colour(query, ref, qi, ri)
+    return Match(image_id, inliers, score_from_inliers(inliers, midpoint), polygon, local, body,
+                 np.stack([qi, ri], axis=1))
+
+
+def _colour(query: Features, ref: Features, qi: np.ndarray, ri: np.ndarray) -> tuple[float | None, float | None]:
+    """colour.distance of the inlier pairs and of the two body colours; None when either image has no colour."""
+    if query.colours is None or ref.colours is None or query.light is None or ref.light is None:
+        return None, None
+    local = colour.distance(colour.chroma(query.colours[qi], query.light), colour.chroma(ref.colours[ri], ref.light))
+    body = None
+    if query.body is not None and ref.body is not None:
+        body = colour.distance(query.body[None, :], ref.body[None, :], 1.0)
+    return local, body

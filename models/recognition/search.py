@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from models.recognition.decide import evidence_score
 from models.recognition.features import Features
 from models.recognition.index import FeatureIndex
 from models.recognition.matcher import INLIER_MIDPOINT, VIEW_MIDPOINT_OFFSET, Match, verify
@@ -32,8 +33,8 @@ def shortlist_by_votes(index: FeatureIndex, query: Features, *, shortlist: int =
 def search(index: FeatureIndex | None, query: Features, load: Callable[[list[int]], dict[int, Features]], *,
            shortlist: int = 10, allowed: set[int] | None = None, vote_keypoints: int = 0,
            candidates: Sequence[int] | None = None, views: Features | None = None,
-           view_top: int = VIEW_TOP, stop_score: float | None = None, midpoint: float = INLIER_MIDPOINT,
-           timings: dict[str, float] | None = None) -> list[Match]:
+           view_top: int = VIEW_TOP, stop_score: float | None = None, after_stop: int = 0, use_colour: bool = False,
+           midpoint: float = INLIER_MIDPOINT, timings: dict[str, float] | None = None) -> list[Match]:
     """Verified matches for the shortlisted reference images, best first; a query with too few features
     (tiny, blank, featureless) gets none. `candidates` (e.g. from a global embedding) replaces the vote.
 
@@ -41,7 +42,9 @@ def search(index: FeatureIndex | None, query: Features, load: Callable[[list[int
     first match scoring at least this (a decisive one; a wrong car's best fit stays well below it), so a known
     object costs one or two verifications instead of `shortlist`. The best match is then the same as with full
     verification unless a later candidate scores higher still, i.e. another object is in the photo too: use it
-    for a single answer, not for mode multi / all.
+    for a single answer, not for mode multi / all. `after_stop` more shortlisted images are verified after the
+    decisive one, so that a look-alike object (decide.twins) is seen too; `use_colour`: decisive by
+    decide.evidence_score with colour (car collections).
 
     `views` (features.extract_views of the query) are matched too, with the query's own features, against the
     first `view_top` shortlisted images whose plain verification scored below VIEW_SKIP_SCORE: a view far from
@@ -71,17 +74,25 @@ def search(index: FeatureIndex | None, query: Features, load: Callable[[list[int
         t_load = clock() - t1
         matches = [verify(query, refs[i], i, midpoint=midpoint) for i in ranked if i in refs]
     else:
+        extra = None  # images still to verify once a decisive match is found
         for i in ranked:
+            if extra is not None:
+                if extra <= 0:
+                    break
+                extra -= 1
             t = clock()
             refs.update(load([i]))
             t_load += clock() - t
             if i in refs:
                 matches.append(verify(query, refs[i], i, midpoint=midpoint))
-                if matches[-1].score >= stop_score:
-                    break
+                if extra is None and evidence_score(matches[-1], midpoint, use_colour) >= stop_score:
+                    extra = after_stop
     if views is not None and len(views) and view_top > 0:
         both = Features(np.concatenate([query.points, views.points]),
                         np.concatenate([query.descriptors, views.descriptors]), query.width, query.height)
+        if query.colours is not None and views.colours is not None:
+            both.colours, both.light, both.body = (np.concatenate([query.colours, views.colours]), query.light,
+                                                   query.body)
         for k, m in enumerate(matches[:view_top]):
             if m.score < VIEW_SKIP_SCORE:
                 v = verify(both, refs[m.image_id], m.image_id, mutual=True, midpoint=midpoint + VIEW_MIDPOINT_OFFSET)

@@ -17,7 +17,8 @@ from server.blueprints import register
 from server.config import get_settings
 from server.errors import BadRequest
 from server.schemas import Strict
-from server.services import catalog, catalog_jobs, signed_urls
+from server.services import catalog, catalog_jobs, catalog_recognition, signed_urls
+from server.services import recognition as rec
 from server.services.metering import charge, check
 from server.services.removebg import SIZE_CREDITS
 from server.store import get_db
@@ -134,6 +135,41 @@ def list_vehicles(query_data: VehicleQuery) -> Response:
 
         resp.headers["Link"] = f'<{request.base_url}?{urlencode(args)}>; rel="next"'
     return resp
+
+
+@bp.post("/v1/vehicles/identify")
+@bp.doc(**DOC)
+@require_key
+def identify_vehicle() -> dict[str, Any]:
+    """Which inventory vehicles a photo shows (a customer's photo, a lot audit): one image (multipart `image_file`
+    or JSON `image_file_b64`), `mode` single|multi|all, `limit`, `min_score`. Answers `vehicles` best first with
+    vehicle_id, vin, stock_number, score, `ambiguous` (look-alikes of the same model and colour the photo cannot
+    tell apart are all answered) and polygon. Every exterior photo of an in-stock vehicle is a reference, free;
+    the scan is charged as a recognition scan."""
+    check("recognition")
+    params: dict[str, Any]
+    if request.is_json:
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise BadRequest("The body must be a JSON object.", code="invalid_parameters")
+        params = body
+        raws = [rec.decode_b64(body["image_file_b64"], "image_file_b64")] if body.get("image_file_b64") else []
+    else:
+        params = dict(request.form.items()) | dict(request.args.items())
+        raws = [f.read() for field in ("image_file", "photo") for f in request.files.getlist(field)]
+        raws += [rec.decode_b64(r, "image_file_b64") for r in request.form.getlist("image_file_b64")]
+    if len(raws) != 1:
+        raise BadRequest("Send exactly one photo (multipart image_file, or image_file_b64).", code="missing_source")
+    try:
+        limit = int(params.get("limit", 10))
+        min_score = float(params["min_score"]) if params.get("min_score") not in (None, "") else None
+    except (TypeError, ValueError) as exc:
+        raise BadRequest("limit must be an integer and min_score a number.", code="invalid_parameters") from exc
+    image = rec.decode_image(raws[0], "image")
+    db = get_db()
+    with charge("scans", 1):
+        return catalog_recognition.identify(db, image, mode=str(params.get("mode", "single")), limit=limit,
+                                            min_score=min_score)
 
 
 @bp.get("/v1/vehicles/<int:vehicle_id>")

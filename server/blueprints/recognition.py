@@ -140,7 +140,9 @@ def delete_collection(collection_id: str) -> Response:
 @require_key
 def summary(collection_id: str) -> Response:
     """Objects, images, active, processing, failed, scans this and last month, pending index work (images without
-    the installed embedding, plus a queued or running index rebuild, shown as index.rebuild: queued or running)."""
+    the installed embedding, plus a queued or running index rebuild, shown as index.rebuild: queued or running),
+    `lookalikes` (pairs of objects whose photos match each other) and per object the view angles its references
+    `coverage` (gap_warning past 45 degrees)."""
     check("collection_read")
     return jsonify(svc.summary(collection_id))
 
@@ -208,12 +210,14 @@ def delete_object(collection_id: str, object_id: str) -> Response:
 @bp.doc(**DOC)
 @require_key
 def add_images(collection_id: str, object_id: str) -> Response:
-    """Add one or many reference images (multipart image_file, repeatable, or base64); each gets a 0-5 rating,
-    the duplicates found (every object it matches at min_score or more), and status added, duplicate (matches
-    another object at recognition.duplicate_score, 0.95; force=true adds it), failed (no usable features, or a
-    later image that does not read, with its code) or refused (the upload allowance ran out mid-batch). Only added
-    images are charged. All the images together may decode to at most server.max_request_megapixels (413 before
-    any is decoded); they are decoded one at a time."""
+    """Add one or many reference images (multipart image_file, repeatable, or base64; optional `angle` in degrees
+    per image: 0 front, 90 side, 180 rear); each gets a 0-5 rating, the duplicates found (every object it matches
+    at min_score or more), the `lookalikes` (other objects it matches at min_score or more: the same model in the
+    same colour; also kept in the summary), and status added, duplicate (matches another object at
+    recognition.duplicate_score, 0.95; force=true adds it), failed (no usable features, or a later image that does
+    not read, with its code) or refused (the upload allowance ran out mid-batch). Only added images are charged.
+    All the images together may decode to at most server.max_request_megapixels (413 before any is decoded); they
+    are decoded one at a time."""
     check("collection_manage")
     svc.get_object(collection_id, object_id)
     uploads = _uploaded_images()
@@ -221,6 +225,7 @@ def add_images(collection_id: str, object_id: str) -> Response:
         raise svc.RecognitionError("No image given: send image_file (multipart) or images_b64 (JSON).",
                                    code="missing_source")
     force = _flag(_params().get("force"))
+    angles = _angles(len(uploads))
     check_request_pixels((data for _, data in uploads), get_settings().server.max_request_megapixels)
     results: list[dict[str, Any]] = []
     for n, (name, data) in enumerate(uploads):  # one decoded image at a time: memory stays one image's
@@ -233,7 +238,7 @@ def add_images(collection_id: str, object_id: str) -> Response:
             continue
         try:
             with charge("uploads", 1), charge("stored_images", 1):
-                result = svc.add_image(collection_id, object_id, image, force=force)
+                result = svc.add_image(collection_id, object_id, image, force=force, angle=angles[n])
                 if result["status"] != "added":
                     raise _NotStored(result)  # refunds both: nothing is charged for an image not stored
         except _NotStored as exc:
@@ -244,6 +249,23 @@ def add_images(collection_id: str, object_id: str) -> Response:
             result = {"status": "refused", "id": None, "code": exc.code, "detail": exc.detail}
         results.append({"name": name, **result})
     return jsonify({"images": results})
+
+
+def _angles(count: int) -> list[float | None]:
+    """The view angle of each uploaded image in degrees (`angle`, one per image in upload order, or one for all;
+    JSON: `angle` or a list `angles`), None where not given; checked before any image is examined."""
+    if request.is_json:
+        body = _json()
+        raw = body.get("angles", body.get("angle"))
+        values = raw if isinstance(raw, list) else [raw] * count
+    else:
+        values = request.form.getlist("angle") or request.args.getlist("angle") or [None]
+        if len(values) == 1:
+            values = values * count
+    if len(values) != count:
+        raise svc.RecognitionError(f"Send one angle per image (or one for all): got {count} images and "
+                                   f"{len(values)} angles.", code="invalid_angle")
+    return [svc.check_angle(v) for v in values]
 
 
 class _NotStored(Exception):
@@ -279,7 +301,8 @@ def delete_image(collection_id: str, object_id: str, image_id: int) -> Response:
 @bp.doc(**DOC)
 @require_key
 def recognize(collection_id: str) -> Response:
-    """Which objects a photo shows: mode single|multi|all, limit, min_score; results with score and polygon."""
+    """Which objects a photo shows: mode single|multi|all, limit, min_score; results with score, polygon and
+    `ambiguous` (look-alikes the photo cannot tell apart are all answered, in mode single too)."""
     check("recognition")
     svc.get_collection(collection_id)
     params = _params()

@@ -24,7 +24,7 @@ PAGE = 50
 SCAN_PREVIEW_SIDE = 1000
 
 
-def _scan_preview(image: Image.Image) -> tuple[str, float, tuple[int, int]]:
+def scan_preview(image: Image.Image) -> tuple[str, float, tuple[int, int]]:
     """The scanned photo as a small JPEG data URL, the factor from photo pixels to preview pixels, and its size."""
     preview = image.convert("RGB")
     preview.thumbnail((SCAN_PREVIEW_SIDE, SCAN_PREVIEW_SIDE))
@@ -45,8 +45,13 @@ def _collection_page(collection_id: str, scan: dict[str, Any] | None = None, err
     check("collection_read")
     coll = rec.get_collection(collection_id)
     objects, nxt = rec.list_objects(collection_id, request.args.get("cursor") or None, PAGE)
+    alike: dict[str, list[str]] = {}
+    for pair in rec.lookalikes(collection_id):
+        alike.setdefault(pair["object_id"], []).append(pair["other_id"])
+        alike.setdefault(pair["other_id"], []).append(pair["object_id"])
     return render_template("collection.html", coll=coll, counts=counts(collection_id), objects=objects,
-                           next_cursor=nxt, scan=scan, error=error), status
+                           next_cursor=nxt, scan=scan, error=error, lookalikes=alike,
+                           coverage={c["object_id"]: c for c in rec.coverage(collection_id)}), status
 
 
 @bp.get("/collections")
@@ -162,7 +167,7 @@ def collection_scan(collection_id: str) -> Any:
             out = rec.recognize(collection_id, image, mode=mode if mode in rec.MODES else "single", limit=10)
     except (ApiError, LicensingError, ModelError) as exc:
         return _collection_page(collection_id, error=friendly_message(exc), status=int(getattr(exc, "status", 400)))
-    src, factor, size = _scan_preview(image)
+    src, factor, size = scan_preview(image)
     for r in out["results"]:
         r["points"] = " ".join(f"{x * factor:.1f},{y * factor:.1f}" for x, y in (r.get("polygon") or []))
     return _collection_page(collection_id, scan={**out, "src": src, "size": size, "filename": upload.filename})

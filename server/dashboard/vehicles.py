@@ -13,7 +13,9 @@ from server.config import get_settings
 from server.dashboard import bp
 from server.dashboard.common import friendly_message, login_required
 from server.errors import ApiError
-from server.services import catalog, catalog_jobs
+from server.dashboard.collections import scan_preview
+from server.services import catalog, catalog_jobs, catalog_recognition
+from server.services import recognition as rec
 from server.services.metering import charge, check
 from server.services.removebg import SIZE_CREDITS
 from server.store import get_db
@@ -29,7 +31,8 @@ def vehicles() -> Any:
     return _vehicles_page()
 
 
-def _vehicles_page(error: str | None = None, status: int = 200, form: dict[str, str] | None = None) -> Any:
+def _vehicles_page(error: str | None = None, status: int = 200, form: dict[str, str] | None = None,
+                   found: dict[str, Any] | None = None) -> Any:
     check("collection_read")
     q = request.args.get("q", "").strip()
     wanted = request.args.get("status", "")
@@ -37,7 +40,29 @@ def _vehicles_page(error: str | None = None, status: int = 200, form: dict[str, 
     rows, nxt = catalog.search_vehicles(get_db(), q=q or None, status=wanted or None,
                                         cursor=request.args.get("cursor") or None, limit=PAGE)
     return render_template("vehicles.html", rows=rows, next_cursor=nxt, q=q, status=wanted,
-                           statuses=catalog.STATUSES, error=error, form=form or {}), status
+                           statuses=catalog.STATUSES, error=error, form=form or {}, found=found,
+                           pending_references=catalog_recognition.pending_count(get_db())), status
+
+
+@bp.post("/vehicles/identify")
+@login_required
+def identify_vehicle() -> Any:
+    """Find by photo: which in-stock vehicles a photo shows (POST /v1/vehicles/identify; one scan is charged)."""
+    upload = request.files.get("photo")
+    if upload is None or not upload.filename:
+        return _vehicles_page(error="Choose a photo of the vehicle to find.", status=400)
+    try:
+        check("recognition")
+        image = rec.decode_image(upload.read(), "photo")
+        g.principal = g.user  # the scan is charged to the signed-in user, without an API key
+        with charge("scans", 1):
+            out = catalog_recognition.identify(get_db(), image, mode="single")
+    except (ApiError, LicensingError, ModelError) as exc:
+        return _vehicles_page(error=friendly_message(exc), status=int(getattr(exc, "status", 400)))
+    src, factor, size = scan_preview(image)
+    for v in out["vehicles"]:
+        v["points"] = " ".join(f"{x * factor:.1f},{y * factor:.1f}" for x, y in (v.get("polygon") or []))
+    return _vehicles_page(found={**out, "src": src, "size": size, "filename": upload.filename})
 
 
 @bp.post("/vehicles")

@@ -23,6 +23,7 @@ from models import imaging, plates
 from models import vin as vins
 from server.config import Settings, get_settings
 from server.errors import ApiError, BadRequest, NotFound
+from server.services import catalog_recognition
 from server.services.uploads import check_request_pixels
 from server.store import write_txn
 
@@ -197,6 +198,10 @@ def update_vehicle(db: sqlite_utils.Database, vehicle_id: int, fields: dict[str,
             profile = vehicle_profile(db, vehicle_id)
             for photo in db["catalog_photos"].rows_where("vehicle_id = ?", [vehicle_id]):
                 enqueue(db, photo["id"], profile)
+    if clean.get("status", "in_stock") != "in_stock":  # sold or archived: no longer a stock unit to recognise
+        catalog_recognition.forget_vehicle(db, vehicle_id)
+    elif clean.get("status") == "in_stock" and before["status"] != "in_stock":  # back in stock
+        catalog_recognition.queue_vehicle(db, vehicle_id)
     return get_vehicle(db, vehicle_id)
 
 
@@ -206,6 +211,7 @@ def delete_vehicle(db: sqlite_utils.Database, vehicle_id: int) -> None:
     photo_ids = [r["id"] for r in db["catalog_photos"].rows_where("vehicle_id = ?", [vehicle_id], select="id")]
     for pid in photo_ids:
         delete_photo(db, pid)
+    catalog_recognition.forget_vehicle(db, vehicle_id)
     with write_txn(db):
         db["catalog_vehicles"].delete(vehicle_id)
 
@@ -520,6 +526,7 @@ def store_photos(db: sqlite_utils.Database, settings: Settings, vehicle_id: int,
             has_primary = True
             known.append((pid, p.sha256, ph))
             enqueue(db, pid, profile)
+            catalog_recognition.queue_photo(db, pid)  # a reference for identify, when exterior and in stock
             stored.append(pid)
     return {"photos": [_photo_out(db, get_photo(db, pid)) for pid in stored], "duplicates": duplicates}
 
@@ -539,6 +546,7 @@ def update_photo(db: sqlite_utils.Database, photo_id: int, fields: dict[str, Any
             if fields["angle"] not in ANGLES:
                 raise BadRequest(f"angle must be one of {', '.join(ANGLES)}.", code="invalid_angle")
             db["catalog_photos"].update(photo_id, {"angle": fields["angle"]})
+            catalog_recognition.photo_angle_changed(db, photo_id, fields["angle"])
         if fields.get("position") is not None:
             db["catalog_photos"].update(photo_id, {"position": int(fields["position"])})
         if fields.get("primary"):
@@ -556,6 +564,7 @@ def delete_photo(db: sqlite_utils.Database, photo_id: int) -> None:
     settings = get_settings()
     row = get_photo(db, photo_id)
     renders = list(db["catalog_renders"].rows_where("photo_id = ?", [photo_id]))
+    catalog_recognition.forget_photo(db, photo_id)
     with write_txn(db):
         db.execute("DELETE FROM catalog_jobs WHERE photo_id = ?", [photo_id])
         db.execute("DELETE FROM catalog_renders WHERE photo_id = ?", [photo_id])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -20,8 +21,9 @@ from sqlite_utils.migrations import Migrations
 from core.clock import now_iso
 from core.encoding import decode_cursor, encode_cursor, printable_id
 from models import imaging
+from models.recognition import decide
 from models.recognition.embedding import EmbeddingModel
-from models.recognition.features import Features, extract, rating
+from models.recognition.features import Features, extract, main_subject, rating
 from models.recognition.search import search
 from server.config import Settings, get_settings
 from server.errors import ApiError, NotFound
@@ -43,6 +45,7 @@ OBJECT_TYPES = ("car", "generic")
 MAX_OBJECT_ID = 255
 MAX_METADATA_BYTES = 1_000_000
 MODES = ("single", "multi", "all")
+COVERAGE_GAP = 45.0  # degrees between neighbouring reference views past which the summary warns
 
 migrations = Migrations("forecourt_recognition")
 
@@ -86,6 +89,17 @@ def m003_background_rebuilds(db: sqlite_utils.Database) -> None:
         {"collection_id": str, "state": str, "queued_at": str, "started_at": str, "claimed_by": str,
          "lease_until": float}, pk="collection_id", not_null={"state", "queued_at"})
     db["rec_counters"].create({"name": str, "value": int}, pk="name")
+
+
+@migrations()
+def m004_colour_angles_lookalikes(db: sqlite_utils.Database) -> None:
+    """Each reference image's keypoint colours and illuminant (models/recognition/colour.py) and its view angle
+    (degrees, given on upload), and the look-alikes found between objects (the same model in the same colour)."""
+    db["rec_images"].add_column("colours", bytes)
+    db["rec_images"].add_column("angle", float)
+    db["rec_lookalikes"].create(
+        {"collection_id": str, "object_id": str, "other_id": str, "score": float, "found_at": str},
+        pk=("collection_id", "object_id", "other_id"))
 
 
 def migrate(db: sqlite_utils.Database) -> None:
@@ -153,6 +167,7 @@ def delete_collection(collection_id: str) -> int:
         db.execute("DELETE FROM rec_objects WHERE collection_id = ?", [collection_id])
         db.execute("DELETE FROM rec_scans WHERE collection_id = ?", [collection_id])
         db.execute("DELETE FROM rec_rebuilds WHERE collection_id = ?", [collection_id])
+        db.execute("DELETE FROM rec_lookalikes WHERE collection_id = ?", [collection_id])
         db.execute("DELETE FROM rec_collections WHERE id = ?", [collection_id])
     for path in (get_settings().data_dir / "indexes").glob(f"{collection_id}.*faiss"):
         path.unlink(missing_ok=True)
@@ -265,6 +280,8 @@ def delete_object(collection_id: str, object_id: str) -> int:
     db = get_db()
     with write_txn(db):
         db.execute("DELETE FROM rec_objects WHERE collection_id = ? AND object_id = ?", [collection_id, object_id])
+        db.execute("DELETE FROM rec_lookalikes WHERE collection_id = ? AND (object_id = ? OR other_id = ?)",
+                   [collection_id, object_id, object_id])
     return len(ids)
 
 
@@ -279,13 +296,14 @@ class Analysis:
 
 
 def analyse(image: Image.Image, object_type: str) -> Analysis:
-    """RootSIFT features (and the embedding) of an image; for car collections from the car only (the segmenter's
-    car mask), so a shared studio backdrop does not make every car match every car."""
+    """RootSIFT features with their colours (and the embedding) of an image; for car collections from the car only
+    (the segmenter's car mask, and of the cars in view the one the photo is about, features.main_subject), so a
+    shared studio backdrop does not make every car match every car, nor a car parked behind count."""
     rgb = np.asarray(image.convert("RGB"))
     s = get_settings().recognition
     mask = None
     if object_type == "car":
-        mask = segmentation.segmenter().mask(rgb, kind="car")
+        mask = main_subject(segmentation.segmenter().mask(rgb, kind="car"))
     feats = extract(rgb, mask, max_side=s.max_side, max_keypoints=s.max_keypoints)
     model = embedder()
     if model is None:
@@ -309,9 +327,9 @@ def _load_features(db: sqlite_utils.Database, ids: list[int]) -> dict[int, Featu
     if not ids:
         return {}
     marks = ",".join("?" * len(ids))
-    return {int(r["id"]): Features.from_blobs(r["points"], r["descriptors"], r["width"], r["height"])
-            for r in db.query(f"SELECT id, points, descriptors, width, height FROM rec_images WHERE id IN ({marks})",
-                              ids)}
+    return {int(r["id"]): Features.from_blobs(r["points"], r["descriptors"], r["width"], r["height"], r["colours"])
+            for r in db.query(f"SELECT id, points, descriptors, width, height, colours FROM rec_images "
+                              f"WHERE id IN ({marks})", ids)}
 
 
 # --- images ------------------------------------------------------------------------------------------------------
@@ -320,27 +338,40 @@ def _image_out(row: dict[str, Any]) -> dict[str, Any]:
             "rating": row["rating"], "keypoints": row["keypoints"], "created_at": row["created_at"]}
 
 
-def add_image(collection_id: str, object_id: str, image: Image.Image, *, force: bool = False) -> dict[str, Any]:
-    """Extract, rate and check one reference image for duplicates, then store it and add it to the index.
+def add_image(collection_id: str, object_id: str, image: Image.Image, *, force: bool = False,
+              angle: float | None = None) -> dict[str, Any]:
+    """Extract, rate and check one reference image for duplicates and look-alikes, then store it (with its view
+    `angle` in degrees when known) and add it to the index.
 
     Every object it already matches (score >= the default min_score) is reported in `duplicates`; when one of them
     is another object matched decisively (score >= recognition.duplicate_score) the image gets status "duplicate"
     and is not added unless force is true. A weaker match is reported but added: a look-alike car photographed
-    at the same angle in the same booth reaches the min_score by chance, and is not a copy."""
+    at the same angle in the same booth reaches the min_score by chance, and is not a copy. Other objects matched at
+    min_score or more (a compatible colour: the same model in the same colour) are `lookalikes`, kept for the
+    summary, so the dealer knows to add a distinguishing photo (plate, interior, a scratch)."""
     coll = get_collection(collection_id)
     _object_row(collection_id, object_id)
+    angle = check_angle(angle)
     settings = get_settings()
     analysis = analyse(image, coll["object_type"])
     feats = analysis.features
     stars = rating(feats)
     db = get_db()
+    midpoint = _midpoint(settings, coll)
+    car = coll["object_type"] == "car"
     matches = _matches(db, settings, coll, analysis, allowed=None)
     owners = _owners(db, [m.image_id for m in matches])
-    duplicates = [{"object_id": owners[m.image_id], "image_id": m.image_id, "score": round(m.score, 3)}
-                  for m in matches if m.score >= settings.recognition.min_score and m.image_id in owners]
+    min_score = settings.recognition.min_score
+    scored = [(m, decide.evidence_score(m, midpoint, car)) for m in matches if m.image_id in owners]
+    duplicates = [{"object_id": owners[m.image_id], "image_id": m.image_id, "score": round(score, 3)}
+                  for m, score in scored if score >= min_score]
     refuse = settings.recognition.duplicate_score
     other = [d for d in duplicates if d["object_id"] != object_id and d["score"] >= refuse]
-    out: dict[str, Any] = {"rating": stars, "keypoints": len(feats), "duplicates": duplicates}
+    lookalikes = [{"object_id": c.object_id, "score": round(c.score, 3)}
+                  for c in decide.per_object(matches, owners, midpoint, car)
+                  if c.object_id != object_id and c.score >= min_score]
+    out: dict[str, Any] = {"rating": stars, "keypoints": len(feats), "duplicates": duplicates,
+                           "lookalikes": lookalikes}
     if other and not force:
         return {**out, "status": "duplicate", "id": None}
     if len(feats) == 0:
@@ -357,6 +388,7 @@ def add_image(collection_id: str, object_id: str, image: Image.Image, *, force: 
         db["rec_images"].insert({
             "id": image_id, "collection_id": collection_id, "object_id": object_id, "width": feats.width,
             "height": feats.height, "rating": stars, "keypoints": len(feats), "points": points, "descriptors": desc,
+            "colours": feats.colour_blob(), "angle": angle,
             "embedding": analysis.embedding.tobytes() if analysis.embedding is not None else None,
             "embedding_model": model.model_id if model is not None else None,
             "created_at": now_iso()})
@@ -370,8 +402,36 @@ def add_image(collection_id: str, object_id: str, image: Image.Image, *, force: 
         if gindex is not None and analysis.embedding is not None:
             gindex.add(image_id, analysis.embedding)
         publish(db, settings, collection_id, gen + 1, index, gindex, model)
+        _record_lookalikes(db, collection_id, object_id, lookalikes)
     start_claimable_rebuild(db, settings, collection_id)
     return {**out, "status": "added", "id": image_id}
+
+
+def check_angle(angle: Any) -> float | None:
+    """A view angle in degrees (0 front, 90 one side, 180 rear, 270 the other), normalised to [0, 360); None stays
+    None (not known)."""
+    if angle is None or angle == "":
+        return None
+    try:
+        value = float(angle)
+    except (TypeError, ValueError) as exc:
+        raise RecognitionError("angle must be a number of degrees (0 front, 90 side, 180 rear, 270 other side).",
+                               code="invalid_angle") from exc
+    if not math.isfinite(value) or not -360.0 <= value <= 720.0:
+        raise RecognitionError("angle must be between 0 and 360 degrees.", code="invalid_angle")
+    return value % 360.0
+
+
+def _record_lookalikes(db: sqlite_utils.Database, collection_id: str, object_id: str,
+                       lookalikes: list[dict[str, Any]]) -> None:
+    """Inside a write transaction: remember each look-alike pair both ways round, with the best score seen."""
+    now = now_iso()
+    for item in lookalikes:
+        for a, b in ((object_id, item["object_id"]), (item["object_id"], object_id)):
+            db.execute("INSERT INTO rec_lookalikes (collection_id, object_id, other_id, score, found_at) "
+                       "VALUES (?, ?, ?, ?, ?) ON CONFLICT (collection_id, object_id, other_id) DO UPDATE SET "
+                       "score = MAX(score, excluded.score), found_at = excluded.found_at",
+                       [collection_id, a, b, item["score"], now])
 
 
 def _next_image_id(db: sqlite_utils.Database) -> int:
@@ -450,14 +510,22 @@ def _owners(db: sqlite_utils.Database, ids: list[int]) -> dict[int, str]:
             for r in db.query(f"SELECT id, object_id FROM rec_images WHERE id IN ({marks})", ids)}
 
 
+def _midpoint(settings: Settings, coll: dict[str, Any]) -> float:
+    """The score calibration's inlier midpoint for the collection's kind (car_inlier_midpoint for cars)."""
+    r = settings.recognition
+    return r.car_inlier_midpoint if coll["object_type"] == "car" else r.inlier_midpoint
+
+
 def _matches(db: sqlite_utils.Database, settings: Settings, coll: dict[str, Any], analysis: Analysis,
              allowed: set[int] | None, single: bool = False) -> list:  # type: ignore[type-arg]
     """Shortlist (the embedding's nearest neighbours when every image has this model's embedding, else
     descriptor votes), then RANSAC; `single` (one answer wanted) stops at the first decisive match
-    (recognition.stop_score). Scores use the collection's calibration (car_inlier_midpoint for cars)."""
+    (recognition.stop_score) after verifying recognition.twin_checks more, so a look-alike is seen. Scores use the
+    collection's calibration (car_inlier_midpoint for cars)."""
     r = settings.recognition
     stop = r.stop_score if single and r.stop_score > 0 else None
-    midpoint = r.car_inlier_midpoint if coll["object_type"] == "car" else r.inlier_midpoint
+    midpoint = _midpoint(settings, coll)
+    car = coll["object_type"] == "car"
     gen = index_gen(db, coll["id"])
     load = lambda ids: _load_features(db, ids)  # noqa: E731
     model = analysis.model
@@ -467,15 +535,17 @@ def _matches(db: sqlite_utils.Database, settings: Settings, coll: dict[str, Any]
             gindex = load_global(db, settings, coll["id"], gen, model)
             candidates = gindex.search(analysis.embedding, r.shortlist, allowed)
             return search(None, analysis.features, load, shortlist=r.shortlist, allowed=allowed,
-                          candidates=candidates, stop_score=stop, midpoint=midpoint)
+                          candidates=candidates, stop_score=stop, after_stop=r.twin_checks, use_colour=car, midpoint=midpoint)
     index = load_index(db, settings, coll["id"], gen)
     return search(index, analysis.features, load, shortlist=r.shortlist, allowed=allowed,
-                  vote_keypoints=r.vote_keypoints, stop_score=stop, midpoint=midpoint)
+                  vote_keypoints=r.vote_keypoints, stop_score=stop, after_stop=r.twin_checks, use_colour=car, midpoint=midpoint)
 
 
 def recognize(collection_id: str, image: Image.Image, *, mode: str = "single", limit: int = 10,
               min_score: float | None = None) -> dict[str, Any]:
-    """Which objects the image shows: results best first with score and polygon, and search_time_ms."""
+    """Which objects the image shows: results best first with score (inliers and colour together, decide.py),
+    polygon and `ambiguous`, and search_time_ms. Look-alikes the photo cannot tell apart (the same model in the
+    same colour, decide.twins) are all answered, each with ambiguous true, in mode single too."""
     start = time.perf_counter()
     coll = get_collection(collection_id)
     settings = get_settings()
@@ -488,6 +558,7 @@ def recognize(collection_id: str, image: Image.Image, *, mode: str = "single", l
         raise RecognitionError("min_score must be between 0 and 1.")
     db = get_db()
     results: list[dict[str, Any]] = []
+    ambiguous = False
     if min(image.size) >= settings.recognition.min_query_side:
         analysis = analyse(image, coll["object_type"])
         inactive = {r[0] for r in db.execute(
@@ -499,24 +570,24 @@ def recognize(collection_id: str, image: Image.Image, *, mode: str = "single", l
                                                 [collection_id])} - inactive
         matches = _matches(db, settings, coll, analysis, allowed, single=mode == "single")
         owners = _owners(db, [m.image_id for m in matches])
-        best: dict[str, Any] = {}
-        for m in matches:  # best first, so the first match of an object is its best
-            obj = owners.get(m.image_id)
-            if obj is not None and obj not in best:
-                best[obj] = m
-        for obj, m in best.items():
-            if mode != "all" and m.score < threshold:
-                continue
-            row = _object_row(collection_id, obj)
-            results.append({"object_id": obj, "name": row["name"], "metadata": json.loads(row["metadata"] or "{}"),
-                            "score": round(m.score, 4), "inliers": m.inliers, "image_id": m.image_id,
-                            "polygon": m.polygon})
-        results = results[:1] if mode == "single" else results[:limit]
+        candidates = decide.per_object(matches, owners, _midpoint(settings, coll), coll["object_type"] == "car")
+        group = {c.object_id for c in decide.twins(candidates, threshold, settings.recognition.twin_ratio)}
+        ambiguous = len(group) > 1
+        if mode == "single":
+            candidates = [c for c in candidates if c.object_id in group] or candidates[:0]
+        elif mode == "multi":
+            candidates = [c for c in candidates if c.score >= threshold]
+        for c in candidates[: max(limit, len(group))]:
+            row = _object_row(collection_id, c.object_id)
+            results.append({"object_id": c.object_id, "name": row["name"],
+                            "metadata": json.loads(row["metadata"] or "{}"), "score": round(c.score, 4),
+                            "inliers": c.match.inliers, "image_id": c.match.image_id, "polygon": c.match.polygon,
+                            "ambiguous": ambiguous and c.object_id in group})
     with write_txn(db):
         db["rec_scans"].insert({"collection_id": collection_id, "created_at": now_iso(),
                                 "matched": int(any(r["score"] >= threshold for r in results))})
     start_claimable_rebuild(db, settings, collection_id)  # a rebuild whose worker was killed is taken over
-    return {"results": results, "mode": mode, "min_score": threshold,
+    return {"results": results, "mode": mode, "min_score": threshold, "ambiguous": ambiguous,
             "search_time_ms": round((time.perf_counter() - start) * 1000, 1)}
 
 
@@ -551,4 +622,42 @@ def summary(collection_id: str) -> dict[str, Any]:
         "index": {"kind": index.kind, "descriptors": index.ntotal, "memory_bytes": index.memory_bytes,
                   "shortlist": "embedding" if model is not None and pending == 0 else "votes",
                   "embedding_model": model.model_id if model is not None else None, "rebuild": rebuild},
+        "lookalikes": lookalikes(collection_id),
+        "coverage": coverage(collection_id),
     }
+
+
+def lookalikes(collection_id: str) -> list[dict[str, Any]]:
+    """Pairs of objects whose images matched each other at min_score or more (the same model in the same colour),
+    each pair once, best score first."""
+    return [{"object_id": r["object_id"], "other_id": r["other_id"], "score": r["score"]}
+            for r in get_db().query("SELECT object_id, other_id, score FROM rec_lookalikes WHERE collection_id = ? "
+                                    "AND object_id < other_id ORDER BY score DESC, object_id", [collection_id])]
+
+
+def angle_gaps(angles: list[float]) -> float:
+    """The widest turn (degrees) between neighbouring view angles around the car; 360 with none known."""
+    if not angles:
+        return 360.0
+    a = sorted(angles)
+    return max([b - x for x, b in zip(a, a[1:], strict=False)] + [a[0] + 360.0 - a[-1]])
+
+
+def coverage(collection_id: str) -> list[dict[str, Any]]:
+    """Per object, the view angles its references cover (given on upload; images without one counted as
+    `unknown_angles`), the widest gap between them, and `gap_warning` past COVERAGE_GAP degrees: scans more than
+    ~30 degrees from every reference are where recognition fails."""
+    per: dict[str, dict[str, Any]] = {}
+    for r in get_db().query("SELECT o.object_id, i.id AS image_id, i.angle FROM rec_objects o LEFT JOIN rec_images i ON "
+                            "i.collection_id = o.collection_id AND i.object_id = o.object_id "
+                            "WHERE o.collection_id = ? ORDER BY o.object_id, i.angle", [collection_id]):
+        item = per.setdefault(r["object_id"], {"object_id": r["object_id"], "angles": [], "unknown_angles": 0})
+        if r["angle"] is not None:
+            item["angles"].append(round(float(r["angle"]), 1))
+        elif r["image_id"] is not None:
+            item["unknown_angles"] += 1
+    for item in per.values():
+        item["angles"] = sorted(set(item["angles"]))
+        item["widest_gap"] = round(angle_gaps(item["angles"]), 1)
+        item["gap_warning"] = item["widest_gap"] > COVERAGE_GAP
+    return list(per.values())

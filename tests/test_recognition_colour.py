@@ -1,0 +1,110 @@
+"""Colour is identity: the body colour at matched keypoints, with the light discounted, on real Carvana photos
+(ground-truth car masks, no model weights).
+
+The same car under other light (white balance, exposure, gamma) keeps its score; the same car in other paint (grey
+to blue-grey, white to red, black to dark blue, made by repainting the body in the photo, so that the geometry
+fits perfectly) and real units of one model in another colour (a blue and a grey Ford Fusion, a silver and a black
+Audi A3 from the shared data) score below min_score however many inliers they have."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.recognition import colour, decide, extract, verify
+from models.recognition.matcher import CAR_INLIER_MIDPOINT
+
+SIDE = 900  # small copies keep the test quick; features are taken at 800 px anyway
+
+
+def _photo(shared_data: Path, car: str, angle: int) -> tuple[np.ndarray, np.ndarray]:
+    """A car photo (RGB) and its ground-truth mask, from carvana/ or calibration/carvana/, at SIDE px wide."""
+    for folder in (shared_data / "carvana", shared_data / "calibration" / "carvana"):
+        path = folder / "images" / f"{car}_{angle:02d}.jpg"
+        if path.exists():
+            img = Image.open(path).convert("RGB")
+            size = (SIDE, round(SIDE * img.height / img.width))
+            mask = Image.open(folder / "masks" / f"{car}_{angle:02d}_mask.gif").convert("L").resize(size)
+            return np.asarray(img.resize(size, Image.LANCZOS)), np.asarray(mask) > 0
+    raise FileNotFoundError(f"{car}_{angle:02d} is not in the shared data")
+
+
+def _relight(rgb: np.ndarray, gains: tuple[float, float, float], gamma: float = 1.0) -> np.ndarray:
+    lin = (rgb.astype(np.float32) / 255.0) ** 2.2 * np.array(gains, np.float32)
+    return np.clip(np.clip(lin, 0, 1) ** (1 / (2.2 * gamma)) * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _repaint(rgb: np.ndarray, mask: np.ndarray, paint: tuple[float, float, float],
+             lightness: float = 1.0) -> np.ndarray:
+    """The car's body in another paint: every car pixel that is not near-black keeps its luminance (times
+    `lightness`) but takes the paint's chromaticity (linear RGB)."""
+    lin = (rgb.astype(np.float32) / 255.0) ** 2.2
+    lum = lin @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+    p = np.array(paint, np.float32)
+    p = p / float(p @ np.array([0.2126, 0.7152, 0.0722], np.float32))
+    body = mask & (lum > 0.01)
+    out = lin.copy()
+    out[body] = np.clip(lum[body, None] * lightness * p, 0, 1)
+    return np.clip(out ** (1 / 2.2) * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _score(query_rgb: np.ndarray, query_mask: np.ndarray, ref_rgb: np.ndarray, ref_mask: np.ndarray):
+    m = verify(extract(query_rgb, query_mask), extract(ref_rgb, ref_mask), midpoint=CAR_INLIER_MIDPOINT)
+    return m, decide.evidence_score(m, CAR_INLIER_MIDPOINT)
+
+
+@pytest.mark.parametrize("gains, gamma", [
+    ((1.25, 1.0, 0.75), 1.0),  # warm light (tungsten-ish white balance)
+    ((0.8, 1.0, 1.25), 1.0),  # cool light (shade)
+    ((0.55, 0.55, 0.55), 1.0),  # a stop darker
+    ((1.3, 1.3, 1.3), 1.1),  # brighter, another tone curve
+    ((1.15, 1.0, 0.8), 0.9),  # warm and flatter
+])
+def test_the_same_car_under_other_light_keeps_its_score(shared_data: Path, gains, gamma) -> None:
+    ref_rgb, ref_mask = _photo(shared_data, "0ce66b539f52", 1)
+    q_rgb, q_mask = _photo(shared_data, "0ce66b539f52", 2)
+    plain, plain_score = _score(q_rgb, q_mask, ref_rgb, ref_mask)
+    assert plain.inliers >= 30 and plain_score > 0.95
+    m, score = _score(_relight(q_rgb, gains, gamma), q_mask, ref_rgb, ref_mask)
+    assert m.colour is not None and m.colour < decide.COLOUR_LIMIT - 2 * decide.COLOUR_SCALE, m.colour
+    assert score > 0.9, (m.inliers, m.colour)
+
+
+@pytest.mark.parametrize("car, paint, lightness, what", [
+    ("0ce66b539f52", (0.78, 0.9, 1.25), 1.0, "silver-grey to blue-grey"),
+    ("3bca821c8c41", (1.0, 0.12, 0.1), 0.45, "white to red"),
+    ("c53e374fdd72", (0.2, 0.35, 1.0), 1.6, "black to dark blue"),
+])
+def test_the_same_car_in_other_paint_is_another_object(shared_data: Path, car, paint, lightness, what) -> None:
+    ref_rgb, ref_mask = _photo(shared_data, car, 1)
+    q_rgb, q_mask = _photo(shared_data, car, 2)
+    m, score = _score(_repaint(q_rgb, q_mask, paint, lightness), q_mask, ref_rgb, ref_mask)
+    assert m.inliers >= 25, what  # the geometry fits: only colour can tell
+    assert m.colour is not None and m.colour > decide.COLOUR_LIMIT, (what, m.colour)
+    assert score < 0.5, (what, m.inliers, m.colour)
+
+
+@pytest.mark.parametrize("a, b, what", [
+    ("125cadcb9feb", "4dc8a7fe7c02", "blue and grey Ford Fusion"),
+    ("9dfaeb835626", "c53e374fdd72", "silver and black Audi A3"),
+])
+def test_real_units_of_one_model_in_other_colours_do_not_match(shared_data: Path, a, b, what) -> None:
+    """The two cars at the same angle: the geometry fits as well as a true match does, the colour does not."""
+    for angle in (3, 7):
+        qa, ma = _photo(shared_data, a, angle)
+        qb, mb = _photo(shared_data, b, angle)
+        m, score = _score(qa, ma, qb, mb)
+        assert m.inliers >= 17, (what, angle, m.inliers)  # enough to pass min_score on inliers alone
+        assert score < 0.5, (what, angle, m.inliers, m.colour)
+
+
+def test_illuminant_cancels_a_global_white_balance_and_exposure(shared_data: Path) -> None:
+    rgb, mask = _photo(shared_data, "c53e374fdd72", 4)
+    pts = np.argwhere(mask)[:: max(1, int(mask.sum()) // 300)][:, ::-1].astype(np.float32)
+    base = colour.chroma(colour.keypoint_colours(rgb, pts, mask), colour.illuminant(rgb))
+    moved = _relight(rgb, (0.7, 0.85, 1.1))
+    after = colour.chroma(colour.keypoint_colours(moved, pts, mask), colour.illuminant(moved))
+    assert colour.distance(base, after) < 0.08
