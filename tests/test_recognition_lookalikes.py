@@ -94,3 +94,16 @@ def test_bad_angles_are_refused_before_any_work(client, admin) -> None:  # type:
                  {"images_b64": ["AAAA", "AAAA"], "angles": [1, 2, 3]}):
         r = client.post(f"/v1/collections/{cid}/objects/x/images", json=body, headers=h)
         assert r.status_code == 400 and r.json["errors"][0]["code"] == "invalid_angle", r.json
+
+
+def test_a_copy_of_a_car_photo_is_still_refused_as_a_duplicate(client, admin, shared_data) -> None:  # type: ignore[no-untyped-def]
+    h = admin.headers
+    cid = client.post("/v1/collections", json={"name": "Lot", "object_type": "car"}, headers=h).json["id"]
+    for oid in ("a", "b"):
+        client.put(f"/v1/collections/{cid}/objects/{oid}", json={}, headers=h)
+    photo = _b64(shared_data, TWINS[0], 3)
+    first = client.post(f"/v1/collections/{cid}/objects/a/images", json={"images_b64": [photo]}, headers=h).json
+    assert first["images"][0]["status"] == "added"
+    again = client.post(f"/v1/collections/{cid}/objects/b/images", json={"images_b64": [photo]}, headers=h).json
+    assert again["images"][0]["status"] == "duplicate", again
+    assert again["images"][0]["duplicates"][0]["object_id"] == "a"

@@ -11,8 +11,8 @@ objects, while one car under studio light and under daylight (another white bala
   more than hue. A small floor keeps black and dark colours from turning noise into hue.
 - Two matched images are compared twice: at their inlier pairs (a high quantile of the per-pair distances, since
   glass, tyres and trim are neutral on every car and agree whatever the body colour), and by their body colour
-  (`signature`: the median colour over the car mask, where the paint outweighs glass, tyres and lights), which
-  weighs most: keypoints gather on wheels, lights and trim, which two units of one model share in any paint.
+  (`signature`: the chroma of the car's most saturated pixels and its median lightness), which is what the score
+  uses: keypoints gather on wheels, lights and trim, which two units of one model share in any paint.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy as np
 WINDOW = 0.006  # window radius around a keypoint, as a share of the image's longer side
 FLOOR = 0.01  # linear-RGB floor added before the log ratios (dark colours keep a hue only when clearly coloured)
 QUANTILE = 0.75  # of the per-inlier distances; neutral parts (glass, tyres) agree on any two cars
+PAINT_QUANTILE = 0.75  # the body colour's chroma comes from the car's pixels more saturated than this share
 LIGHTNESS_WEIGHT = 0.5  # of log adapted luminance against the two log-chromaticities
 SHADES_P = 6.0
 CLIPPED = 0.98  # linear value past which a pixel is taken as clipped (left out of the illuminant estimate)
@@ -87,16 +88,20 @@ def chroma(colours: np.ndarray, light: np.ndarray) -> np.ndarray:
 
 
 def signature(rgb: np.ndarray, mask: np.ndarray | None, light: np.ndarray) -> np.ndarray:
-    """The body colour: the median colour coordinates (chroma) over the mask's pixels (the whole image without
-    one)."""
+    """The body colour (3 floats: log R/G, log B/G, log luminance): the mean chroma of the most saturated quarter of
+    the mask's pixels (the paint, whether it covers a third of the car in one view or two thirds in another; a
+    median flips between paint and glass) and the median lightness. The whole image without a mask."""
     small, _ = _small(rgb)
+    pixels = small.reshape(-1, 3)
     if mask is not None:
         m = cv2.resize((np.asarray(mask, dtype=np.float32) > 0.5).astype(np.uint8), (small.shape[1], small.shape[0]),
                        interpolation=cv2.INTER_NEAREST) > 0
-        pixels = small[m] if m.any() else small.reshape(-1, 3)
-    else:
-        pixels = small.reshape(-1, 3)
-    return np.median(chroma(pixels, light), axis=0).astype(np.float32)
+        if m.any():
+            pixels = small[m]
+    c = chroma(pixels, light)
+    sat = np.linalg.norm(c[:, :2], axis=1)
+    paint = c[sat >= np.quantile(sat, PAINT_QUANTILE), :2].mean(axis=0)
+    return np.array([paint[0], paint[1], np.median(c[:, 2])], np.float32)
 
 
 _WEIGHTS = np.array([1.0, 1.0, LIGHTNESS_WEIGHT], np.float32)

@@ -1,12 +1,13 @@
 """From verified matches to an answer: a score that weighs colour with the inliers, one best match per object, and
 look-alikes ("twins": the same model in the same colour) answered together as ambiguous instead of one at random.
 
-The score stays a calibrated probability, of two conditions that must both hold: the geometry fits (a logistic in
-the inlier count, midpoint per kind of collection, scale INLIER_SCALE) and the colours at the inliers agree (a
-logistic falling through 0.5 at a colour distance of COLOUR_LIMIT, colour.py's measure, with scale COLOUR_SCALE).
-Many inliers cannot outvote another colour: a look-alike of the same model in another colour fits as well as the
-car itself. Both colour constants were chosen on one half of the 52 Carvana cars and checked on the other half
-(scripts/eval_recognition.py prints both halves' figures).
+The score stays the inliers' calibrated probability (a logistic in the inlier count, midpoint per kind of
+collection, scale INLIER_SCALE) while the body colours agree (colour.py's body-colour distance up to COLOUR_LIMIT
+costs nothing: the same car under other light, or 22.5 degrees round), and falls towards 0 past it (times
+2 x a logistic of scale COLOUR_SCALE, continuous at the limit): many inliers cannot outvote another colour, since a
+look-alike of the same model in another paint fits as well as the car itself. LIGHTNESS_WEIGHT, COLOUR_LIMIT and
+COLOUR_SCALE were chosen on one half of the 52 Carvana cars and checked on the other half and the 12 development
+cars (README, recognition).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import numpy as np
 
 from models.recognition.matcher import INLIER_SCALE, MIN_MATCHES, Match
 
-COLOUR_LIMIT = 0.3  # colour distance at which the colour term is 0.5
-COLOUR_SCALE = 0.03  # its logistic scale
+COLOUR_LIMIT = 0.4  # body-colour distance (colour.py) past which the score falls
+COLOUR_SCALE = 0.05  # how fast: at COLOUR_LIMIT + 0.1 the score is 0.24 of the inliers' one
 TWIN_RATIO = 0.5  # a runner-up object with at least this share of the best one's inliers is a look-alike
 TWIN_OVERLAP = 0.5  # ... when the two matched regions of the photo overlap this much (else: two objects in view)
 
@@ -32,8 +33,8 @@ def evidence_score(m: Match, midpoint: float, use_colour: bool = True) -> float:
     if m.inliers < MIN_MATCHES or m.score <= 0.0:
         return 0.0
     p = _logistic((m.inliers - midpoint) / INLIER_SCALE)
-    if use_colour and m.colour is not None:
-        p *= _logistic((COLOUR_LIMIT - m.colour) / COLOUR_SCALE)
+    if use_colour and m.body is not None and m.body > COLOUR_LIMIT:
+        p *= 2.0 * _logistic((COLOUR_LIMIT - m.body) / COLOUR_SCALE)
     return p
 
 

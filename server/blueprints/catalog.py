@@ -10,6 +10,7 @@ from apiflask import APIBlueprint
 from flask import Flask, Response, current_app, request, send_file
 from pydantic import Field
 
+from core.encoding import decode_b64
 from models import plates
 from server import json_limits
 from server.auth import API_KEY_SECURITY, require_admin_key, require_key
@@ -153,11 +154,14 @@ def identify_vehicle() -> dict[str, Any]:
         if not isinstance(body, dict):
             raise BadRequest("The body must be a JSON object.", code="invalid_parameters")
         params = body
-        raws = [rec.decode_b64(body["image_file_b64"], "image_file_b64")] if body.get("image_file_b64") else []
+        raw = body.get("image_file_b64")
+        if raw is not None and not isinstance(raw, str):
+            raise BadRequest("image_file_b64 must be a base64 string.", code="invalid_parameters")
+        raws = [decode_b64(raw, "image_file_b64")] if raw else []
     else:
         params = dict(request.form.items()) | dict(request.args.items())
         raws = [f.read() for field in ("image_file", "photo") for f in request.files.getlist(field)]
-        raws += [rec.decode_b64(r, "image_file_b64") for r in request.form.getlist("image_file_b64")]
+        raws += [decode_b64(r, "image_file_b64") for r in request.form.getlist("image_file_b64")]
     if len(raws) != 1:
         raise BadRequest("Send exactly one photo (multipart image_file, or image_file_b64).", code="missing_source")
     try:

@@ -45,6 +45,7 @@ OBJECT_TYPES = ("car", "generic")
 MAX_OBJECT_ID = 255
 MAX_METADATA_BYTES = 1_000_000
 MODES = ("single", "multi", "all")
+DUPLICATE_SHARE = 0.5  # car collections: a copy's inliers are at least this share of the upload's keypoints
 COVERAGE_GAP = 45.0  # degrees between neighbouring reference views past which the summary warns
 
 migrations = Migrations("forecourt_recognition")
@@ -366,7 +367,11 @@ def add_image(collection_id: str, object_id: str, image: Image.Image, *, force: 
     duplicates = [{"object_id": owners[m.image_id], "image_id": m.image_id, "score": round(score, 3)}
                   for m, score in scored if score >= min_score]
     refuse = settings.recognition.duplicate_score
-    other = [d for d in duplicates if d["object_id"] != object_id and d["score"] >= refuse]
+    # In a car collection a copy of a photo shares most of its keypoints; a twin of the same model shot at the same
+    # angle in the same booth reaches duplicate_score with a fraction of them, and is a look-alike, not a copy.
+    copies = {m.image_id for m, _ in scored if not car or m.inliers >= DUPLICATE_SHARE * len(feats)}
+    other = [d for d in duplicates if d["object_id"] != object_id and d["score"] >= refuse
+             and d["image_id"] in copies]
     lookalikes = [{"object_id": c.object_id, "score": round(c.score, 3)}
                   for c in decide.per_object(matches, owners, midpoint, car)
                   if c.object_id != object_id and c.score >= min_score]
