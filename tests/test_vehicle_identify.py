@@ -13,7 +13,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.conftest import start_live_server, stop_live_server
+from tests.helpers import start_live_server, stop_live_server
 
 pytestmark = pytest.mark.slow
 
