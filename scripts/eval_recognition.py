@@ -53,15 +53,14 @@ def _features(path: Path, mask_path: Path | None, masks: str, segmenter,  # type
     if cache is None:
         rgb = np.asarray(Image.open(path).convert("RGB"))
         return extract(rgb, _mask(path, mask_path, masks, segmenter, rgb=rgb))
-    cached, coloured = cache / f"{path.stem}.{masks}.npz", cache / f"{path.stem}.{masks}.colour.npz"
+    cached, coloured = cache / f"{path.stem}.{masks}.npz", cache / f"{path.stem}.{masks}.{COLOUR_CACHE}.npz"
     if cached.exists():
         z = np.load(cached)
         f = Features(z["points"], z["descriptors"], int(z["size"][0]), int(z["size"][1]))
         if coloured.exists():
             c = np.load(coloured)
-            if "body" in c:
-                f.colours, f.light, f.body = c["colours"], c["light"], c["body"]
-                return f
+            f.colours, f.light, f.body = c["colours"], c["light"], c["body"]
+            return f
         rgb = np.asarray(Image.open(path).convert("RGB"))
         mask = _mask(path, mask_path, masks, segmenter, cache, rgb=rgb)
         f.colours = colour.keypoint_colours(rgb, f.points, mask)
@@ -112,6 +111,7 @@ def _view_features(path: Path, mask_path: Path | None, masks: str, segmenter,  #
 # Pairs of Carvana cars of the same model in the same colour (found by cross-matching every car's views, then
 # checked by eye): the twins protocol's cars. Listed by id; a pair counts in a run when both cars are in it.
 TWINS: list[tuple[str, str]] = [("de3ca5ec1e59", "feaf59172a01")]  # black Audi Q3 (calibration/, carvana/)
+COLOUR_CACHE = "colour3"  # the colour files' version (bumped when colour.py's measures change)
 TARGETS = {"near": 0.99, "far": 0.60, "unknown": 0.97, "twins": 0.95, "lot": 0.95, "lot unknown": 0.97,
            "light": 0.99}
 
@@ -164,21 +164,35 @@ def _seed(*parts: object) -> int:
 
 def _altered(name: str, make, segmenter, cache: Path | None,  # type: ignore[no-untyped-def]
              mask: np.ndarray | None = None) -> Features:
-    """Features of a made-up photo (`make()` gives its RGB), cached under `name`; the car mask is `mask`, or the
-    segmenter's main car (features.main_subject)."""
-    cached = cache / f"{name}.npz" if cache is not None else None
-    if cached is not None and cached.exists():
-        z = np.load(cached)
-        return Features(z["points"], z["descriptors"], int(z["size"][0]), int(z["size"][1]), z["colours"], z["light"],
-                        z["body"])
+    """Features of a made-up photo (`make()` gives its RGB), cached under `name` (features, the car mask and the
+    colours apart, so that a colour change re-reads no segmenter); the car mask is `mask`, or the segmenter's main
+    car (features.main_subject)."""
+    if cache is None:
+        rgb = make()
+        return extract(rgb, mask if mask is not None else main_subject(segmenter.mask(rgb, kind="car") > 0.5))
+    cache.mkdir(parents=True, exist_ok=True)
+    cached, masked, coloured = (cache / f"{name}.npz", cache / f"{name}.mask.png",
+                                cache / f"{name}.{COLOUR_CACHE}.npz")
+    if cached.exists() and coloured.exists():
+        z, c = np.load(cached), np.load(coloured)
+        return Features(z["points"], z["descriptors"], int(z["size"][0]), int(z["size"][1]), c["colours"],
+                        c["light"], c["body"])
     rgb = make()
     if mask is None:
-        mask = main_subject(segmenter.mask(rgb, kind="car") > 0.5)
-    f = extract(rgb, mask)
-    if cached is not None:
-        cache.mkdir(parents=True, exist_ok=True)
-        np.savez(cached, points=f.points, descriptors=f.descriptors, size=np.array([f.width, f.height]),
-                 colours=f.colours, light=f.light, body=f.body)
+        if masked.exists():
+            mask = np.asarray(Image.open(masked)) > 127
+        else:
+            mask = main_subject(segmenter.mask(rgb, kind="car") > 0.5)
+            Image.fromarray(mask.astype(np.uint8) * 255).save(masked)
+    if cached.exists():
+        z = np.load(cached)
+        f = Features(z["points"], z["descriptors"], int(z["size"][0]), int(z["size"][1]))
+        f.colours, f.light = colour.keypoint_colours(rgb, f.points, mask), colour.illuminant(rgb)
+        f.body = colour.signature(rgb, mask, f.light)
+    else:
+        f = extract(rgb, mask)
+        np.savez(cached, points=f.points, descriptors=f.descriptors, size=np.array([f.width, f.height]))
+    np.savez(coloured, colours=f.colours, light=f.light, body=f.body)
     return f
 
 
