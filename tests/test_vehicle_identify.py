@@ -1,6 +1,6 @@
 """POST /v1/vehicles/identify under real gunicorn with real Carvana photos: the catalog keeps its own recognition
-collection (every exterior photo of an in-stock vehicle is a free reference, indexed by the worker's background
-threads), a customer's photo names the stock unit, a scan is charged as a scan, and references go with the vehicle
+collection (every exterior photo of an in-stock vehicle is a free reference, made by jobs on the
+queue in the worker), a customer's photo names the stock unit, a scan is charged as a scan, and references go with the vehicle
 when it is sold or deleted."""
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def test_identify_names_the_stock_unit_and_forgets_sold_and_deleted_ones(tmp_pat
     data = tmp_path / "data"
     data.mkdir()
     server = start_live_server(data, workers=1, threads=2, extra_env={
-        "FORECOURT_CATALOG__RENDER_SIZE": "preview", "FORECOURT_CATALOG__POLL_SECONDS": "0.2"})
+        "FORECOURT_CATALOG__RENDER_SIZE": "preview", "FORECOURT_QUEUE__POLL_SECONDS": "0.2"})
     try:
         made = server.cli("users", "create", "admin@dealer.example", "--role", "admin", "--password",
                           "long enough password")

@@ -11,9 +11,9 @@ from licensing.errors import LicensingError
 from models.errors import ModelError
 from server.config import get_settings
 from server.dashboard import bp
+from server.dashboard.collections import scan_preview
 from server.dashboard.common import friendly_message, login_required
 from server.errors import ApiError
-from server.dashboard.collections import scan_preview
 from server.services import catalog, catalog_jobs, catalog_recognition
 from server.services import recognition as rec
 from server.services.metering import charge, check
