@@ -1,6 +1,6 @@
 """POST /v1/vehicles/identify under real gunicorn with real Carvana photos: the catalog keeps its own recognition
-collection (every exterior photo of an in-stock vehicle is a free reference, made by jobs on the
-queue in the worker), a customer's photo names the stock unit, a scan is charged as a scan, and references go with the vehicle
+collection (every exterior photo of an in-stock vehicle is a free reference, made by jobs on the queue in the
+worker), a customer's photo names the stock unit, a scan is charged as a scan, and references go with the vehicle
 when it is sold or deleted."""
 
 from __future__ import annotations
@@ -46,6 +46,12 @@ def _scans_used(server) -> float:  # type: ignore[no-untyped-def]
     import json
 
     return float(json.loads(out.stdout)["balances"]["scans"]["used"])
+
+
+def _stored_images(server) -> float:  # type: ignore[no-untyped-def]
+    import json
+
+    return float(json.loads(server.cli("license", "status", "--json").stdout)["balances"]["stored_images"]["stored"])
 
 
 def test_identify_names_the_stock_unit_and_forgets_sold_and_deleted_ones(tmp_path: Path, shared_data: Path) -> None:
@@ -97,7 +103,8 @@ def test_identify_names_the_stock_unit_and_forgets_sold_and_deleted_ones(tmp_pat
             assert hit["vin"] == STOCK[car] and hit["stock_number"] == f"S-{car[:4]}"
             assert hit["score"] >= 0.5 and hit["ambiguous"] is False and len(hit["polygon"]) >= 3
         assert identify(UNKNOWN, "02")["vehicles"] == []
-        assert _scans_used(server) == scans_before + 3  # each identify is one scan; references were free
+        assert _scans_used(server) == scans_before + 3  # each identify is one scan
+        assert _stored_images(server) == 0  # references are free: not counted against stored images
 
         # sold: no longer a stock unit to find; deleted: its references go too
         sold = requests.patch(f"{server.url}/v1/vehicles/{ids['0ce66b539f52']}", json={"status": "sold"},
