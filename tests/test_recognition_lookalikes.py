@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-pytestmark = pytest.mark.slow
+# the twin test ran 2-3 min on a 2-core box at load ~20: the default 300 s is too close
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 TWINS = ("de3ca5ec1e59", "feaf59172a01")  # black Audi Q3 x 2
 FUSIONS = ("125cadcb9feb", "4dc8a7fe7c02")  # blue and grey Ford Fusion
