@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from models import main_car
+
 
 @dataclass(frozen=True)
 class CarParams:
@@ -40,6 +42,7 @@ class CarParams:
     enclosure: float = 0.45
     unsure_max: float = 0.5
     unsure_max_high: float = 0.15
+    main: main_car.MainCarParams | None = main_car.MainCarParams()
 
 
 def _disk(radius: float) -> np.ndarray:
@@ -125,6 +128,8 @@ def keep_cars(alpha: np.ndarray, params: CarParams = CarParams(), confidence: np
     else:
         small, sure = alpha, confidence
     keep = car_keep_mask(small, params, sure)
+    if params.main is not None:  # a lot photo: the main car and what is attached to it (models/main_car.py)
+        keep = main_car.select_main(keep, small, params.main)
     # let kept regions spill one pixel into background so their soft edges survive the upscale
     hard = small > params.threshold
     keep = keep | ((cv2.dilate(keep.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~hard)
