@@ -3,6 +3,9 @@ worst file per dataset.
 
     .venv/bin/python scripts/eval_segmentation.py ../shared/data --kind car [--limit 24] [--dataset carvana]
         [--lot 32] [--halves] [--cache /tmp/seg-cache]
+    .venv/bin/python scripts/eval_segmentation.py ../shared/data --glass [--alpha-cache /tmp/x] [--half a|b]
+
+`--glass` judges the see-through windows of type=car (models/glass.py) instead: see `glass_eval`.
 
 Foreground is every mask pixel above 0 (Carvana masks are palette GIFs, index 1 = car) and every matte pixel
 >= 0.5. Roboflow results: "visea/car-segmentation-vacre" (Roboflow Universe, CC BY 4.0).
@@ -116,7 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lot", type=int, default=32, help="lot-photo composites (0: none)")
     parser.add_argument("--halves", action="store_true", help="also report each dataset's halves A and B")
     parser.add_argument("--cache", type=Path, help="cache the model's raw outputs in this folder")
+    parser.add_argument("--glass", action="store_true", help="evaluate the see-through windows (see glass_eval)")
+    parser.add_argument("--alpha-cache", type=Path,
+                        help="--glass: read/write today's type=car mattes here (<image path with / as __>.npy)")
+    parser.add_argument("--half", choices=("a", "b"), help="--glass: only the even (a) or odd (b) photos / cars")
+    parser.add_argument("--cached-only", action="store_true", help="--glass: skip photos without a cached matte")
     args = parser.parse_args(argv)
+    if args.glass:
+        return glass_eval(args)
 
     pairs = args.data / "PAIRS.tsv"
     if not pairs.is_file():
@@ -173,6 +183,167 @@ def main(argv: list[str] | None = None) -> int:
             writer = csv.DictWriter(fh, fieldnames=["dataset", "image", "iou", "dice", "ms"])
             writer.writeheader()
             writer.writerows(per_image)
+    return 0
+
+
+GLASS_PARTS = ("front_glass", "back_glass")
+GLASS_ANGLES = ("03", "05", "07", "11", "13", "15")  # Carvana side (05, 13) and three-quarter views
+
+
+def _cached_alpha(args: argparse.Namespace, seg, rel: str, rgb: np.ndarray) -> np.ndarray | None:  # noqa: ANN001
+    """Today's type=car matte (float32 0-1, quantised to 8 bits like the server's), from the cache when there."""
+    path = args.alpha_cache / (rel.replace("/", "__") + ".npy") if args.alpha_cache else None
+    if path is not None and path.is_file():
+        return np.load(path).astype(np.float32) / 255.0
+    if args.cached_only:
+        return None
+    mirror = args.mirror == "on" or (args.mirror == "auto" and RemovebgSettings().car_mirror_pass)
+    alpha8 = (seg.mask(rgb, kind="car", mirror=mirror) * 255.0 + 0.5).astype(np.uint8)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, alpha8)
+    return alpha8.astype(np.float32) / 255.0
+
+
+def _white_render(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Luminance (0-255) of the cut-out on white, coloured as the server colours it."""
+    from models.refine import decontaminate
+
+    colour = decontaminate(rgb, alpha)
+    return _white_lum(colour, alpha)
+
+
+def _white_lum(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    lum = colour.astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
+    return alpha * lum + (1.0 - alpha) * 255.0
+
+
+def glass_eval(args: argparse.Namespace) -> int:
+    """The see-through windows, three ways:
+
+    1. glass IoU on distractors/parts.json: the predicted glass (models/glass.py's mask > 0.5) against the union of
+       the `front_glass` and `back_glass` polygons, per photo with glass annotated; also with the door polygons'
+       pixels ignored (the side windows are annotated as part of the doors there).
+    2. backdrop-logo pixels seen through windows on Carvana side and three-quarter views (angles GLASS_ANGLES): the
+       studio is fixed and only the car turns, so each angle's clean backdrop is the per-pixel median of the other
+       cars' photos where their ground-truth mask is 0. A car pixel (ground truth) shows the backdrop when the photo
+       is within 30 (RGB distance) of that clean backdrop there. Of those, on the wall (above the floor's top row),
+       *logo* pixels are where the clean backdrop's luminance is under 120 (the dark grey letters; the wall is
+       ~220), *clear* ones where it is 170 or more. A logo pixel *survives* when, on the white render, it is more
+       than 25 levels darker than the median render of the clear pixels of the same photo (the letters stay
+       readable).
+    3. Dice of the opaque body: matte >= 0.5 against the ground truth outside the predicted glass, today and with
+       glass (must stay within 0.001), plus the whole silhouette's Dice for information.
+    """
+    import json
+
+    import cv2
+
+    from models import glass
+
+    seg = None
+    if not args.cached_only:
+        seg = get_segmenter(args.model, args.models_dir, device=args.device, threads=args.threads,
+                            precision=args.precision)
+        seg.load()
+    keep = (lambda i: i % 2 == 0) if args.half == "a" else (lambda i: i % 2 == 1) if args.half == "b" else (
+        lambda i: True)
+    # 1. glass IoU
+    parts = json.loads((args.data / "distractors" / "parts.json").read_text())
+    names = {c["id"]: c["name"] for c in parts["categories"]}
+    by_image: dict[int, list[dict]] = defaultdict(list)
+    for ann in parts["annotations"]:
+        by_image[ann["image_id"]].append(ann)
+    photos = [im for im in parts["images"]
+              if any(names[a["category_id"]] in GLASS_PARTS for a in by_image[im["id"]])]
+    ious, ious_nodoor, body_today, body_glass = [], [], [], []
+    for i, im in enumerate(photos):
+        if not keep(i):
+            continue
+        rel = f"distractors/{im['file_name']}"
+        rgb = np.asarray(Image.open(args.data / rel).convert("RGB"))
+        alpha = _cached_alpha(args, seg, rel, rgb)
+        if alpha is None:
+            continue
+        truth = np.zeros(rgb.shape[:2], np.uint8)
+        doors = np.zeros(rgb.shape[:2], np.uint8)
+        for ann in by_image[im["id"]]:
+            name = names[ann["category_id"]]
+            target = truth if name in GLASS_PARTS else doors if name.endswith("_door") else None
+            if target is None:
+                continue
+            for poly in ann["segmentation"]:
+                cv2.fillPoly(target, [np.asarray(poly, np.float64).reshape(-1, 2).round().astype(np.int32)], 1)
+        found = glass.find_glass(rgb, alpha)
+        pred = found.mask > 0.5 if found is not None else np.zeros(rgb.shape[:2], bool)
+        t = truth > 0
+        ious.append(scores(pred, t)[0])
+        care = ~((doors > 0) & ~t)
+        ious_nodoor.append(scores(pred & care, t & care)[0])
+    if ious:
+        print(f"glass IoU  n={len(ious)} mean {np.mean(ious):.4f} (doors ignored {np.mean(ious_nodoor):.4f})  "
+              f"median {np.median(ious):.4f}  share >= 0.5: {np.mean(np.asarray(ious) >= 0.5):.2f}", flush=True)
+    # 2. logo pixels through windows, 3. body Dice
+    with open(args.data / "PAIRS.tsv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh, delimiter="\t") if r["dataset"] == "carvana"]
+    cars = sorted({r["object_id"] for r in rows})
+    logo_total = logo_today = logo_glass = 0
+    per_photo = []
+    for angle in GLASS_ANGLES:
+        pics = {c: f"carvana/images/{c}_{angle}.jpg" for c in cars}
+        if not all((args.data / p).is_file() for p in pics.values()):
+            continue
+        masks = {c: read_mask(args.data / f"carvana/masks/{c}_{angle}_mask.gif") for c in cars}
+        photos_rgb = {c: np.asarray(Image.open(args.data / p).convert("RGB")) for c, p in pics.items()}
+        for k, car_id in enumerate(cars):
+            if not keep(k):
+                continue
+            rgb = photos_rgb[car_id]
+            alpha = _cached_alpha(args, seg, pics[car_id], rgb)
+            if alpha is None:
+                continue
+            others = [c for c in cars if c != car_id]
+            stack = np.stack([photos_rgb[c] for c in others]).astype(np.float32)
+            stack[np.stack([masks[c] for c in others])] = np.nan
+            plate = np.nanmedian(stack, axis=0)
+            truth = masks[car_id]
+            plate_lum = np.nan_to_num(plate, nan=255.0) @ np.float32([0.299, 0.587, 0.114])
+            floor_top = int(np.argmax((np.nanmedian(plate_lum[:, :], axis=1) < 200) &
+                                      (np.arange(plate_lum.shape[0]) > plate_lum.shape[0] // 3)))
+            wall = np.zeros(truth.shape, bool)
+            wall[:floor_top] = True
+            seen = truth & ~np.isnan(plate).any(axis=2) & (
+                np.linalg.norm(rgb.astype(np.float32) - np.nan_to_num(plate), axis=2) < 30)
+            logo = seen & wall & (plate_lum < 120)
+            clear = seen & wall & (plate_lum >= 170)
+            if logo.sum() < 50 or clear.sum() < 50:
+                continue
+            from models.refine import decontaminate
+
+            colour = decontaminate(rgb, alpha)
+            new_alpha, new_colour = glass.see_through(rgb, alpha, colour)
+            for which, (a, col) in (("today", (alpha, colour)), ("glass", (new_alpha, new_colour))):
+                lum = _white_lum(col, a)
+                survive = int((lum[logo] < np.median(lum[clear]) - 25).sum())
+                if which == "today":
+                    logo_today += survive
+                else:
+                    logo_glass += survive
+            logo_total += int(logo.sum())
+            found = glass.find_glass(rgb, alpha)
+            body = ~(found.mask > 0.5) if found is not None else np.ones(truth.shape, bool)
+            d_today = scores((alpha >= 0.5) & body, truth & body)[1]
+            d_glass = scores((new_alpha >= 0.5) & body, truth & body)[1]
+            d_full = scores(new_alpha >= 0.5, truth)[1], scores(alpha >= 0.5, truth)[1]
+            body_today.append(d_today)
+            body_glass.append(d_glass)
+            per_photo.append((pics[car_id], int(logo.sum()), d_full))
+    if logo_total:
+        print(f"logo pixels through windows  photos={len(per_photo)} pixels={logo_total}  surviving on white: "
+              f"today {logo_today / logo_total:.3f}, with glass {logo_glass / logo_total:.3f}", flush=True)
+        print(f"body Dice (outside the glass)  today {np.mean(body_today):.5f}  with glass {np.mean(body_glass):.5f}"
+              f"   whole silhouette Dice: today {np.mean([p[2][1] for p in per_photo]):.5f}, "
+              f"with glass {np.mean([p[2][0] for p in per_photo]):.5f}", flush=True)
     return 0
 
 
