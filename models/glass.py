@@ -44,7 +44,7 @@ class GlassParams:
     detail: float = 0.08
     alpha_min: float = 0.12
     alpha_max: float = 0.75
-    bright_floor: float = 0.6
+    bright_floor: float = 0.9
 
 
 @dataclass

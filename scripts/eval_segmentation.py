@@ -225,8 +225,8 @@ def glass_eval(args: argparse.Namespace) -> int:
        the `front_glass` and `back_glass` polygons, per photo with glass annotated; also with the door polygons'
        pixels ignored (the side windows are annotated as part of the doors there).
     2. backdrop-logo pixels seen through windows on Carvana side and three-quarter views (angles GLASS_ANGLES): the
-       studio is fixed and only the car turns, so each angle's clean backdrop is the per-pixel median of the other
-       cars' photos where their ground-truth mask is 0. A car pixel (ground truth) shows the backdrop when the photo
+       studio is fixed and only the car turns, so each angle's clean backdrop is the per-pixel median of the cars'
+       photos where their ground-truth mask is 0. A car pixel (ground truth) shows the backdrop when the photo
        is within 30 (RGB distance) of that clean backdrop there. Of those, on the wall (above the floor's top row),
        *logo* pixels are where the clean backdrop's luminance is under 120 (the dark grey letters; the wall is
        ~220), *clear* ones where it is 170 or more. A logo pixel *survives* when, on the white render, it is more
@@ -295,6 +295,12 @@ def glass_eval(args: argparse.Namespace) -> int:
             continue
         masks = {c: read_mask(args.data / f"carvana/masks/{c}_{angle}_mask.gif") for c in cars}
         photos_rgb = {c: np.asarray(Image.open(args.data / p).convert("RGB")) for c, p in pics.items()}
+        # the clean backdrop: every car's photo where its own mask is 0 (a car's own pixels are masked out anyway)
+        stack = np.stack([photos_rgb[c] for c in cars]).astype(np.float32)
+        stack[np.stack([masks[c] for c in cars])] = np.nan
+        with np.errstate(all="ignore"):
+            plate = np.nanmedian(stack, axis=0)
+        del stack
         for k, car_id in enumerate(cars):
             if not keep(k):
                 continue
@@ -302,10 +308,6 @@ def glass_eval(args: argparse.Namespace) -> int:
             alpha = _cached_alpha(args, seg, pics[car_id], rgb)
             if alpha is None:
                 continue
-            others = [c for c in cars if c != car_id]
-            stack = np.stack([photos_rgb[c] for c in others]).astype(np.float32)
-            stack[np.stack([masks[c] for c in others])] = np.nan
-            plate = np.nanmedian(stack, axis=0)
             truth = masks[car_id]
             plate_lum = np.nan_to_num(plate, nan=255.0) @ np.float32([0.299, 0.587, 0.114])
             floor_top = int(np.argmax((np.nanmedian(plate_lum[:, :], axis=1) < 200) &

@@ -56,3 +56,16 @@ def test_see_through_leaves_a_photo_without_glass_alone() -> None:
     alpha[60:160, 40:260] = 1.0
     out_alpha, out_colour = glass.see_through(rgb, alpha, rgb)
     assert np.array_equal(out_alpha, alpha) and np.array_equal(out_colour, rgb)
+
+
+def test_try_it_offers_see_through_windows_on_by_default(app, client, admin) -> None:
+    from server.dashboard.tryit import _form_choices, removebg_params
+    from tests.helpers import sign_in
+
+    sign_in(client, admin)
+    page = client.get("/try").get_data(as_text=True)
+    assert '<input type="checkbox" name="semitransparency" checked>' in page
+    with app.test_request_context("/try", method="POST", data={"type": "car", "semitransparency": "on"}):
+        assert removebg_params(_form_choices())["semitransparency"] == "true"
+    with app.test_request_context("/try", method="POST", data={"type": "car"}):  # the box unticked
+        assert removebg_params(_form_choices())["semitransparency"] == "false"

@@ -29,7 +29,7 @@ TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{20,64}$")
 KEEP_SECONDS = 2 * 3600
 BEFORE_MAX_SIDE = 1600
 DEFAULTS = {"type": "car", "size": "preview", "background": "transparent", "color": "#ffffff", "format": "png",
-            "add_shadow": False, "crop": False, "refine": False}
+            "add_shadow": False, "crop": False, "refine": False, "semitransparency": True}
 
 
 def _store() -> Path:
@@ -46,7 +46,7 @@ def _form_choices() -> dict[str, Any]:
     f = request.form
     choice = dict(DEFAULTS)
     choice.update({k: f.get(k, DEFAULTS[k]) for k in ("type", "size", "background", "color", "format")})
-    choice.update({k: f.get(k) == "on" for k in ("add_shadow", "crop", "refine")})
+    choice.update({k: f.get(k) == "on" for k in ("add_shadow", "crop", "refine", "semitransparency")})
     return choice
 
 
@@ -56,7 +56,8 @@ def removebg_params(choice: dict[str, Any], points: list[list[float]] | None = N
                               "size": "full" if choice["size"] == "full" else "preview",
                               "format": "jpg" if choice["format"] == "jpg" else "png",
                               "add_shadow": "true" if choice["add_shadow"] else "false",
-                              "crop": "true" if choice["crop"] else "false"}
+                              "crop": "true" if choice["crop"] else "false",
+                              "semitransparency": "true" if choice.get("semitransparency", True) else "false"}
     if choice["background"] == "white":
         params["bg_color"] = "ffffff"
     elif choice["background"] == "color":
