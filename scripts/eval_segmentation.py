@@ -124,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="--glass: read/write today's type=car mattes here (<image path with / as __>.npy)")
     parser.add_argument("--half", choices=("a", "b"), help="--glass: only the even (a) or odd (b) photos / cars")
     parser.add_argument("--cached-only", action="store_true", help="--glass: skip photos without a cached matte")
+    parser.add_argument("--main-car", choices=("on", "off"), default="on",
+                        help="off: --kind car without the main-car choice (models/main_car.py), for before/after")
     args = parser.parse_args(argv)
     if args.glass:
         return glass_eval(args)
@@ -143,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                              for name, rgb, truth in composites(args.data, args.lot)]
     if args.cache:
         args.cache.mkdir(parents=True, exist_ok=True)
+    if args.main_car == "off":
+        car.keep_cars.__defaults__ = (car.CarParams(main=None), None)  # what Segmenter.mask then calls
     seg = get_segmenter(args.model, args.models_dir, device=args.device, threads=args.threads,
                         precision=args.precision)
     seg.load()
