@@ -69,7 +69,7 @@ def test_a_region_joined_by_a_narrow_neck_is_cut_into_its_pieces() -> None:
     left, right = drawn((40, 240, 420, 240), (560, 240, 360, 220))
     neck = np.zeros((H, W), bool)
     neck[400:412, 440:580] = True
-    count, labels = split_pieces(left | right | neck)
+    count, labels = split_pieces(left | right | neck, MainCarParams(split=0.12))
     assert count == 3  # background and two pieces
     assert len(np.unique(labels[left & ~neck])) == 1 and len(np.unique(labels[right & ~neck])) == 1
     assert labels[left & ~neck][0] != labels[right & ~neck][0]
