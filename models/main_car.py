@@ -33,22 +33,21 @@ class MainCarParams:
     split_min: float = 0.1
 
 
-def region_scores(labels: np.ndarray, count: int, prob: np.ndarray | None,
+def region_scores(labels: np.ndarray, area: np.ndarray, centroids: np.ndarray, prob: np.ndarray | None,
                   params: MainCarParams = MainCarParams()) -> np.ndarray:
-    """Prominence of regions 1..count-1 of a label image (index 0, background, scores 0)."""
+    """Prominence of the regions of a label image from their areas and centroids (index 0, background, scores 0)."""
     height, width = labels.shape
-    flat = labels.ravel()
-    area = np.bincount(flat, minlength=count).astype(np.float64)
-    ys, xs = np.indices(labels.shape, dtype=np.float64)
-    cy = np.bincount(flat, weights=ys.ravel(), minlength=count) / np.maximum(area, 1)
-    cx = np.bincount(flat, weights=xs.ravel(), minlength=count) / np.maximum(area, 1)
+    count = len(area)
+    area = area.astype(np.float64)
+    cx, cy = centroids[:, 0], centroids[:, 1]
     # distance of the region's middle from the frame's, 0 at the middle and 1 at a corner
     off = np.hypot((cx - (width - 1) / 2) / (width / 2), (cy - (height - 1) / 2) / (height / 2)) / np.sqrt(2)
     centre = 1.0 - params.centre_weight * np.clip(off, 0, 1)
     if prob is None:
         conf = np.ones(count)
     else:
-        conf = np.bincount(flat, weights=prob.ravel().astype(np.float64), minlength=count) / np.maximum(area, 1)
+        conf = np.bincount(labels.ravel(), weights=prob.ravel().astype(np.float64), minlength=count)
+        conf = conf / np.maximum(area, 1)
     score = area * centre * conf
     score[0] = 0.0
     return score
@@ -97,11 +96,18 @@ def select_main(mask: np.ndarray, prob: np.ndarray | None = None,
 
     `prob` (same shape, [0,1]) is the model's confidence; without it every region counts as sure.
     """
-    count, labels = split_pieces(mask, params) if params.split else \
-        cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    if params.split:
+        count, labels = split_pieces(mask, params)
+        area = np.bincount(labels.ravel(), minlength=count)
+        ys, xs = np.indices(labels.shape)
+        centroids = np.stack([np.bincount(labels.ravel(), weights=c.ravel(), minlength=count) / np.maximum(area, 1)
+                              for c in (xs, ys)], axis=1)
+    else:
+        count, labels, stats, centroids = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+        area = stats[:, cv2.CC_STAT_AREA]
     if count <= 2:
         return mask.astype(bool)
-    score = region_scores(labels, count, prob, params)
+    score = region_scores(labels, area, centroids, prob, params)
     chosen = score >= params.share * score.max()
     chosen[0] = False
     # attach regions within `gap` of a chosen one, until nothing more attaches
