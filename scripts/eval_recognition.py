@@ -242,7 +242,8 @@ def _run(name: str, refs: dict[int, Features], owner: dict[int, str],
     if known:
         r5 = sum(o.truth in [x for x in o.ranked[:5] if o.scores[x] >= args.min_score] for o in outcomes)
         print(f"  recall@1 {sum(o.right for o in outcomes) / n:.3f}  recall@5 {r5 / n:.3f}  answered with "
-              f"look-alikes (ambiguous) {sum(len(o.answer) > 1 for o in outcomes) / n:.3f}", flush=True)
+              f"look-alikes (ambiguous) {sum(len(o.answer) > 1 for o in outcomes) / n:.3f}  found (alone or among "
+              f"ambiguous look-alikes) {sum(o.found for o in outcomes) / n:.3f}", flush=True)
     else:
         print(f"  answered no match {sum(not o.answer for o in outcomes) / n:.3f}", flush=True)
     print(f"  top answer is a distractor {sum(o.answer[0].startswith('distractor:') for o in answered) / n:.3f}, "
