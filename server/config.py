@@ -137,6 +137,10 @@ class RemovebgSettings(Section):
         True,
         description="type=car also segments the mirrored photo and keeps the union (about twice the model time).",
     )
+    see_through_glass: bool = Field(
+        False,
+        description="Experimental: type=car with semitransparency makes the windows it finds see-through (glass IoU ~0.37).",
+    )
 
 
 class RecognitionSettings(Section):

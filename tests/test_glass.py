@@ -20,6 +20,13 @@ def _alpha(client, admin, image: bytes, **fields: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(resp.data)).getchannel("A")).astype(np.int16)
 
 
+@pytest.fixture
+def settings_dict(settings_dict: dict) -> dict:
+    """The glass is experimental and off by default: these tests turn it on."""
+    settings_dict["removebg"] = {"see_through_glass": True}
+    return settings_dict
+
+
 def _identity(rgb: np.ndarray, alpha: np.ndarray, colour: np.ndarray, params: object = None):  # noqa: ANN202
     return alpha, colour
 
@@ -69,3 +76,33 @@ def test_try_it_offers_see_through_windows_on_by_default(app, client, admin) -> 
         assert removebg_params(_form_choices())["semitransparency"] == "true"
     with app.test_request_context("/try", method="POST", data={"type": "car"}):  # the box unticked
         assert removebg_params(_form_choices())["semitransparency"] == "false"
+
+
+@pytest.mark.slow
+def test_the_glass_is_off_unless_the_admin_turns_it_on(tmp_path, shared_data, monkeypatch) -> None:
+    """With the default settings, semitransparency=true (remove.bg's default) never runs the glass step."""
+    from server import create_app
+    from server.config import RemovebgSettings
+    from server.store import close_thread_connections
+    from tests.helpers import MODELS_DIR, make_account
+
+    assert RemovebgSettings().see_through_glass is False
+    (tmp_path / "d").mkdir()
+    app = create_app({"storage": {"data_dir": str(tmp_path / "d")}, "models": {"dir": str(MODELS_DIR), "require": False},
+                      "logging": {"level": "WARNING"}, "licensing": {"state_dir": str(tmp_path / "state")}})
+    app.config["TESTING"] = True
+    calls: list[int] = []
+
+    def counting(rgb, alpha, colour, params=None):  # noqa: ANN001, ANN202
+        calls.append(1)
+        return alpha, colour
+
+    monkeypatch.setattr(glass, "see_through", counting)
+    admin = make_account(app, "admin@dealer.example", "admin")
+    image = (shared_data / "carvana" / "images" / f"{SIDE_VIEW}.jpg").read_bytes()
+    try:
+        alpha = _alpha(app.test_client(), admin, image, semitransparency="true")
+    finally:
+        close_thread_connections()
+    assert calls == []
+    assert alpha.max() == 255

@@ -461,7 +461,7 @@ def remove_background(image: Image.Image, opts: Options) -> Result:
     from models.refine import decontaminate
 
     colour = decontaminate(rgb, alpha)
-    if kind == "car" and opts.semitransparency:  # see-through windows (models/glass.py)
+    if kind == "car" and opts.semitransparency and get_settings().removebg.see_through_glass:  # models/glass.py
         alpha, colour = glass.see_through(rgb, alpha, colour)
         alpha_u8 = cv2.convertScaleAbs(alpha, alpha=255.0)
     if opts.shadow_type is None:  # RGBA; the subject is its alpha
