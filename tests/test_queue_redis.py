@@ -69,6 +69,13 @@ def _jobs(db_path: Path) -> list[dict]:
         return [dict(r) for r in db.execute("SELECT * FROM jobs WHERE kind = 'catalog.render' ORDER BY id")]
 
 
+def _all_jobs(db_path: Path) -> list[dict]:
+    """Every job of every kind (a stored photo also queues its catalog.reference job)."""
+    with sqlite3.connect(db_path, timeout=30) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute("SELECT * FROM jobs ORDER BY id")]
+
+
 def _pid(job: dict) -> int | None:
     return owner_pid(job["claimed_by"])
 
@@ -103,7 +110,9 @@ def test_two_workers_on_redis_share_renders_and_a_killed_workers_job_runs_again_
         assert len(photo_ids) == len(PHOTOS)
         db_path = data / "forecourt.db"
         assert [j["state"] for j in _jobs(db_path)] == ["queued"] * len(PHOTOS)  # the API box runs none itself
-        assert redis.Redis.from_url(redis_url).llen("huey.redis.forecourt") == len(PHOTOS)  # one message each
+        queued = _all_jobs(db_path)
+        assert {j["state"] for j in queued} == {"queued"}
+        assert redis.Redis.from_url(redis_url).llen("huey.redis.forecourt") == len(queued)  # one message a job
 
         env = {**server.env, **queue_env}
         for i in range(2):
@@ -147,8 +156,12 @@ def test_two_workers_on_redis_share_renders_and_a_killed_workers_job_runs_again_
         assert statuses == ["done"] * len(PHOTOS)
         progress = requests.get(f"{server.url}/v1/vehicles/{v['id']}", headers=h, timeout=30).json()["renders"]
         assert progress["done"] == len(PHOTOS) and progress["failed"] == 0
+        wait_for("every job of every kind to settle",
+                 lambda: all(j["state"] in ("done", "dead") for j in _all_jobs(db_path)))
+        everything = _all_jobs(db_path)
+        assert {j["state"] for j in everything} == {"done"}
         listed = server.cli("jobs", "list", "--state", "done")
-        assert listed.returncode == 0 and listed.stdout.startswith(f"queued: 0  running: 0  done: {len(PHOTOS)}")
+        assert listed.returncode == 0 and listed.stdout.startswith(f"queued: 0  running: 0  done: {len(everything)}")
     finally:
         for proc in workers.values():
             if proc.poll() is None:
