@@ -151,3 +151,22 @@ def artifacts_dir() -> Path:
 
 
 __all__ = ["shutil"]
+
+
+@pytest.fixture
+def vendor():
+    """A throwaway license vendor (its own Ed25519 key) for licensing tests."""
+    from licensing.testing import ThrowawayVendor
+
+    return ThrowawayVendor()
+
+
+@pytest.fixture
+def traveller():
+    """The clock frozen at tests.helpers.T0; tests move it with .move_to(day(n))."""
+    import time_machine
+
+    from tests.helpers import T0
+
+    with time_machine.travel(T0, tick=False) as t:
+        yield t

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,11 @@ def sign_in(client, account: Account) -> None:
     resp = client.post("/login", data={"email": account.email, "password": account.password,
                                        "csrf_token": csrf_token(client)})
     assert resp.status_code == 302, resp.get_data(as_text=True)[-1000:]
+
+
+# The licensing tests' clock: a fixed start and days after it (time-machine travels there).
+T0 = datetime(2030, 1, 10, 12, 0, tzinfo=UTC)
+
+
+def day(n: float) -> datetime:
+    return T0 + timedelta(days=n)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 import sqlite_utils
@@ -14,23 +14,7 @@ from licensing.box import LicenseBox
 from licensing.scheduler import BoxScheduler
 from licensing.schema import migrate
 from licensing.testing import ThrowawayVendor, make_box
-
-T0 = datetime(2030, 1, 10, 12, 0, tzinfo=UTC)
-
-
-def day(n: float) -> datetime:
-    return T0 + timedelta(days=n)
-
-
-@pytest.fixture
-def vendor() -> ThrowawayVendor:
-    return ThrowawayVendor()
-
-
-@pytest.fixture
-def traveller():
-    with time_machine.travel(T0, tick=False) as t:
-        yield t
+from tests.helpers import T0, day
 
 
 def _reserve(box: LicenseBox, metric: str, amount: float = 1) -> None:

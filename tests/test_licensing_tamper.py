@@ -20,24 +20,7 @@ from licensing.options import LicensingOptions
 from licensing.plans import Plan
 from licensing.schema import migrate
 from licensing.testing import ThrowawayVendor, make_box
-from tests.helpers import make_account
-
-T0 = datetime(2030, 1, 10, 12, 0, tzinfo=UTC)
-
-
-def day(n: float) -> datetime:
-    return T0 + timedelta(days=n)
-
-
-@pytest.fixture
-def vendor() -> ThrowawayVendor:
-    return ThrowawayVendor()
-
-
-@pytest.fixture
-def traveller():
-    with time_machine.travel(T0, tick=False) as t:
-        yield t
+from tests.helpers import T0, day, make_account
 
 
 def licensed(root: Path, vendor: ThrowawayVendor, credits: float = 100) -> LicenseBox:

@@ -20,20 +20,8 @@ from licensing import errors, ledger, notices
 from licensing.box import LicenseBox, read_usage_report
 from licensing.metering import Meter
 from licensing.plans import Plan
-from licensing.testing import ThrowawayVendor, make_box
-
-T0 = datetime(2030, 1, 10, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def vendor() -> ThrowawayVendor:
-    return ThrowawayVendor()
-
-
-@pytest.fixture
-def traveller():
-    with time_machine.travel(T0, tick=False) as t:
-        yield t
+from licensing.testing import make_box
+from tests.helpers import T0
 
 
 def licensed(tmp_path, vendor, plan: Plan, **kwargs) -> LicenseBox:
