@@ -32,9 +32,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models import car, refine  # noqa: E402
+from models import car  # noqa: E402
 from models.registry import DEFAULT_SEGMENTER, get_segmenter  # noqa: E402
-from models.segmenters.base import as_rgb_array  # noqa: E402
+from models.segmenters.base import as_rgb_array, postprocess  # noqa: E402
 from scripts.lot_composites import composites  # noqa: E402
 from server.config import RemovebgSettings  # noqa: E402
 
@@ -68,9 +68,10 @@ def half(name: str) -> str:
     return "AB"[hashlib.sha1(name.encode()).digest()[0] % 2]
 
 
-def cached_matte(seg, rgb: np.ndarray, kind: str, mirror: bool, cache: Path) -> np.ndarray:  # type: ignore[no-untyped-def]
-    """`seg.mask(rgb, kind, mirror=mirror)` with the model's raw outputs cached under `cache` (the same steps as
-    Segmenter.mask: union of the passes, the car filter on their minimum, edge refinement)."""
+def cached_matte(seg, rgb: np.ndarray, kind: str, mirror: bool, cache: Path,  # type: ignore[no-untyped-def]
+                 car_params: car.CarParams = car.CarParams()) -> np.ndarray:
+    """`seg.mask(rgb, kind, mirror=mirror)` with the model's raw outputs cached under `cache`: the product's own
+    post-processing (models.segmenters.base.postprocess) runs on them."""
     key = hashlib.sha1(rgb.tobytes() + f"{seg.name}|{getattr(seg, 'running_precision', '')}".encode()).hexdigest()
     path = cache / f"{key[:20]}.npz"
     if path.is_file():
@@ -82,13 +83,7 @@ def cached_matte(seg, rgb: np.ndarray, kind: str, mirror: bool, cache: Path) -> 
             else None
         parts = {"a": alpha.astype(np.float16)} | ({"b": flipped.astype(np.float16)} if flipped is not None else {})
         np.savez(path, **parts)
-    confidence = None
-    if mirror and flipped is not None:
-        confidence = np.minimum(alpha, flipped) if kind == "car" else None
-        alpha = np.maximum(alpha, flipped)
-    if kind == "car":
-        alpha = car.keep_cars(alpha, confidence=confidence)
-    return refine.refine_alpha(rgb, alpha)
+    return postprocess(rgb, alpha, flipped if mirror else None, kind, car_params=car_params)
 
 
 def summary(results: list[tuple[float, float, str, float]]) -> str:
@@ -145,8 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                              for name, rgb, truth in composites(args.data, args.lot)]
     if args.cache:
         args.cache.mkdir(parents=True, exist_ok=True)
-    if args.main_car == "off":
-        car.keep_cars.__defaults__ = (car.CarParams(main=None), None)  # what Segmenter.mask then calls
+    car_params = car.CarParams(main=None) if args.main_car == "off" else car.CarParams()
     seg = get_segmenter(args.model, args.models_dir, device=args.device, threads=args.threads,
                         precision=args.precision)
     seg.load()
@@ -165,9 +159,9 @@ def main(argv: list[str] | None = None) -> int:
                 truth = read_mask(args.data / row["mask"])
             start = time.perf_counter()
             if args.cache:
-                alpha = cached_matte(seg, as_rgb_array(image), args.kind, mirror, args.cache)
+                alpha = cached_matte(seg, as_rgb_array(image), args.kind, mirror, args.cache, car_params)
             else:
-                alpha = seg.mask(image, kind=args.kind, mirror=mirror)
+                alpha = seg.mask(image, kind=args.kind, mirror=mirror, car_params=car_params)
             elapsed = (time.perf_counter() - start) * 1000
             pred = alpha >= 0.5
             if pred.shape != truth.shape:

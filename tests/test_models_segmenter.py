@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from models.car import CarParams
 from models.errors import InvalidKind, ModelCorrupt, ModelMissing
 from models.manifest import ISNET_GENERAL
 from models.registry import clear_segmenters, get_segmenter, model_status
+from models.segmenters.base import Segmenter, postprocess
 from tests.helpers import MODELS_DIR, REPO
 
 ROBOFLOW = "roboflow/images/75538664-compact-suv-car-side-view_png.rf.6e957397c436e2062f716bf82374077f.png"
@@ -118,6 +120,43 @@ def test_corrupt_model_is_a_clear_error_and_a_status(tmp_path: Path) -> None:
     row = next(s for s in model_status(tmp_path) if s["name"] == "isnet-general")
     assert row["present"] and not row["verified"] and row["error_code"] == "model_corrupt"
     clear_segmenters()
+
+
+class _Sketch(Segmenter):
+    """A model-free segmenter: a soft car-shaped blob, lopsided so that the mirrored pass differs."""
+
+    def load(self) -> None:
+        pass
+
+    def _load(self) -> None:
+        pass
+
+    def probability(self, rgb: np.ndarray) -> np.ndarray:
+        height, width = rgb.shape[:2]
+        prob = np.zeros((height, width), np.float32)
+        cv2.ellipse(prob, (width // 2 - 20, height // 2), (width // 3, height // 5), 0, 0, 360, 1.0, -1)
+        cv2.rectangle(prob, (5, 5), (12, 40), 0.9, -1)  # a thin sign the car filter drops
+        prob[:, : width // 4] *= 0.7
+        return cv2.GaussianBlur(prob, (0, 0), 3) * rgb[..., 0].mean() / 255.0
+
+
+def test_postprocess_on_the_raw_outputs_is_what_mask_gives(tmp_path: Path) -> None:
+    """The evaluation's cache runs `postprocess` on the model's saved outputs: it must measure `mask` exactly."""
+    seg = _Sketch(ISNET_GENERAL, tmp_path)
+    rng = np.random.default_rng(0)
+    rgb = (rng.random((300, 1400, 3)) * 80 + 150).astype(np.uint8)  # wider than the model side: edges refined
+    prob = seg.probability(rgb)
+    flipped = seg.probability(np.ascontiguousarray(rgb[:, ::-1]))[:, ::-1]
+    for kind in ("car", "auto"):
+        for mirror in (False, True):
+            want = seg.mask(rgb, kind=kind, mirror=mirror)
+            got = postprocess(rgb, prob.copy(), flipped.copy() if mirror else None, kind)
+            assert np.array_equal(want, got), (kind, mirror)
+    assert set(seg.last_stages) == {"edges"}
+    seg.mask(rgb, kind="car")
+    assert set(seg.last_stages) == {"car_filter", "edges"}
+    no_main = postprocess(rgb, prob.copy(), None, "car", car_params=CarParams(main=None))
+    assert np.array_equal(no_main, seg.mask(rgb, kind="car", car_params=CarParams(main=None)))
 
 
 def test_importing_the_engine_loads_neither_torch_nor_a_model() -> None:

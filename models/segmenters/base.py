@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,37 @@ def as_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
         raise ValueError(f"expected an HxWx3 uint8 RGB array, got {array.dtype} {array.shape}")
     return array
+
+
+def postprocess(rgb: np.ndarray, prob: np.ndarray, mirrored: np.ndarray | None = None, kind: str = "auto", *,
+                refine_edges: bool = True, car_params: car.CarParams = car.CarParams(),
+                on_stage: Callable[[str, float], None] | None = None) -> np.ndarray:
+    """The matte from a model's raw output: what `Segmenter.mask` does after the model, public so that an
+    evaluation can run it on cached model outputs and measure the product.
+
+    `prob` is the model's probability at the photo's size (float32 HxW, modified in place), `mirrored` the second
+    pass's on the mirrored photo, flipped back (or None). The matte is their per-pixel maximum; for `kind="car"` the
+    car filter (models/car.py with `car_params`) judges what only one pass believes (their minimum is its
+    confidence) like a region the model half-believed; then the edges are refined (models/refine.py).
+    `on_stage(name, seconds)` hears the time of each step (car_filter, edges).
+    """
+    start = time.perf_counter()
+    confidence = None
+    if mirrored is not None:
+        if kind == "car":  # only the car filter reads it
+            confidence = np.minimum(prob, mirrored)
+        np.maximum(prob, mirrored, out=prob)
+    alpha = prob
+    if kind == "car":
+        alpha = car.keep_cars(alpha, car_params, confidence=confidence)
+    car_done = time.perf_counter()
+    if refine_edges:
+        alpha = refine.refine_alpha(rgb, alpha)
+    if on_stage is not None:
+        if kind == "car":
+            on_stage("car_filter", car_done - start)
+        on_stage("edges", time.perf_counter() - car_done)
+    return alpha
 
 
 class Segmenter(ABC):
@@ -88,8 +120,9 @@ class Segmenter(ABC):
         """The model's raw foreground probability, float32 HxW at the input's size."""
 
     def mask(self, image_rgb: Image.Image | np.ndarray, kind: str = "auto", *, refine_edges: bool = True,
-             mirror: bool = False) -> np.ndarray:
-        """Alpha matte, float32 HxW in [0,1] at the input size; `kind="car"` keeps cars only.
+             mirror: bool = False, car_params: car.CarParams = car.CarParams()) -> np.ndarray:
+        """Alpha matte, float32 HxW in [0,1] at the input size; `kind="car"` keeps cars only (`car_params`: the car
+        filter's knobs, see models/car.py).
 
         `mirror` runs the model a second time on the left-right mirrored image and keeps, per pixel, the larger of
         the two probabilities: a saliency model often misses a part of the car (a wrapped door, a spoiler) in one
@@ -103,22 +136,11 @@ class Segmenter(ABC):
         self.load()
         self._timings.stages = {}
         alpha = self.probability(rgb)
-        confidence = None
-        if mirror:
-            flipped = self.probability(np.ascontiguousarray(rgb[:, ::-1]))[:, ::-1]
-            if kind == "car":  # only the car filter reads it
-                confidence = np.minimum(alpha, flipped)
-            np.maximum(alpha, flipped, out=alpha)
+        flipped = self.probability(np.ascontiguousarray(rgb[:, ::-1]))[:, ::-1] if mirror else None
         model_done = time.perf_counter()
-        if kind == "car":
-            alpha = car.keep_cars(alpha, confidence=confidence)
-        car_done = time.perf_counter()
-        if refine_edges:
-            alpha = refine.refine_alpha(rgb, alpha)
+        alpha = postprocess(rgb, alpha, flipped, kind, refine_edges=refine_edges, car_params=car_params,
+                            on_stage=self._add_stage)
         end = time.perf_counter()
-        if kind == "car":
-            self._add_stage("car_filter", car_done - model_done)
-        self._add_stage("edges", end - car_done)
         self._timings.model_ms = (model_done - start) * 1000.0
         self._timings.total_ms = (end - start) * 1000.0
         return alpha
