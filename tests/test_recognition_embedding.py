@@ -101,9 +101,9 @@ def test_scans_shortlist_by_embedding_not_votes(app, client, admin, monkeypatch)
         assert r.status_code == 200 and r.json["results"][0]["object_id"] == f"o{i}", r.json
     s = client.get(f"/v1/collections/{cid}/summary", headers=admin.headers).json
     assert s["index"]["shortlist"] == "embedding" and s["pending_index_work"] == 0
-    with app.app_context():
-        model = svc_index.embedder()
-        path = svc_index.global_path(app.extensions["forecourt.settings"], cid, model)
+    settings = app.extensions["forecourt.settings"]
+    model = svc_index.embedder(settings)  # no app context: a service takes its settings
+    path = svc_index.global_path(settings, cid, model)
     # Removing an image takes it out of the embedding index; a corrupt file is rebuilt from the database.
     image_id = client.get(f"/v1/collections/{cid}/objects/o2/images", headers=admin.headers).json["images"][0]["id"]
     client.delete(f"/v1/collections/{cid}/objects/o2/images/{image_id}", headers=admin.headers)

@@ -169,11 +169,12 @@ def identify_vehicle() -> dict[str, Any]:
         min_score = float(params["min_score"]) if params.get("min_score") not in (None, "") else None
     except (TypeError, ValueError) as exc:
         raise BadRequest("limit must be an integer and min_score a number.", code="invalid_parameters") from exc
-    image = rec.decode_image(raws[0], "image")
+    settings = get_settings()
+    image = rec.decode_image(settings, raws[0], "image")
     db = get_db()
     with charge("scans", 1):
-        return catalog_recognition.identify(db, image, mode=str(params.get("mode", "single")), limit=limit,
-                                            min_score=min_score)
+        return catalog_recognition.identify(db, settings, image, mode=str(params.get("mode", "single")),
+                                            limit=limit, min_score=min_score)
 
 
 @bp.get("/v1/vehicles/<int:vehicle_id>")
@@ -191,7 +192,7 @@ def get_vehicle(vehicle_id: int) -> dict[str, Any]:
 def patch_vehicle(vehicle_id: int, json_data: VehiclePatch) -> dict[str, Any]:
     """Change some fields; a new profile re-renders every photo (old renders served meanwhile)."""
     check("collection_manage")
-    return catalog.update_vehicle(get_db(), vehicle_id, json_data.model_dump(exclude_unset=True))
+    return catalog.update_vehicle(get_db(), get_settings(), vehicle_id, json_data.model_dump(exclude_unset=True))
 
 
 @bp.delete("/v1/vehicles/<int:vehicle_id>")
@@ -200,7 +201,7 @@ def patch_vehicle(vehicle_id: int, json_data: VehiclePatch) -> dict[str, Any]:
 def delete_vehicle(vehicle_id: int) -> tuple[str, int]:
     """Remove a vehicle with its photos and renders."""
     check("collection_manage")
-    catalog.delete_vehicle(get_db(), vehicle_id)
+    catalog.delete_vehicle(get_db(), get_settings(), vehicle_id)
     return "", 204
 
 
@@ -264,7 +265,7 @@ def list_photos(vehicle_id: int) -> dict[str, Any]:
 def patch_photo(photo_id: int, json_data: PhotoPatch) -> dict[str, Any]:
     """Change a photo's angle, order, primary flag or plate regions."""
     check("collection_manage")
-    return catalog.update_photo(get_db(), photo_id, json_data.model_dump(exclude_unset=True))
+    return catalog.update_photo(get_db(), get_settings(), photo_id, json_data.model_dump(exclude_unset=True))
 
 
 @bp.delete("/v1/photos/<int:photo_id>")
@@ -273,7 +274,7 @@ def patch_photo(photo_id: int, json_data: PhotoPatch) -> dict[str, Any]:
 def delete_photo(photo_id: int) -> tuple[str, int]:
     """Remove a photo, its renders and cached sizes."""
     check("collection_manage")
-    catalog.delete_photo(get_db(), photo_id)
+    catalog.delete_photo(get_db(), get_settings(), photo_id)
     return "", 204
 
 
@@ -294,7 +295,7 @@ def create_profile(json_data: ProfileIn) -> tuple[dict[str, Any], int]:
     """Add a studio profile (admin)."""
     if not json_data.name:
         raise BadRequest("A profile needs a name.", code="invalid_parameters")
-    return catalog.create_profile(get_db(), json_data.model_dump(exclude_none=True)), 201
+    return catalog.create_profile(get_db(), get_settings(), json_data.model_dump(exclude_none=True)), 201
 
 
 @bp.get("/v1/profiles/<int:profile_id>")
@@ -313,7 +314,7 @@ def get_profile(profile_id: int) -> dict[str, Any]:
 def patch_profile(profile_id: int, json_data: ProfileIn) -> dict[str, Any]:
     """Change a profile (admin): affected photos re-render in the background; old renders stay served."""
     db = get_db()
-    out = catalog.update_profile(db, profile_id, json_data.model_dump(exclude_none=True))
+    out = catalog.update_profile(db, get_settings(), profile_id, json_data.model_dump(exclude_none=True))
     return {**out, "progress": catalog.job_progress(db, profile_id=profile_id)}
 
 

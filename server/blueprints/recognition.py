@@ -17,6 +17,7 @@ from server.config import get_settings
 from server.services import recognition as svc
 from server.services.metering import charge, check, release
 from server.services.uploads import check_request_pixels
+from server.store import get_db
 
 bp = APIBlueprint("recognition", __name__, tag="Recognition", url_prefix="/v1/collections")
 _ERRORS = {400: "Invalid parameters", 402: "Allowance exhausted", 403: "Missing key or not allowed", 404: "Not found",
@@ -102,7 +103,7 @@ def _params() -> dict[str, Any]:
 def create_collection(json_data: CollectionIn) -> tuple[Response, int]:
     """Create a collection (name, object_type car or generic)."""
     check("collection_manage")
-    return jsonify(svc.create_collection(json_data.name, json_data.object_type)), 201
+    return jsonify(svc.create_collection(get_db(), json_data.name, json_data.object_type)), 201
 
 
 @bp.get("")
@@ -111,7 +112,7 @@ def create_collection(json_data: CollectionIn) -> tuple[Response, int]:
 def list_collections() -> Response:
     """Every collection."""
     check("collection_read")
-    return jsonify({"collections": svc.list_collections()})
+    return jsonify({"collections": svc.list_collections(get_db())})
 
 
 @bp.get("/<collection_id>")
@@ -120,7 +121,7 @@ def list_collections() -> Response:
 def get_collection(collection_id: str) -> Response:
     """One collection."""
     check("collection_read")
-    return jsonify(svc._collection_out(svc.get_collection(collection_id)))
+    return jsonify(svc._collection_out(svc.get_collection(get_db(), collection_id)))
 
 
 @bp.delete("/<collection_id>")
@@ -129,7 +130,7 @@ def get_collection(collection_id: str) -> Response:
 def delete_collection(collection_id: str) -> Response:
     """Delete a collection, its objects and images."""
     check("collection_manage")
-    n = svc.delete_collection(collection_id)
+    n = svc.delete_collection(get_db(), get_settings(), collection_id)
     if n:
         release("stored_images", n)
     return jsonify({"deleted": collection_id, "images_deleted": n})
@@ -144,7 +145,7 @@ def summary(collection_id: str) -> Response:
     `lookalikes` (pairs of objects whose photos match each other) and per object the view angles its references
     `coverage` (gap_warning past 45 degrees)."""
     check("collection_read")
-    return jsonify(svc.summary(collection_id))
+    return jsonify(svc.summary(get_db(), get_settings(), collection_id))
 
 
 # --- objects -----------------------------------------------------------------------------------------------------
@@ -156,7 +157,7 @@ def list_objects(collection_id: str, query_data: ObjectsQuery) -> Response:
     """A page of objects; follow next_cursor (also in the Link header) for the next."""
     check("collection_read")
     limit = query_data.limit
-    objects, cursor = svc.list_objects(collection_id, query_data.cursor, limit)
+    objects, cursor = svc.list_objects(get_db(), collection_id, query_data.cursor, limit)
     resp = jsonify({"objects": objects, "next_cursor": cursor})
     if cursor:
         resp.headers["Link"] = f'<{request.base_url}?cursor={cursor}&limit={limit}>; rel="next"'
@@ -170,7 +171,7 @@ def list_objects(collection_id: str, query_data: ObjectsQuery) -> Response:
 def put_object(collection_id: str, object_id: str, json_data: ObjectIn) -> tuple[Response, int]:
     """Create or replace an object (name, metadata, active)."""
     check("collection_manage")
-    obj, created = svc.put_object(collection_id, object_id, json_data.model_dump(exclude_unset=True))
+    obj, created = svc.put_object(get_db(), collection_id, object_id, json_data.model_dump(exclude_unset=True))
     return jsonify(obj), 201 if created else 200
 
 
@@ -180,7 +181,7 @@ def put_object(collection_id: str, object_id: str, json_data: ObjectIn) -> tuple
 def get_object(collection_id: str, object_id: str) -> Response:
     """One object."""
     check("collection_read")
-    return jsonify(svc.get_object(collection_id, object_id))
+    return jsonify(svc.get_object(get_db(), collection_id, object_id))
 
 
 @bp.patch("/<collection_id>/objects/<object_id>")
@@ -190,7 +191,7 @@ def get_object(collection_id: str, object_id: str) -> Response:
 def patch_object(collection_id: str, object_id: str, json_data: ObjectIn) -> Response:
     """Change some of an object's fields."""
     check("collection_manage")
-    return jsonify(svc.patch_object(collection_id, object_id, json_data.model_dump(exclude_unset=True)))
+    return jsonify(svc.patch_object(get_db(), collection_id, object_id, json_data.model_dump(exclude_unset=True)))
 
 
 @bp.delete("/<collection_id>/objects/<object_id>")
@@ -199,7 +200,7 @@ def patch_object(collection_id: str, object_id: str, json_data: ObjectIn) -> Res
 def delete_object(collection_id: str, object_id: str) -> Response:
     """Delete an object and its images."""
     check("collection_manage")
-    n = svc.delete_object(collection_id, object_id)
+    n = svc.delete_object(get_db(), get_settings(), collection_id, object_id)
     if n:
         release("stored_images", n)
     return jsonify({"deleted": object_id, "images_deleted": n})
@@ -219,18 +220,19 @@ def add_images(collection_id: str, object_id: str) -> Response:
     All the images together may decode to at most server.max_request_megapixels (413 before any is decoded); they
     are decoded one at a time."""
     check("collection_manage")
-    svc.get_object(collection_id, object_id)
+    db, settings = get_db(), get_settings()
+    svc.get_object(db, collection_id, object_id)
     uploads = _uploaded_images()
     if not uploads:
         raise svc.RecognitionError("No image given: send image_file (multipart) or images_b64 (JSON).",
                                    code="missing_source")
     force = _flag(_params().get("force"))
     angles = _angles(len(uploads))
-    check_request_pixels((data for _, data in uploads), get_settings().server.max_request_megapixels)
+    check_request_pixels((data for _, data in uploads), settings.server.max_request_megapixels)
     results: list[dict[str, Any]] = []
     for n, (name, data) in enumerate(uploads):  # one decoded image at a time: memory stays one image's
         try:
-            image = svc.decode_image(data, name)
+            image = svc.decode_image(settings, data, name)
         except ModelError as exc:
             if n == 0:
                 raise  # the request's answer when its first image does not read
@@ -238,7 +240,7 @@ def add_images(collection_id: str, object_id: str) -> Response:
             continue
         try:
             with charge("uploads", 1), charge("stored_images", 1):
-                result = svc.add_image(collection_id, object_id, image, force=force, angle=angles[n])
+                result = svc.add_image(db, settings, collection_id, object_id, image, force=force, angle=angles[n])
                 if result["status"] != "added":
                     raise _NotStored(result)  # refunds both: nothing is charged for an image not stored
         except _NotStored as exc:
@@ -282,7 +284,7 @@ class _NotStored(Exception):
 def list_images(collection_id: str, object_id: str) -> Response:
     """An object's reference images."""
     check("collection_read")
-    return jsonify({"images": svc.list_images(collection_id, object_id)})
+    return jsonify({"images": svc.list_images(get_db(), collection_id, object_id)})
 
 
 @bp.delete("/<collection_id>/objects/<object_id>/images/<int:image_id>")
@@ -291,7 +293,7 @@ def list_images(collection_id: str, object_id: str) -> Response:
 def delete_image(collection_id: str, object_id: str, image_id: int) -> Response:
     """Delete one reference image."""
     check("collection_manage")
-    svc.delete_image(collection_id, object_id, image_id)
+    svc.delete_image(get_db(), get_settings(), collection_id, object_id, image_id)
     release("stored_images", 1)
     return jsonify({"deleted": image_id})
 
@@ -304,7 +306,8 @@ def recognize(collection_id: str) -> Response:
     """Which objects a photo shows: mode single|multi|all, limit, min_score; results with score, polygon and
     `ambiguous` (look-alikes the photo cannot tell apart are all answered, in mode single too)."""
     check("recognition")
-    svc.get_collection(collection_id)
+    db, settings = get_db(), get_settings()
+    svc.get_collection(db, collection_id)
     params = _params()
     uploads = _uploaded_images()
     if len(uploads) != 1:
@@ -314,8 +317,8 @@ def recognize(collection_id: str) -> Response:
         min_score = float(params["min_score"]) if params.get("min_score") not in (None, "") else None
     except (TypeError, ValueError) as exc:
         raise svc.RecognitionError("limit must be an integer and min_score a number.") from exc
-    image = svc.decode_image(uploads[0][1], "image")
+    image = svc.decode_image(settings, uploads[0][1], "image")
     with charge("scans", 1):
-        out = svc.recognize(collection_id, image, mode=str(params.get("mode", "single")), limit=limit,
-                            min_score=min_score)
+        out = svc.recognize(db, settings, collection_id, image, mode=str(params.get("mode", "single")),
+                            limit=limit, min_score=min_score)
     return jsonify(out)

@@ -19,6 +19,7 @@ from server.errors import ApiError
 from server.services import recognition as rec
 from server.services.metering import charge, check
 from server.services.uploads import check_request_pixels
+from server.store import get_db
 
 PAGE = 50
 SCAN_PREVIEW_SIDE = 1000
@@ -36,22 +37,24 @@ def scan_preview(image: Image.Image) -> tuple[str, float, tuple[int, int]]:
 
 def counts(collection_id: str) -> dict[str, Any]:
     """How many objects (shown as 'N+' past a page of 500) and reference images a collection holds."""
-    objects, more = rec.list_objects(collection_id, None, 500)
-    return {"objects": f"{len(objects)}{'+' if more else ''}", "images": rec.count_images(collection_id)}
+    db = get_db()
+    objects, more = rec.list_objects(db, collection_id, None, 500)
+    return {"objects": f"{len(objects)}{'+' if more else ''}", "images": rec.count_images(db, collection_id)}
 
 
 def _collection_page(collection_id: str, scan: dict[str, Any] | None = None, error: str | None = None,
                      status: int = 200) -> Any:
     check("collection_read")
-    coll = rec.get_collection(collection_id)
-    objects, nxt = rec.list_objects(collection_id, request.args.get("cursor") or None, PAGE)
+    db = get_db()
+    coll = rec.get_collection(db, collection_id)
+    objects, nxt = rec.list_objects(db, collection_id, request.args.get("cursor") or None, PAGE)
     alike: dict[str, list[str]] = {}
-    for pair in rec.lookalikes(collection_id):
+    for pair in rec.lookalikes(db, collection_id):
         alike.setdefault(pair["object_id"], []).append(pair["other_id"])
         alike.setdefault(pair["other_id"], []).append(pair["object_id"])
     return render_template("collection.html", coll=coll, counts=counts(collection_id), objects=objects,
                            next_cursor=nxt, scan=scan, error=error, lookalikes=alike,
-                           coverage={c["object_id"]: c for c in rec.coverage(collection_id)}), status
+                           coverage={c["object_id"]: c for c in rec.coverage(db, collection_id)}), status
 
 
 @bp.get("/collections")
@@ -59,7 +62,7 @@ def _collection_page(collection_id: str, scan: dict[str, Any] | None = None, err
 def collections() -> Any:
     """Every recognition collection with its counts."""
     check("collection_read")
-    rows = [{**c, **counts(c["id"])} for c in rec.list_collections()]
+    rows = [{**c, **counts(c["id"])} for c in rec.list_collections(get_db())]
     return render_template("collections.html", rows=rows)
 
 
@@ -69,10 +72,10 @@ def create_collection() -> Any:
     """Make an empty collection."""
     try:
         check("collection_manage")
-        coll = rec.create_collection(request.form.get("name", ""),
+        coll = rec.create_collection(get_db(), request.form.get("name", ""),
                                      "car" if request.form.get("object_type") == "car" else "generic")
     except (ApiError, LicensingError) as exc:
-        rows = [{**c, **counts(c["id"])} for c in rec.list_collections()]
+        rows = [{**c, **counts(c["id"])} for c in rec.list_collections(get_db())]
         return render_template("collections.html", rows=rows, error=friendly_message(exc)), int(exc.status)
     flash(f"The collection “{coll['name']}” was made. Add objects with their reference photos below.")
     return redirect(url_for("dashboard.collection", collection_id=coll["id"]))
@@ -86,10 +89,11 @@ def add_reference_photos(collection_id: str, object_id: str, uploads: list[tuple
     """Store reference photos of one object as POST /v1/collections/.../images does: each added photo costs one
     upload and one stored image; duplicates and featureless photos are refunded. Counts per outcome."""
     tally = {"added": 0, "duplicate": 0, "failed": 0}
-    check_request_pixels((data for _, data in uploads), get_settings().server.max_request_megapixels)
+    db, settings = get_db(), get_settings()
+    check_request_pixels((data for _, data in uploads), settings.server.max_request_megapixels)
     for n, (name, data) in enumerate(uploads):  # one decoded photo at a time
         try:
-            image = rec.decode_image(data, name)
+            image = rec.decode_image(settings, data, name)
         except ModelError:
             if n == 0:
                 raise  # a first photo that does not read stops the batch before any work
@@ -97,7 +101,7 @@ def add_reference_photos(collection_id: str, object_id: str, uploads: list[tuple
             continue
         try:
             with charge("uploads", 1), charge("stored_images", 1):
-                result = rec.add_image(collection_id, object_id, image)
+                result = rec.add_image(db, settings, collection_id, object_id, image)
                 if result["status"] != "added":
                     raise _NotStored(result["status"])
         except _NotStored as exc:
@@ -116,7 +120,7 @@ def add_reference_photos(collection_id: str, object_id: str, uploads: list[tuple
 @login_required
 def add_object(collection_id: str) -> Any:
     """Add (or update) an object with reference photos."""
-    rec.get_collection(collection_id)
+    rec.get_collection(get_db(), collection_id)
     object_id = request.form.get("object_id", "").strip()
     uploads = [(f.filename or "photo", f.read()) for f in request.files.getlist("photos") if f and f.filename]
     if not object_id:
@@ -126,7 +130,7 @@ def add_object(collection_id: str) -> Any:
                                 status=400)
     try:
         check("collection_manage")
-        rec.put_object(collection_id, object_id, {"name": request.form.get("name", "").strip() or None})
+        rec.put_object(get_db(), collection_id, object_id, {"name": request.form.get("name", "").strip() or None})
         g.principal = g.user  # uploads are charged to the signed-in user, without an API key
         tally = add_reference_photos(collection_id, object_id, uploads)
     except (ApiError, LicensingError, ModelError) as exc:
@@ -154,17 +158,19 @@ def collection(collection_id: str) -> Any:
 @login_required
 def collection_scan(collection_id: str) -> Any:
     """Scan a photo against the collection (one scan is charged) and draw where each match was found."""
-    rec.get_collection(collection_id)
+    db, settings = get_db(), get_settings()
+    rec.get_collection(db, collection_id)
     upload = request.files.get("photo")
     if upload is None or not upload.filename:
         return _collection_page(collection_id, error="Choose a photo to scan first.", status=400)
     mode = request.form.get("mode", "single")
     try:
         check("recognition")
-        image = rec.decode_image(upload.read(), "photo")
+        image = rec.decode_image(settings, upload.read(), "photo")
         g.principal = g.user  # the scan is charged to the signed-in user, without an API key
         with charge("scans", 1):
-            out = rec.recognize(collection_id, image, mode=mode if mode in rec.MODES else "single", limit=10)
+            out = rec.recognize(db, settings, collection_id, image, mode=mode if mode in rec.MODES else "single",
+                                limit=10)
     except (ApiError, LicensingError, ModelError) as exc:
         return _collection_page(collection_id, error=friendly_message(exc), status=int(getattr(exc, "status", 400)))
     src, factor, size = scan_preview(image)

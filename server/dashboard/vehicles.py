@@ -53,10 +53,11 @@ def identify_vehicle() -> Any:
         return _vehicles_page(error="Choose a photo of the vehicle to find.", status=400)
     try:
         check("recognition")
-        image = rec.decode_image(upload.read(), "photo")
+        settings = get_settings()
+        image = rec.decode_image(settings, upload.read(), "photo")
         g.principal = g.user  # the scan is charged to the signed-in user, without an API key
         with charge("scans", 1):
-            out = catalog_recognition.identify(get_db(), image, mode="single")
+            out = catalog_recognition.identify(get_db(), settings, image, mode="single")
     except (ApiError, LicensingError, ModelError) as exc:
         return _vehicles_page(error=friendly_message(exc), status=int(getattr(exc, "status", 400)))
     src, factor, size = scan_preview(image)

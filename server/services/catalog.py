@@ -21,7 +21,7 @@ from core.clock import iso, now_iso
 from core.encoding import decode_cursor, encode_cursor, printable_id
 from models import imaging, plates
 from models import vin as vins
-from server.config import Settings, get_settings
+from server.config import Settings
 from server.errors import ApiError, BadRequest, NotFound
 from server.services import catalog_recognition
 from server.services.uploads import check_request_pixels
@@ -183,7 +183,8 @@ def get_vehicle(db: sqlite_utils.Database, vehicle_id: int) -> dict[str, Any]:
     return _vehicle_out(db, _vehicle_row(db, vehicle_id))
 
 
-def update_vehicle(db: sqlite_utils.Database, vehicle_id: int, fields: dict[str, Any]) -> dict[str, Any]:
+def update_vehicle(db: sqlite_utils.Database, settings: Settings, vehicle_id: int,
+                   fields: dict[str, Any]) -> dict[str, Any]:
     """Change some fields; a new profile queues re-renders of every photo."""
     before = _vehicle_row(db, vehicle_id)
     clean = _clean_vehicle_fields(db, fields)
@@ -197,21 +198,21 @@ def update_vehicle(db: sqlite_utils.Database, vehicle_id: int, fields: dict[str,
         if "profile_id" in clean and clean["profile_id"] != before["profile_id"]:
             profile = vehicle_profile(db, vehicle_id)
             for photo in db["catalog_photos"].rows_where("vehicle_id = ?", [vehicle_id]):
-                enqueue(db, photo["id"], profile)
+                enqueue(db, settings, photo["id"], profile)
     if clean.get("status", "in_stock") != "in_stock":  # sold or archived: no longer a stock unit to recognise
-        catalog_recognition.forget_vehicle(db, vehicle_id)
+        catalog_recognition.forget_vehicle(db, settings, vehicle_id)
     elif clean.get("status") == "in_stock" and before["status"] != "in_stock":  # back in stock
-        catalog_recognition.queue_vehicle(db, vehicle_id)
+        catalog_recognition.queue_vehicle(db, settings, vehicle_id)
     return get_vehicle(db, vehicle_id)
 
 
-def delete_vehicle(db: sqlite_utils.Database, vehicle_id: int) -> None:
+def delete_vehicle(db: sqlite_utils.Database, settings: Settings, vehicle_id: int) -> None:
     """Remove a vehicle with its photos, renders and jobs (files too)."""
     _vehicle_row(db, vehicle_id)
     photo_ids = [r["id"] for r in db["catalog_photos"].rows_where("vehicle_id = ?", [vehicle_id], select="id")]
     for pid in photo_ids:
-        delete_photo(db, pid)
-    catalog_recognition.forget_vehicle(db, vehicle_id)
+        delete_photo(db, settings, pid)
+    catalog_recognition.forget_vehicle(db, settings, vehicle_id)
     with write_txn(db):
         db["catalog_vehicles"].delete(vehicle_id)
 
@@ -280,7 +281,7 @@ def list_profiles(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     return [_profile_out(db, r) for r in db["catalog_profiles"].rows_where(order_by="id")]
 
 
-def _check_profile(fields: dict[str, Any]) -> dict[str, Any]:
+def _check_profile(settings: Settings, fields: dict[str, Any]) -> dict[str, Any]:
     from server.services.removebg import parse_bg_color, parse_position
 
     clean = {k: v for k, v in fields.items() if k in PROFILE_FIELDS and v is not None}
@@ -292,7 +293,7 @@ def _check_profile(fields: dict[str, Any]) -> dict[str, Any]:
         clean["add_shadow"] = int(bool(clean["add_shadow"]))
     if "detect_plates" in clean:
         clean["detect_plates"] = int(bool(clean["detect_plates"]))
-        if clean["detect_plates"] and not plates.detector_available(get_settings().catalog.plate_cascade):
+        if clean["detect_plates"] and not plates.detector_available(settings.catalog.plate_cascade):
             raise BadRequest("No plate detector is installed on this server (OpenCV's pip build ships no plate "
                              "cascade; see catalog.plate_cascade). Give plate regions with each photo instead.",
                              code="plate_detector_unavailable", title="Plate detector unavailable")
@@ -304,9 +305,9 @@ def _check_profile(fields: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
-def create_profile(db: sqlite_utils.Database, fields: dict[str, Any]) -> dict[str, Any]:
+def create_profile(db: sqlite_utils.Database, settings: Settings, fields: dict[str, Any]) -> dict[str, Any]:
     """Add a studio profile."""
-    clean = _check_profile(fields)
+    clean = _check_profile(settings, fields)
     base = {"bg_color": "ffffff", "add_shadow": 1, "scale": 0.9, "position": "center", "width": 1200,
             "height": 800, "format": "jpg"}
     with write_txn(db):
@@ -318,10 +319,11 @@ def create_profile(db: sqlite_utils.Database, fields: dict[str, Any]) -> dict[st
     return get_profile(db, pid)
 
 
-def update_profile(db: sqlite_utils.Database, profile_id: int, fields: dict[str, Any]) -> dict[str, Any]:
+def update_profile(db: sqlite_utils.Database, settings: Settings, profile_id: int,
+                   fields: dict[str, Any]) -> dict[str, Any]:
     """Change a profile: its version goes up and every affected photo is queued for a re-render."""
     before = get_profile(db, profile_id)
-    clean = _check_profile(fields)
+    clean = _check_profile(settings, fields)
     changed = {k: v for k, v in clean.items() if before.get(k) != v and k != "name"}
     with write_txn(db):
         if "name" in clean and clean["name"] != before["name"] and db["catalog_profiles"].count_where(
@@ -330,16 +332,16 @@ def update_profile(db: sqlite_utils.Database, profile_id: int, fields: dict[str,
                                title="Duplicate profile", status=409)
         db["catalog_profiles"].update(profile_id, {**clean, "updated_at": now_iso()})
         if changed:
-            _new_version(db, profile_id)
+            _new_version(db, settings, profile_id)
     return get_profile(db, profile_id)
 
 
-def _new_version(db: sqlite_utils.Database, profile_id: int) -> None:
+def _new_version(db: sqlite_utils.Database, settings: Settings, profile_id: int) -> None:
     """Inside a write transaction: bump a profile's version and queue a re-render of every affected photo."""
     db.execute("UPDATE catalog_profiles SET version = version + 1 WHERE id = ?", [profile_id])
     profile = get_profile(db, profile_id)
     for photo_id in affected_photos(db, profile):
-        enqueue(db, photo_id, profile)
+        enqueue(db, settings, photo_id, profile)
 
 
 def set_profile_background(db: sqlite_utils.Database, settings: Settings, profile_id: int,
@@ -357,7 +359,7 @@ def set_profile_background(db: sqlite_utils.Database, settings: Settings, profil
     with write_txn(db):
         db["catalog_profiles"].update(profile_id, {"bg_image": path, "updated_at": now_iso()})
         if path or before["bg_image"]:
-            _new_version(db, profile_id)
+            _new_version(db, settings, profile_id)
     # the old file is kept: renders made with it stay valid and jobs already claimed may still read it
     return get_profile(db, profile_id)
 
@@ -389,7 +391,7 @@ def vehicle_profile(db: sqlite_utils.Database, vehicle_id: int) -> dict[str, Any
     return get_profile(db, pid) if pid else _profile_out(db, default_profile(db))
 
 
-def enqueue(db: sqlite_utils.Database, photo_id: int, profile: dict[str, Any]) -> None:
+def enqueue(db: sqlite_utils.Database, settings: Settings, photo_id: int, profile: dict[str, Any]) -> None:
     """Inside a write transaction: queue a render of a photo with a profile version (a job on the job queue, sent
     once the transaction commits); older queued renders of that photo are superseded."""
     db.execute("UPDATE catalog_jobs SET status = 'superseded', finished_at = ? "
@@ -399,7 +401,7 @@ def enqueue(db: sqlite_utils.Database, photo_id: int, profile: dict[str, Any]) -
                                         "created_at": now_iso()}).last_pk
     from server.services.catalog_jobs import enqueue_render  # the render handler lives beside the renderer
 
-    enqueue_render(db, get_settings(), job_id)
+    enqueue_render(db, settings, job_id)
 
 
 def job_progress(db: sqlite_utils.Database, *, vehicle_id: int | None = None,
@@ -525,8 +527,8 @@ def store_photos(db: sqlite_utils.Database, settings: Settings, vehicle_id: int,
                 "created_at": now_iso()}).last_pk
             has_primary = True
             known.append((pid, p.sha256, ph))
-            enqueue(db, pid, profile)
-            catalog_recognition.queue_photo(db, pid)  # a reference for identify, when exterior and in stock
+            enqueue(db, settings, pid, profile)
+            catalog_recognition.queue_photo(db, settings, pid)  # a reference for identify: exterior, in stock
             stored.append(pid)
     return {"photos": [_photo_out(db, get_photo(db, pid)) for pid in stored], "duplicates": duplicates}
 
@@ -538,7 +540,8 @@ def list_photos(db: sqlite_utils.Database, vehicle_id: int) -> list[dict[str, An
                                                                        order_by="position, id")]
 
 
-def update_photo(db: sqlite_utils.Database, photo_id: int, fields: dict[str, Any]) -> dict[str, Any]:
+def update_photo(db: sqlite_utils.Database, settings: Settings, photo_id: int,
+                 fields: dict[str, Any]) -> dict[str, Any]:
     """Change a photo's angle, order, primary flag or plate regions (new regions queue a re-render)."""
     row = get_photo(db, photo_id)
     with write_txn(db):
@@ -546,7 +549,7 @@ def update_photo(db: sqlite_utils.Database, photo_id: int, fields: dict[str, Any
             if fields["angle"] not in ANGLES:
                 raise BadRequest(f"angle must be one of {', '.join(ANGLES)}.", code="invalid_angle")
             db["catalog_photos"].update(photo_id, {"angle": fields["angle"]})
-            catalog_recognition.photo_angle_changed(db, photo_id, fields["angle"])
+            catalog_recognition.photo_angle_changed(db, settings, photo_id, fields["angle"])
         if fields.get("position") is not None:
             db["catalog_photos"].update(photo_id, {"position": int(fields["position"])})
         if fields.get("primary"):
@@ -555,16 +558,15 @@ def update_photo(db: sqlite_utils.Database, photo_id: int, fields: dict[str, Any
         if fields.get("plate_regions") is not None:
             regions = plates.parse_regions(fields["plate_regions"])
             db["catalog_photos"].update(photo_id, {"plate_regions": json.dumps([list(r) for r in regions])})
-            enqueue(db, photo_id, vehicle_profile(db, row["vehicle_id"]))
+            enqueue(db, settings, photo_id, vehicle_profile(db, row["vehicle_id"]))
     return _photo_out(db, get_photo(db, photo_id))
 
 
-def delete_photo(db: sqlite_utils.Database, photo_id: int) -> None:
+def delete_photo(db: sqlite_utils.Database, settings: Settings, photo_id: int) -> None:
     """Remove a photo, its renders, cached sizes and jobs."""
-    settings = get_settings()
     row = get_photo(db, photo_id)
     renders = list(db["catalog_renders"].rows_where("photo_id = ?", [photo_id]))
-    catalog_recognition.forget_photo(db, photo_id)
+    catalog_recognition.forget_photo(db, settings, photo_id)
     with write_txn(db):
         db.execute("DELETE FROM catalog_jobs WHERE photo_id = ?", [photo_id])
         db.execute("DELETE FROM catalog_renders WHERE photo_id = ?", [photo_id])

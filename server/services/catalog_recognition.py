@@ -86,10 +86,10 @@ def index_photo(db: sqlite_utils.Database, settings: Settings, photo: dict[str, 
     obj = object_id(photo["vehicle_id"])
     if db.execute("SELECT 1 FROM rec_objects WHERE collection_id = ? AND object_id = ?",
                   [collection, obj]).fetchone() is None:
-        rec.put_object(collection, obj, _vehicle_fields(db, photo["vehicle_id"]))
+        rec.put_object(db, collection, obj, _vehicle_fields(db, photo["vehicle_id"]))
     data = (settings.data_dir / photo["path"]).read_bytes()
     image = imaging.decode(data, max_bytes=len(data) + 1)
-    result = rec.add_image(collection, obj, image.convert("RGB"), force=True,
+    result = rec.add_image(db, settings, collection, obj, image.convert("RGB"), force=True,
                            angle=ANGLE_DEGREES.get(photo["angle"]))
     with write_txn(db):
         still = db.execute("SELECT 1 FROM catalog_photos p JOIN catalog_vehicles v ON v.id = p.vehicle_id "
@@ -99,7 +99,7 @@ def index_photo(db: sqlite_utils.Database, settings: Settings, photo: dict[str, 
                        "VALUES (?, ?, ?, ?, ?)", [photo["id"], photo["vehicle_id"], result["id"],
                                                   "done" if result["id"] else "failed", result.get("detail")])
     if still is None and result["id"]:  # deleted or sold while it was being indexed
-        _drop_images(db, [(obj, int(result["id"]))])
+        _drop_images(db, settings, [(obj, int(result["id"]))])
     return result
 
 
@@ -117,66 +117,67 @@ def run_reference_job(args: dict[str, Any], claim: Claim) -> dict[str, Any]:
     return {"status": result["status"], "image_id": result["id"]}
 
 
-def queue_photo(db: sqlite_utils.Database, photo_id: int) -> None:
+def queue_photo(db: sqlite_utils.Database, settings: Settings, photo_id: int) -> None:
     """Inside the write transaction that stored or changed a photo: queue making it a reference (the job skips a
     photo that is not an exterior one of an in-stock vehicle)."""
-    queue.enqueue(db, get_settings(), REFERENCE, {"photo": photo_id}, unique_key=f"{REFERENCE}:{photo_id}")
+    queue.enqueue(db, settings, REFERENCE, {"photo": photo_id}, unique_key=f"{REFERENCE}:{photo_id}")
 
 
-def queue_vehicle(db: sqlite_utils.Database, vehicle_id: int) -> None:
+def queue_vehicle(db: sqlite_utils.Database, settings: Settings, vehicle_id: int) -> None:
     """Queue every exterior photo of a vehicle (back in stock) that is not a reference."""
     with write_txn(db):
         for (photo_id,) in db.execute(
                 "SELECT p.id FROM catalog_photos p LEFT JOIN catalog_references r ON r.photo_id = p.id "
                 f"WHERE p.vehicle_id = ? AND p.angle IN ({_EXTERIOR}) AND r.photo_id IS NULL",
                 [vehicle_id]).fetchall():
-            queue_photo(db, photo_id)
+            queue_photo(db, settings, photo_id)
 
 
-def _drop_images(db: sqlite_utils.Database, items: list[tuple[str, int]]) -> None:
+def _drop_images(db: sqlite_utils.Database, settings: Settings, items: list[tuple[str, int]]) -> None:
     for obj, image_id in items:
         try:
-            rec.delete_image(COLLECTION_ID, obj, image_id)
+            rec.delete_image(db, settings, COLLECTION_ID, obj, image_id)
         except NotFound:
             pass
 
 
-def forget_photo(db: sqlite_utils.Database, photo_id: int) -> None:
+def forget_photo(db: sqlite_utils.Database, settings: Settings, photo_id: int) -> None:
     """A photo is being deleted: its reference image goes with it."""
     rows = list(db.query("SELECT vehicle_id, image_id FROM catalog_references WHERE photo_id = ?", [photo_id]))
     with write_txn(db):
         db.execute("DELETE FROM catalog_references WHERE photo_id = ?", [photo_id])
-    _drop_images(db, [(object_id(r["vehicle_id"]), int(r["image_id"])) for r in rows if r["image_id"]])
+    _drop_images(db, settings, [(object_id(r["vehicle_id"]), int(r["image_id"])) for r in rows if r["image_id"]])
 
 
-def photo_angle_changed(db: sqlite_utils.Database, photo_id: int, angle: str) -> None:
+def photo_angle_changed(db: sqlite_utils.Database, settings: Settings, photo_id: int, angle: str) -> None:
     """A photo's angle was changed: its reference takes the new view angle, goes when no longer exterior, or is
     made when it became exterior."""
     if angle not in ANGLE_DEGREES:
-        forget_photo(db, photo_id)
+        forget_photo(db, settings, photo_id)
         return
     with write_txn(db):
         db.execute("UPDATE rec_images SET angle = ? WHERE id = (SELECT image_id FROM catalog_references "
                    "WHERE photo_id = ?)", [ANGLE_DEGREES[angle], photo_id])
-        queue_photo(db, photo_id)  # an interior or detail photo turned exterior (skipped when it is one already)
+        # an interior or detail photo turned exterior (skipped when it is one already)
+        queue_photo(db, settings, photo_id)
 
 
-def forget_vehicle(db: sqlite_utils.Database, vehicle_id: int) -> None:
+def forget_vehicle(db: sqlite_utils.Database, settings: Settings, vehicle_id: int) -> None:
     """A vehicle is deleted, sold or archived: its recognition object and every reference image go."""
     with write_txn(db):
         db.execute("DELETE FROM catalog_references WHERE vehicle_id = ?", [vehicle_id])
     try:
-        rec.delete_object(COLLECTION_ID, object_id(vehicle_id))
+        rec.delete_object(db, settings, COLLECTION_ID, object_id(vehicle_id))
     except NotFound:
         pass
 
 
-def identify(db: sqlite_utils.Database, image: Image.Image, *, mode: str = "single", limit: int = 10,
-             min_score: float | None = None) -> dict[str, Any]:
+def identify(db: sqlite_utils.Database, settings: Settings, image: Image.Image, *, mode: str = "single",
+             limit: int = 10, min_score: float | None = None) -> dict[str, Any]:
     """Which inventory vehicles a photo shows: vehicle id, VIN, stock number, score, ambiguous, polygon, best
     first (recognition.recognize on the catalog's collection)."""
     ensure_collection(db)
-    out = rec.recognize(COLLECTION_ID, image, mode=mode, limit=limit, min_score=min_score)
+    out = rec.recognize(db, settings, COLLECTION_ID, image, mode=mode, limit=limit, min_score=min_score)
     vehicles = []
     for r in out["results"]:
         vid = vehicle_of(r["object_id"])

@@ -114,10 +114,14 @@ def init_app(app: Flask) -> None:
         from server.services.licensing import on_purge
 
         with app.app_context():
-            on_purge("reference_images")(purge_reference_images)
+            on_purge("reference_images")(_purge_hook)
     except (ImportError, ValueError):  # pragma: no cover - licensing without that purge kind
         pass
 
+
+def _purge_hook() -> int:
+    """The licensing purge's entry point (it runs in an app context, with no arguments)."""
+    return purge_reference_images(get_db(), get_settings())
 
 
 # --- errors ------------------------------------------------------------------------------------------------------
@@ -130,7 +134,7 @@ def _collection_out(row: dict[str, Any]) -> dict[str, Any]:
     return {"id": row["id"], "name": row["name"], "object_type": row["object_type"], "created_at": row["created_at"]}
 
 
-def create_collection(name: str, object_type: str = "generic") -> dict[str, Any]:
+def create_collection(db: sqlite_utils.Database, name: str, object_type: str = "generic") -> dict[str, Any]:
     """A new, empty collection."""
     name = name.strip() if isinstance(name, str) else ""
     if not name or len(name) > 255:
@@ -139,29 +143,27 @@ def create_collection(name: str, object_type: str = "generic") -> dict[str, Any]
         raise RecognitionError(f"object_type must be one of {', '.join(OBJECT_TYPES)}.")
     row = {"id": "col_" + secrets.token_hex(8), "name": name, "object_type": object_type, "created_at": now_iso(),
            "index_gen": 0}
-    db = get_db()
     with write_txn(db):
         db["rec_collections"].insert(row)
     return _collection_out(row)
 
 
-def list_collections() -> list[dict[str, Any]]:
+def list_collections(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     """Every collection, oldest first."""
-    return [_collection_out(r) for r in get_db().query("SELECT * FROM rec_collections ORDER BY created_at, id")]
+    return [_collection_out(r) for r in db.query("SELECT * FROM rec_collections ORDER BY created_at, id")]
 
 
-def get_collection(collection_id: str) -> dict[str, Any]:
+def get_collection(db: sqlite_utils.Database, collection_id: str) -> dict[str, Any]:
     """One collection's row, or NotFound."""
-    rows = list(get_db().query("SELECT * FROM rec_collections WHERE id = ?", [collection_id]))
+    rows = list(db.query("SELECT * FROM rec_collections WHERE id = ?", [collection_id]))
     if not rows:
         raise NotFound(f"No collection {collection_id!r}.", code="collection_not_found")
     return rows[0]
 
 
-def delete_collection(collection_id: str) -> int:
+def delete_collection(db: sqlite_utils.Database, settings: Settings, collection_id: str) -> int:
     """Delete a collection with its objects and images; returns how many images went."""
-    get_collection(collection_id)
-    db = get_db()
+    get_collection(db, collection_id)
     with write_txn(db):
         n = db.execute("SELECT COUNT(*) FROM rec_images WHERE collection_id = ?", [collection_id]).fetchone()[0]
         db.execute("DELETE FROM rec_images WHERE collection_id = ?", [collection_id])
@@ -170,7 +172,7 @@ def delete_collection(collection_id: str) -> int:
         db.execute("DELETE FROM rec_rebuilds WHERE collection_id = ?", [collection_id])
         db.execute("DELETE FROM rec_lookalikes WHERE collection_id = ?", [collection_id])
         db.execute("DELETE FROM rec_collections WHERE id = ?", [collection_id])
-    for path in (get_settings().data_dir / "indexes").glob(f"{collection_id}.*faiss"):
+    for path in (settings.data_dir / "indexes").glob(f"{collection_id}.*faiss"):
         path.unlink(missing_ok=True)
     return int(n)
 
@@ -214,12 +216,12 @@ def _check_object_id(object_id: str) -> None:
                                f"such as NUL or newline, no space at either end).", code="invalid_object_id")
 
 
-def put_object(collection_id: str, object_id: str, fields: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+def put_object(db: sqlite_utils.Database, collection_id: str, object_id: str,
+               fields: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """Create or replace an object's name, metadata and active flag; returns (object, created)."""
-    get_collection(collection_id)
+    get_collection(db, collection_id)
     _check_object_id(object_id)
     values = {"name": None, "metadata": "{}", "active": 1, **_check_object_fields(fields)}
-    db = get_db()
     with write_txn(db):
         existing = list(db.query("SELECT created_at FROM rec_objects WHERE collection_id = ? AND object_id = ?",
                                  [collection_id, object_id]))
@@ -227,43 +229,43 @@ def put_object(collection_id: str, object_id: str, fields: dict[str, Any]) -> tu
         row = {"collection_id": collection_id, "object_id": object_id, **values,
                "created_at": existing[0]["created_at"] if existing else now, "updated_at": now}
         db["rec_objects"].upsert(row, pk=("collection_id", "object_id"))
-    return get_object(collection_id, object_id), not existing
+    return get_object(db, collection_id, object_id), not existing
 
 
-def _object_row(collection_id: str, object_id: str) -> dict[str, Any]:
-    rows = list(get_db().query("SELECT * FROM rec_objects WHERE collection_id = ? AND object_id = ?",
-                               [collection_id, object_id]))
+def _object_row(db: sqlite_utils.Database, collection_id: str, object_id: str) -> dict[str, Any]:
+    rows = list(db.query("SELECT * FROM rec_objects WHERE collection_id = ? AND object_id = ?",
+                         [collection_id, object_id]))
     if not rows:
         raise NotFound(f"No object {object_id!r} in collection {collection_id!r}.", code="object_not_found")
     return rows[0]
 
 
-def get_object(collection_id: str, object_id: str) -> dict[str, Any]:
+def get_object(db: sqlite_utils.Database, collection_id: str, object_id: str) -> dict[str, Any]:
     """One object with its image count."""
-    row = _object_row(collection_id, object_id)
-    n = get_db().execute("SELECT COUNT(*) FROM rec_images WHERE collection_id = ? AND object_id = ?",
-                         [collection_id, object_id]).fetchone()[0]
+    row = _object_row(db, collection_id, object_id)
+    n = db.execute("SELECT COUNT(*) FROM rec_images WHERE collection_id = ? AND object_id = ?",
+                   [collection_id, object_id]).fetchone()[0]
     return _object_out(row, int(n))
 
 
-def patch_object(collection_id: str, object_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+def patch_object(db: sqlite_utils.Database, collection_id: str, object_id: str,
+                 fields: dict[str, Any]) -> dict[str, Any]:
     """Change some of an object's fields."""
-    _object_row(collection_id, object_id)
+    _object_row(db, collection_id, object_id)
     values = _check_object_fields(fields)
-    db = get_db()
     with write_txn(db):
         db["rec_objects"].update((collection_id, object_id), {**values, "updated_at": now_iso()})
-    return get_object(collection_id, object_id)
+    return get_object(db, collection_id, object_id)
 
 
-def list_objects(collection_id: str, cursor: str | None = None, limit: int = 50) -> tuple[list[dict[str, Any]],
-                                                                                          str | None]:
+def list_objects(db: sqlite_utils.Database, collection_id: str, cursor: str | None = None,
+                 limit: int = 50) -> tuple[list[dict[str, Any]], str | None]:
     """A page of objects ordered by object_id and the cursor of the next page (None at the end)."""
-    get_collection(collection_id)
+    get_collection(db, collection_id)
     if not 1 <= limit <= 500:
         raise RecognitionError("limit must be between 1 and 500.")
     after = decode_cursor(cursor, str) if cursor else ""
-    rows = list(get_db().query(
+    rows = list(db.query(
         "SELECT o.*, (SELECT COUNT(*) FROM rec_images i WHERE i.collection_id = o.collection_id "
         "AND i.object_id = o.object_id) AS n FROM rec_objects o WHERE o.collection_id = ? AND o.object_id > ? "
         "ORDER BY o.object_id LIMIT ?", [collection_id, after, limit + 1]))
@@ -272,13 +274,12 @@ def list_objects(collection_id: str, cursor: str | None = None, limit: int = 50)
     return [_object_out(r, r["n"]) for r in rows], (encode_cursor(rows[-1]["object_id"]) if more else None)
 
 
-def delete_object(collection_id: str, object_id: str) -> int:
+def delete_object(db: sqlite_utils.Database, settings: Settings, collection_id: str, object_id: str) -> int:
     """Delete an object and its images; returns how many images went."""
-    _object_row(collection_id, object_id)
-    ids = [r["id"] for r in get_db().query("SELECT id FROM rec_images WHERE collection_id = ? AND object_id = ?",
-                                           [collection_id, object_id])]
-    _remove_images(collection_id, ids)
-    db = get_db()
+    _object_row(db, collection_id, object_id)
+    ids = [r["id"] for r in db.query("SELECT id FROM rec_images WHERE collection_id = ? AND object_id = ?",
+                                     [collection_id, object_id])]
+    _remove_images(db, settings, collection_id, ids)
     with write_txn(db):
         db.execute("DELETE FROM rec_objects WHERE collection_id = ? AND object_id = ?", [collection_id, object_id])
         db.execute("DELETE FROM rec_lookalikes WHERE collection_id = ? AND (object_id = ? OR other_id = ?)",
@@ -296,30 +297,30 @@ class Analysis:
     model: EmbeddingModel | None = None
 
 
-def analyse(image: Image.Image, object_type: str) -> Analysis:
+def analyse(settings: Settings, image: Image.Image, object_type: str) -> Analysis:
     """RootSIFT features with their colours (and the embedding) of an image; for car collections from the car only
     (the segmenter's car mask, and of the cars in view the one the photo is about, features.main_subject), so a
     shared studio backdrop does not make every car match every car, nor a car parked behind count."""
     rgb = np.asarray(image.convert("RGB"))
-    s = get_settings().recognition
+    s = settings.recognition
     mask = None
     if object_type == "car":
         mask = main_subject(segmentation.segmenter().mask(rgb, kind="car"))
     feats = extract(rgb, mask, max_side=s.max_side, max_keypoints=s.max_keypoints)
-    model = embedder()
+    model = embedder(settings)
     if model is None:
         return Analysis(feats)
     return Analysis(feats, model.embed(rgb, mask), model)
 
 
-def features_of(image: Image.Image, object_type: str) -> Features:
+def features_of(settings: Settings, image: Image.Image, object_type: str) -> Features:
     """RootSIFT features of an image (see analyse)."""
-    return analyse(image, object_type).features
+    return analyse(settings, image, object_type).features
 
 
-def decode_image(data: bytes, what: str = "image") -> Image.Image:
+def decode_image(settings: Settings, data: bytes, what: str = "image") -> Image.Image:
     """Decode an uploaded image within the recognition limits."""
-    s = get_settings().recognition
+    s = settings.recognition
     return imaging.decode(data, max_bytes=s.max_file_mb * 1024 * 1024, max_megapixels=s.max_query_megapixels,
                           what=what)
 
@@ -339,8 +340,8 @@ def _image_out(row: dict[str, Any]) -> dict[str, Any]:
             "rating": row["rating"], "keypoints": row["keypoints"], "created_at": row["created_at"]}
 
 
-def add_image(collection_id: str, object_id: str, image: Image.Image, *, force: bool = False,
-              angle: float | None = None) -> dict[str, Any]:
+def add_image(db: sqlite_utils.Database, settings: Settings, collection_id: str, object_id: str,
+              image: Image.Image, *, force: bool = False, angle: float | None = None) -> dict[str, Any]:
     """Extract, rate and check one reference image for duplicates and look-alikes, then store it (with its view
     `angle` in degrees when known) and add it to the index.
 
@@ -350,14 +351,12 @@ def add_image(collection_id: str, object_id: str, image: Image.Image, *, force: 
     at the same angle in the same booth reaches the min_score by chance, and is not a copy. Other objects matched at
     min_score or more (a compatible colour: the same model in the same colour) are `lookalikes`, kept for the
     summary, so the dealer knows to add a distinguishing photo (plate, interior, a scratch)."""
-    coll = get_collection(collection_id)
-    _object_row(collection_id, object_id)
+    coll = get_collection(db, collection_id)
+    _object_row(db, collection_id, object_id)
     angle = check_angle(angle)
-    settings = get_settings()
-    analysis = analyse(image, coll["object_type"])
+    analysis = analyse(settings, image, coll["object_type"])
     feats = analysis.features
     stars = rating(feats)
-    db = get_db()
     midpoint = _midpoint(settings, coll)
     car = coll["object_type"] == "car"
     matches = _matches(db, settings, coll, analysis, allowed=None)
@@ -448,34 +447,33 @@ def _next_image_id(db: sqlite_utils.Database) -> int:
     return int(last) + 1
 
 
-def list_images(collection_id: str, object_id: str) -> list[dict[str, Any]]:
+def list_images(db: sqlite_utils.Database, collection_id: str, object_id: str) -> list[dict[str, Any]]:
     """An object's reference images."""
-    _object_row(collection_id, object_id)
-    return [_image_out(r) for r in get_db().query(
+    _object_row(db, collection_id, object_id)
+    return [_image_out(r) for r in db.query(
         "SELECT id, object_id, width, height, rating, keypoints, created_at FROM rec_images "
         "WHERE collection_id = ? AND object_id = ? ORDER BY id", [collection_id, object_id])]
 
 
-def delete_image(collection_id: str, object_id: str, image_id: int) -> None:
+def delete_image(db: sqlite_utils.Database, settings: Settings, collection_id: str, object_id: str,
+                 image_id: int) -> None:
     """Delete one reference image."""
     if not 0 < image_id < 1 << 50:  # ids are SQLite rowids that also fit the index's (image << 12 | keypoint)
         raise NotFound(f"No image {image_id} on object {object_id!r}.", code="image_not_found")
-    rows = list(get_db().query("SELECT id FROM rec_images WHERE id = ? AND collection_id = ? AND object_id = ?",
-                               [image_id, collection_id, object_id]))
+    rows = list(db.query("SELECT id FROM rec_images WHERE id = ? AND collection_id = ? AND object_id = ?",
+                         [image_id, collection_id, object_id]))
     if not rows:
         raise NotFound(f"No image {image_id} on object {object_id!r}.", code="image_not_found")
-    _remove_images(collection_id, [image_id])
+    _remove_images(db, settings, collection_id, [image_id])
 
 
-def _remove_images(collection_id: str, ids: list[int]) -> None:
+def _remove_images(db: sqlite_utils.Database, settings: Settings, collection_id: str, ids: list[int]) -> None:
     if not ids:
         return
-    settings = get_settings()
-    db = get_db()
     with write_txn(db):
         gen = int(db.execute("SELECT index_gen FROM rec_collections WHERE id = ?", [collection_id]).fetchone()[0])
         index = load_index(db, settings, collection_id, gen)
-        model = embedder()
+        model = embedder(settings)
         gindex = load_global(db, settings, collection_id, gen, model) if model is not None else None
         db.execute(f"DELETE FROM rec_images WHERE id IN ({','.join('?' * len(ids))})", ids)
         index.remove(ids)
@@ -484,23 +482,22 @@ def _remove_images(collection_id: str, ids: list[int]) -> None:
         publish(db, settings, collection_id, gen + 1, index, gindex, model)
 
 
-def count_images(collection_id: str, object_id: str | None = None) -> int:
+def count_images(db: sqlite_utils.Database, collection_id: str, object_id: str | None = None) -> int:
     """How many reference images a collection (or one of its objects) holds."""
     sql, args = "SELECT COUNT(*) FROM rec_images WHERE collection_id = ?", [collection_id]
     if object_id is not None:
         sql, args = sql + " AND object_id = ?", [*args, object_id]
-    return int(get_db().execute(sql, args).fetchone()[0])
+    return int(db.execute(sql, args).fetchone()[0])
 
 
-def purge_reference_images() -> int:
+def purge_reference_images(db: sqlite_utils.Database, settings: Settings) -> int:
     """The licensing purge: delete every reference image and index; returns how many images went."""
-    db = get_db()
     with write_txn(db):
         n = int(db.execute("SELECT COUNT(*) FROM rec_images").fetchone()[0])
         db.execute("DELETE FROM rec_images")
         db.execute("DELETE FROM rec_rebuilds")
         db.execute("UPDATE rec_collections SET index_gen = index_gen + 1")
-    for path in (get_settings().data_dir / "indexes").glob("*.faiss"):
+    for path in (settings.data_dir / "indexes").glob("*.faiss"):
         path.unlink(missing_ok=True)
     forget_cached_indexes()
     return n
@@ -546,14 +543,13 @@ def _matches(db: sqlite_utils.Database, settings: Settings, coll: dict[str, Any]
                   vote_keypoints=r.vote_keypoints, stop_score=stop, after_stop=r.twin_checks, use_colour=car, midpoint=midpoint)
 
 
-def recognize(collection_id: str, image: Image.Image, *, mode: str = "single", limit: int = 10,
-              min_score: float | None = None) -> dict[str, Any]:
+def recognize(db: sqlite_utils.Database, settings: Settings, collection_id: str, image: Image.Image, *,
+              mode: str = "single", limit: int = 10, min_score: float | None = None) -> dict[str, Any]:
     """Which objects the image shows: results best first with score (inliers and colour together, decide.py),
     polygon and `ambiguous`, and search_time_ms. Look-alikes the photo cannot tell apart (the same model in the
     same colour, decide.twins) are all answered, each with ambiguous true, in mode single too."""
     start = time.perf_counter()
-    coll = get_collection(collection_id)
-    settings = get_settings()
+    coll = get_collection(db, collection_id)
     if mode not in MODES:
         raise RecognitionError(f"mode must be one of {', '.join(MODES)}.", code="invalid_mode")
     if not 1 <= limit <= 100:
@@ -561,11 +557,10 @@ def recognize(collection_id: str, image: Image.Image, *, mode: str = "single", l
     threshold = settings.recognition.min_score if min_score is None else float(min_score)
     if not 0.0 <= threshold <= 1.0:
         raise RecognitionError("min_score must be between 0 and 1.")
-    db = get_db()
     results: list[dict[str, Any]] = []
     ambiguous = False
     if min(image.size) >= settings.recognition.min_query_side:
-        analysis = analyse(image, coll["object_type"])
+        analysis = analyse(settings, image, coll["object_type"])
         inactive = {r[0] for r in db.execute(
             "SELECT i.id FROM rec_images i JOIN rec_objects o ON o.collection_id = i.collection_id "
             "AND o.object_id = i.object_id WHERE i.collection_id = ? AND o.active = 0", [collection_id])}
@@ -583,7 +578,7 @@ def recognize(collection_id: str, image: Image.Image, *, mode: str = "single", l
         elif mode == "multi":
             candidates = [c for c in candidates if c.score >= threshold]
         for c in candidates[: max(limit, len(group))]:
-            row = _object_row(collection_id, c.object_id)
+            row = _object_row(db, collection_id, c.object_id)
             results.append({"object_id": c.object_id, "name": row["name"],
                             "metadata": json.loads(row["metadata"] or "{}"), "score": round(c.score, 4),
                             "inliers": c.match.inliers, "image_id": c.match.image_id, "polygon": c.match.polygon,
@@ -596,19 +591,17 @@ def recognize(collection_id: str, image: Image.Image, *, mode: str = "single", l
             "search_time_ms": round((time.perf_counter() - start) * 1000, 1)}
 
 
-def summary(collection_id: str) -> dict[str, Any]:
+def summary(db: sqlite_utils.Database, settings: Settings, collection_id: str) -> dict[str, Any]:
     """Counts for a collection: objects, images, active, processing, failed, scans this and last month, index
     (with its queued or running rebuild, also counted in pending_index_work)."""
-    coll = get_collection(collection_id)
-    db = get_db()
+    coll = get_collection(db, collection_id)
     one = lambda sql, *a: int(db.execute(sql, [collection_id, *a]).fetchone()[0])  # noqa: E731
     today = dt.datetime.now(dt.UTC).date()
     this_month = today.replace(day=1)
     last_month = (this_month - dt.timedelta(days=1)).replace(day=1)
-    settings = get_settings()
     index = load_index(db, settings, collection_id, int(coll["index_gen"]))
     images = one("SELECT COUNT(*) FROM rec_images WHERE collection_id = ?")
-    model = embedder()
+    model = embedder(settings)
     # With an embedding model installed, images stored before it (no embedding) keep the shortlist on votes.
     pending = images - embedded_count(db, collection_id, model) if model is not None else 0
     rebuild = start_claimable_rebuild(db, settings, collection_id)  # the index outgrew its kind: queued or running
@@ -627,17 +620,17 @@ def summary(collection_id: str) -> dict[str, Any]:
         "index": {"kind": index.kind, "descriptors": index.ntotal, "memory_bytes": index.memory_bytes,
                   "shortlist": "embedding" if model is not None and pending == 0 else "votes",
                   "embedding_model": model.model_id if model is not None else None, "rebuild": rebuild},
-        "lookalikes": lookalikes(collection_id),
-        "coverage": coverage(collection_id),
+        "lookalikes": lookalikes(db, collection_id),
+        "coverage": coverage(db, collection_id),
     }
 
 
-def lookalikes(collection_id: str) -> list[dict[str, Any]]:
+def lookalikes(db: sqlite_utils.Database, collection_id: str) -> list[dict[str, Any]]:
     """Pairs of objects whose images matched each other at min_score or more (the same model in the same colour),
     each pair once, best score first."""
     return [{"object_id": r["object_id"], "other_id": r["other_id"], "score": r["score"]}
-            for r in get_db().query("SELECT object_id, other_id, score FROM rec_lookalikes WHERE collection_id = ? "
-                                    "AND object_id < other_id ORDER BY score DESC, object_id", [collection_id])]
+            for r in db.query("SELECT object_id, other_id, score FROM rec_lookalikes WHERE collection_id = ? "
+                              "AND object_id < other_id ORDER BY score DESC, object_id", [collection_id])]
 
 
 def angle_gaps(angles: list[float]) -> float:
@@ -648,14 +641,14 @@ def angle_gaps(angles: list[float]) -> float:
     return max([b - x for x, b in zip(a, a[1:], strict=False)] + [a[0] + 360.0 - a[-1]])
 
 
-def coverage(collection_id: str) -> list[dict[str, Any]]:
+def coverage(db: sqlite_utils.Database, collection_id: str) -> list[dict[str, Any]]:
     """Per object, the view angles its references cover (given on upload; images without one counted as
     `unknown_angles`), the widest gap between them, and `gap_warning` past COVERAGE_GAP degrees: scans more than
     ~30 degrees from every reference are where recognition fails."""
     per: dict[str, dict[str, Any]] = {}
-    for r in get_db().query("SELECT o.object_id, i.id AS image_id, i.angle FROM rec_objects o LEFT JOIN rec_images i ON "
-                            "i.collection_id = o.collection_id AND i.object_id = o.object_id "
-                            "WHERE o.collection_id = ? ORDER BY o.object_id, i.angle", [collection_id]):
+    for r in db.query("SELECT o.object_id, i.id AS image_id, i.angle FROM rec_objects o LEFT JOIN rec_images i ON "
+                      "i.collection_id = o.collection_id AND i.object_id = o.object_id "
+                      "WHERE o.collection_id = ? ORDER BY o.object_id, i.angle", [collection_id]):
         item = per.setdefault(r["object_id"], {"object_id": r["object_id"], "angles": [], "unknown_angles": 0})
         if r["angle"] is not None:
             item["angles"].append(round(float(r["angle"]), 1))

@@ -15,7 +15,7 @@ import sqlite_utils
 
 from models.recognition.embedding import EmbeddingModel, load_embedding
 from models.recognition.index import FeatureIndex, GlobalIndex, IndexCorrupt
-from server.config import Settings, get_settings
+from server.config import Settings
 from server.store import write_txn
 
 log = logging.getLogger("forecourt.recognition")
@@ -87,7 +87,7 @@ def rebuild_index(db: sqlite_utils.Database, settings: Settings, collection_id: 
     image); the global-embedding index too when an embedding model is installed."""
     index = rebuild_descriptors(db, settings, collection_id, progress)
     index.save(index_path(settings, collection_id))
-    model = embedder()
+    model = embedder(settings)
     if model is not None:
         rebuild_global(db, settings, collection_id, model)
     return index
@@ -146,9 +146,8 @@ class _CachedGlobal:
     gen: int
 
 
-def embedder() -> EmbeddingModel | None:
+def embedder(settings: Settings) -> EmbeddingModel | None:
     """The installed embedding model named by recognition.embedding, or None (shortlist by descriptor votes)."""
-    settings = get_settings()
     name = settings.recognition.embedding
     if not name:
         return None
