@@ -14,13 +14,11 @@ import argparse
 import io
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 ANGLES8 = ("front", "front_left", "left", "rear_left", "rear", "rear_right", "right", "front_right")
 

@@ -22,11 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
+from bench_removebg import start_server, worker_pids
 from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from scripts.bench_removebg import start_server, worker_pids  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SIDE = 7071  # 7071 x 7071 = 49.998 MP, just under the 50 MP limit

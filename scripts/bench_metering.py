@@ -10,14 +10,10 @@ measures the server's own cost, not the network. Prints one line per figure (med
 from __future__ import annotations
 
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import click
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 @click.command()

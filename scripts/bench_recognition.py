@@ -29,17 +29,14 @@ import sys
 import time
 from pathlib import Path
 
+import faiss
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import faiss  # noqa: E402
-
-from models.recognition import FeatureIndex, extract, search, verify  # noqa: E402
-from models.recognition.features import MAX_KEYPOINTS, MAX_SIDE, Features  # noqa: E402
-from models.recognition.index import KP_BITS, GlobalIndex  # noqa: E402
-from models.recognition.search import STOP_SCORE  # noqa: E402
+from models.recognition import FeatureIndex, extract, search, verify
+from models.recognition.features import MAX_KEYPOINTS, MAX_SIDE, Features
+from models.recognition.index import KP_BITS, GlobalIndex
+from models.recognition.search import STOP_SCORE
 
 
 def pct(xs: list[float], p: float) -> float:

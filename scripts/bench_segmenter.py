@@ -19,10 +19,8 @@ from pathlib import Path
 
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from models.manifest import ISNET_GENERAL  # noqa: E402
-from models.registry import get_segmenter  # noqa: E402
+from models.manifest import ISNET_GENERAL
+from models.registry import get_segmenter
 
 
 def pick_images(data: Path, count: int) -> list[Image.Image]:

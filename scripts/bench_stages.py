@@ -15,16 +15,15 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
+
+from models import compose, imaging, refine
+from models.registry import get_segmenter
+from models.segmenters.isnet import preprocess
+from server.services.removebg import Options, output_megapixels
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-
-from models import compose, imaging, refine  # noqa: E402
-from models.registry import get_segmenter  # noqa: E402
-from models.segmenters.isnet import preprocess  # noqa: E402
-from server.services.removebg import Options, output_megapixels  # noqa: E402
 
 NAMES = ("decode", "resize", "preprocess", "model", "upscale", "edges", "compose", "encode")
 

@@ -18,11 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from models.manifest import ISNET_GENERAL  # noqa: E402
-from models.segmenters.isnet import INPUT_SIDE, preprocess  # noqa: E402
-from models.segmenters.onnx_graph import CALIBRATION, QUANT_OPTIONS, to_fp32_single_output  # noqa: E402
+from models.manifest import ISNET_GENERAL
+from models.segmenters.isnet import INPUT_SIDE, preprocess
+from models.segmenters.onnx_graph import CALIBRATION, QUANT_OPTIONS, to_fp32_single_output
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,6 @@ import csv
 import hashlib
 import json
 import os
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -30,10 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from models.foreground import ForegroundClassifier, ForegroundParams, decide  # noqa: E402
-from server.services.removebg import reported_type  # noqa: E402
+from models.foreground import ForegroundClassifier, ForegroundParams, decide
+from server.services.removebg import reported_type
 
 SKIMAGE_SAMPLES = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
                    "logo", "colorwheel", "camera", "coins", "page", "text", "clock", "moon", "brick", "grass",

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import sys
 import time
 import zlib
 from pathlib import Path
@@ -39,11 +38,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from models.recognition import FeatureIndex, colour, decide, extract, search  # noqa: E402
-from models.recognition.features import Features, extract_views, main_subject  # noqa: E402
-from server.config import RecognitionSettings  # noqa: E402
+from models.recognition import FeatureIndex, colour, decide, extract, search
+from models.recognition.features import Features, extract_views, main_subject
+from server.config import RecognitionSettings
 
 
 def _features(path: Path, mask_path: Path | None, masks: str, segmenter,  # type: ignore[no-untyped-def]

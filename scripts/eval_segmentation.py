@@ -28,15 +28,13 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from lot_composites import composites
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from models import car  # noqa: E402
-from models.registry import DEFAULT_SEGMENTER, get_segmenter  # noqa: E402
-from models.segmenters.base import as_rgb_array, postprocess  # noqa: E402
-from scripts.lot_composites import composites  # noqa: E402
-from server.config import RemovebgSettings  # noqa: E402
+from models import car
+from models.registry import DEFAULT_SEGMENTER, get_segmenter
+from models.segmenters.base import as_rgb_array, postprocess
+from server.config import RemovebgSettings
 
 
 def read_mask(path: Path) -> np.ndarray:

@@ -3,13 +3,10 @@ setting, its default and its one-line help."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from server.config import Settings  # noqa: E402
+from server.config import Settings
 
 
 def toml_value(value: Any) -> str:

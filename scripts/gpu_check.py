@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 # issue 14's figures (one H100-class GPU; this 2-core CPU box)
 GPU_AUTO_MIN_IPS_AT_32 = 40.0

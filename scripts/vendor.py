@@ -13,18 +13,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from licensing import files, keys  # noqa: E402
-from licensing.issue import license_payload, pack_payload, upgrade_payload  # noqa: E402
-from licensing.issue import plan_from as _plan_from  # noqa: E402
-from licensing.plans import PAYG_VALID_DAYS, Plan  # noqa: E402
+from licensing import files, keys
+from licensing.issue import license_payload, pack_payload, upgrade_payload
+from licensing.issue import plan_from as _plan_from
+from licensing.plans import PAYG_VALID_DAYS, Plan
 
 
 def plan_from(name: str, overrides: dict[str, float | None] | None = None) -> Plan:
