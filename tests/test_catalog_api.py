@@ -280,11 +280,20 @@ def test_signed_url_serves_without_key_and_expires(client, admin, render_url, ti
     assert expired.status_code == 403 and expired.get_json()["errors"][0]["code"] == "link_expired"
 
 
-def test_job_failure_is_reported(app, client, admin, monkeypatch) -> None:
+def break_renders(monkeypatch, error: Exception) -> list[int]:  # noqa: ANN001
+    """Every render fails with `error`; the list counts the attempts."""
+    calls: list[int] = []
+
     def broken(image, opts):  # noqa: ANN001
-        raise RuntimeError("segmenter crashed")
+        calls.append(1)
+        raise type(error)(*error.args)  # a fresh one each attempt
 
     monkeypatch.setattr(catalog_jobs, "remove_background", broken)
+    return calls
+
+
+def test_job_failure_is_reported(app, client, admin, monkeypatch) -> None:
+    break_renders(monkeypatch, RuntimeError("segmenter crashed"))
     v = new_vehicle(client, admin.headers)
     upload(client, admin.headers, v["id"], [(photo(1), "front")])
     catalog_jobs.run_pending(app)

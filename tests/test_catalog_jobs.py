@@ -12,7 +12,13 @@ from core.process import owner_id
 from server.jobs import queue, store
 from server.services import catalog_jobs
 from server.store import open_db
-from tests.test_catalog_api import fake_segmenter, new_vehicle, photo, upload  # noqa: F401 - autouse fake
+from tests.test_catalog_api import (  # noqa: F401 - autouse fake
+    break_renders,
+    fake_segmenter,
+    new_vehicle,
+    photo,
+    upload,
+)
 
 
 @pytest.fixture
@@ -54,13 +60,7 @@ def test_each_upload_queues_one_render_job_and_concurrent_claims_take_each_once(
 
 def test_a_failing_render_is_retried_with_backoff_then_dead_and_failed_in_the_api(app, client, admin,
                                                                                 monkeypatch) -> None:
-    calls = []
-
-    def broken(image, opts):  # noqa: ANN001
-        calls.append(1)
-        raise RuntimeError("segmenter crashed")
-
-    monkeypatch.setattr(catalog_jobs, "remove_background", broken)
+    calls = break_renders(monkeypatch, RuntimeError("segmenter crashed"))
     v = new_vehicle(client, admin.headers)
     upload(client, admin.headers, v["id"], [(photo(1), "front")])
     db = open_db(app.extensions["forecourt.settings"].db_path)
@@ -93,11 +93,7 @@ def test_a_dead_render_listed_and_retried_from_the_cli_renders(app, client, admi
     from server.cli import cli
 
     real = catalog_jobs.remove_background
-
-    def full_disk(image, opts):  # noqa: ANN001
-        raise OSError("disk full")
-
-    monkeypatch.setattr(catalog_jobs, "remove_background", full_disk)
+    break_renders(monkeypatch, OSError("disk full"))
     v = new_vehicle(client, admin.headers)
     upload(client, admin.headers, v["id"], [(photo(1), "front")])
     catalog_jobs.run_pending(app)
@@ -170,11 +166,7 @@ def test_dead_jobs_show_on_the_system_page_and_an_admin_retries_them(app, client
     from tests.helpers import csrf_token, sign_in
 
     monkeypatch.setattr(system_page, "placements", list)  # where models run: not this fake's business
-
-    def broken(image, opts):  # noqa: ANN001
-        raise RuntimeError("segmenter crashed")
-
-    monkeypatch.setattr(catalog_jobs, "remove_background", broken)
+    break_renders(monkeypatch, RuntimeError("segmenter crashed"))
     v = new_vehicle(client, admin.headers)
     upload(client, admin.headers, v["id"], [(photo(1), "front"), (photo(2), "rear")])
     catalog_jobs.run_pending(app)

@@ -258,18 +258,9 @@ def test_vehicles_browse_and_search(client, admin: Account) -> None:
 @pytest.fixture
 def sam_checkpoint(tmp_path):  # type: ignore[no-untyped-def]
     """A tiny randomly initialised Segment Anything checkpoint, biased to predict some foreground."""
-    import torch
+    from tests.fakes_sam import save_tiny_sam
 
-    from tests.test_models_sam import tiny_sam
-
-    torch.manual_seed(0)
-    model = tiny_sam()
-    with torch.no_grad():
-        for mlp in model.mask_decoder.output_hypernetworks_mlps:
-            mlp.layers[-1].bias.add_(0.5)
-    path = tmp_path / "tiny_sam.pth"
-    torch.save(model.state_dict(), path)
-    return path
+    return save_tiny_sam(tmp_path)
 
 
 def test_try_it_refine_with_clicks_passes_the_points_to_segment_anything(client, app, admin: Account,
@@ -295,8 +286,7 @@ def test_try_it_refine_with_clicks_passes_the_points_to_segment_anything(client,
     assert resp.status_code == 503 and "Segment Anything is not installed" in resp.get_data(as_text=True)
     assert used_credits(app) == before
     from models import sam as sam_module
-    from tests.test_models_sam import tiny_sam
-    from tests.test_removebg_sam import RecordingSam
+    from tests.fakes_sam import RecordingSam, tiny_sam
 
     sam = RecordingSam(sam_checkpoint, tiny_sam, device="cpu", name="sam-tiny")
     monkeypatch.setattr(sam_module, "get_sam", lambda *a, **kw: sam)

@@ -10,17 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from models.batcher import MicroBatcher
+from tests import helpers
 
 DEADLINE = 30.0
 
 
 def wait_for(condition, what: str) -> None:  # type: ignore[no-untyped-def]
     """Poll a condition (state, not time) with a generous deadline."""
-    end = time.monotonic() + DEADLINE
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
+    helpers.wait_for(what, condition, DEADLINE, interval=0.005)
 
 
 class FakeSleepingModel:
@@ -58,23 +55,29 @@ def test_each_request_gets_its_own_result_from_shared_batches() -> None:
     assert any(len(b) > 1 for b in model.batches), "16 concurrent requests never shared a batch"
 
 
-def test_batches_keep_arrival_order_and_the_size_bound() -> None:
-    model = FakeSleepingModel(seconds=0.0)
-    batcher = MicroBatcher(model, max_size=3, max_wait_ms=0)
-    model.gate.clear()  # the first batch is held inside the model while the others queue up
-    results: dict[int, int] = {}
-    first = threading.Thread(target=lambda: results.__setitem__(0, batcher.submit(0)))
+def submit_in_order(model: FakeSleepingModel, batcher: MicroBatcher, count: int, call) -> None:  # noqa: ANN001
+    """Run call(0) .. call(count - 1), each in its own thread: item 0's batch is held inside the model while the
+    others queue one after the other (so arrival order is known), then all run and finish."""
+    model.gate.clear()
+    first = threading.Thread(target=call, args=(0,))
     first.start()
     wait_for(model.entered.is_set, "the first batch to reach the model")
     threads = []
-    for i in range(1, 8):  # queued one after the other, so arrival order is known
-        t = threading.Thread(target=lambda i=i: results.__setitem__(i, batcher.submit(i)))
+    for i in range(1, count):
+        t = threading.Thread(target=call, args=(i,))
         t.start()
         threads.append(t)
         wait_for(lambda i=i: batcher.pending == i, f"item {i} to be queued")
     model.gate.set()
     for t in [first, *threads]:
         t.join(DEADLINE)
+
+
+def test_batches_keep_arrival_order_and_the_size_bound() -> None:
+    model = FakeSleepingModel(seconds=0.0)
+    batcher = MicroBatcher(model, max_size=3, max_wait_ms=0)
+    results: dict[int, int] = {}
+    submit_in_order(model, batcher, 8, lambda i: results.__setitem__(i, batcher.submit(i)))
     assert results == {i: i * 10 for i in range(8)}
     assert model.batches == [[0], [1, 2, 3], [4, 5, 6], [7]]
 
@@ -82,7 +85,6 @@ def test_batches_keep_arrival_order_and_the_size_bound() -> None:
 def test_an_error_goes_only_to_the_request_that_caused_it() -> None:
     model = FakeSleepingModel(seconds=0.0, bad=(2,))
     batcher = MicroBatcher(model, max_size=4, max_wait_ms=0)
-    model.gate.clear()
     outcomes: dict[int, object] = {}
 
     def call(i: int) -> None:
@@ -91,18 +93,7 @@ def test_an_error_goes_only_to_the_request_that_caused_it() -> None:
         except ValueError as exc:
             outcomes[i] = exc
 
-    first = threading.Thread(target=call, args=(0,))
-    first.start()
-    wait_for(model.entered.is_set, "the first batch to reach the model")
-    threads = []
-    for i in range(1, 5):
-        t = threading.Thread(target=call, args=(i,))
-        t.start()
-        threads.append(t)
-        wait_for(lambda i=i: batcher.pending == i, f"item {i} to be queued")
-    model.gate.set()
-    for t in [first, *threads]:
-        t.join(DEADLINE)
+    submit_in_order(model, batcher, 5, call)
     assert [1, 2, 3, 4] in model.batches  # the bad item did share a batch with good ones
     assert isinstance(outcomes[2], ValueError) and "bad input [2]" in str(outcomes[2])
     assert {i: outcomes[i] for i in (0, 1, 3, 4)} == {0: 0, 1: 10, 3: 30, 4: 40}

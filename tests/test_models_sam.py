@@ -10,44 +10,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from models.errors import InvalidPrompt, ModelCorrupt, ModelMissing, UnknownModel
 from models.sam import SamSegmenter, get_sam, load_sam
-
-
-def tiny_sam(embed_dim: int = 32, depth: int = 2) -> Sam:
-    """SAM's architecture at toy size: 128 px input, 8x8 embedding, 32-d everything."""
-    image_size, patch, prompt_dim = 128, 16, 32
-    return Sam(
-        image_encoder=ImageEncoderViT(
-            img_size=image_size, patch_size=patch, embed_dim=embed_dim, depth=depth, num_heads=2, mlp_ratio=2,
-            out_chans=prompt_dim, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            use_rel_pos=True, window_size=4, global_attn_indexes=(depth - 1,),
-        ),
-        prompt_encoder=PromptEncoder(embed_dim=prompt_dim, image_embedding_size=(image_size // patch,) * 2,
-                                     input_image_size=(image_size, image_size), mask_in_chans=4),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=1, embedding_dim=prompt_dim, mlp_dim=64, num_heads=2),
-            transformer_dim=prompt_dim, iou_head_depth=2, iou_head_hidden_dim=32,
-        ),
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
-    ).eval()
+from tests.fakes_sam import save_tiny_sam, tiny_sam
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = tiny_sam()
-    # a random decoder predicts nearly nothing; bias the mask head so that masks have some foreground
-    with torch.no_grad():
-        for mlp in model.mask_decoder.output_hypernetworks_mlps:
-            mlp.layers[-1].bias.add_(0.5)
-    path = tmp_path_factory.mktemp("sam") / "tiny_sam.pth"
-    torch.save(model.state_dict(), path)
-    return path
+    return save_tiny_sam(tmp_path_factory.mktemp("sam"))
 
 
 @pytest.fixture

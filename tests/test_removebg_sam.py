@@ -9,39 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from models import sam as sam_module
-from models.sam import SamSegmenter
 from server.services import segmentation
 from tests.fakes_removebg import FakeSegmenter, photo
+from tests.fakes_sam import RecordingSam, save_tiny_sam, tiny_sam
 from tests.helpers import assert_error_shape
-from tests.test_models_sam import tiny_sam
-
-
-class RecordingSam(SamSegmenter):
-    """The real predictor, remembering the prompts it was given."""
-
-    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
-        super().__init__(*args, **kwargs)
-        self.prompts: list[dict] = []
-
-    def predict(self, image, points=None, labels=None, box=None):  # noqa: ANN001, ANN201
-        self.prompts.append({"points": points, "labels": labels, "box": box})
-        return super().predict(image, points=points, labels=labels, box=box)
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = tiny_sam()
-    with torch.no_grad():  # bias the mask head so that the random model predicts some foreground
-        for mlp in model.mask_decoder.output_hypernetworks_mlps:
-            mlp.layers[-1].bias.add_(0.5)
-    path = tmp_path_factory.mktemp("sam") / "tiny_sam.pth"
-    torch.save(model.state_dict(), path)
-    return path
+    return save_tiny_sam(tmp_path_factory.mktemp("sam"))
 
 
 @pytest.fixture
