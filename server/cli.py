@@ -3,9 +3,11 @@ commands (server/areas.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +50,17 @@ class CliContext:
 def _fail(message: str) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(2)
+
+
+@contextlib.contextmanager
+def _api_errors() -> Iterator[None]:
+    """A service's refusal (no such user, a weak password) ends the command with its detail, exit code 2."""
+    from server.errors import ApiError
+
+    try:
+        yield
+    except ApiError as exc:
+        _fail(exc.detail)
 
 
 @click.group()
@@ -149,14 +162,11 @@ def users_list(obj: CliContext) -> None:
 @click.pass_obj
 def users_create(obj: CliContext, email: str, role: str, password: str | None) -> None:
     """Create a user."""
-    from server.errors import ApiError
     from server.services import accounts
 
     shown = password or secrets.token_urlsafe(12)
-    try:
+    with _api_errors():
         user = accounts.create_user(obj.db(), email, shown, role, obj.settings.auth.min_password_length)
-    except ApiError as exc:
-        _fail(exc.detail)
     click.echo(f"created user {user['id']} {user['email']} ({user['role']})")
     if not password:
         _print_once("Password", [shown])
@@ -168,16 +178,13 @@ def users_create(obj: CliContext, email: str, role: str, password: str | None) -
 @click.pass_obj
 def users_reset_password(obj: CliContext, email: str, password: str | None) -> None:
     """Set a user's password (admin reset)."""
-    from server.errors import ApiError
     from server.services import accounts
 
     db = obj.db()
     shown = password or secrets.token_urlsafe(12)
-    try:
+    with _api_errors():
         user = accounts.find_user(db, email)
         accounts.set_password(db, user["id"], shown, obj.settings.auth.min_password_length)
-    except ApiError as exc:
-        _fail(exc.detail)
     click.echo(f"password of {email} reset")
     if not password:
         _print_once("New password", [shown])
@@ -188,14 +195,11 @@ def users_reset_password(obj: CliContext, email: str, password: str | None) -> N
 @click.pass_obj
 def users_reset_link(obj: CliContext, email: str) -> None:
     """Print a single-use password-reset link for a user."""
-    from server.errors import ApiError
     from server.services import accounts
 
     db = obj.db()
-    try:
+    with _api_errors():
         user = accounts.find_user(db, email)
-    except ApiError as exc:
-        _fail(exc.detail)
     token = accounts.create_reset_token(db, user["id"], obj.settings.auth.reset_token_minutes)
     base = obj.settings.server.public_url.rstrip("/") or f"http://{obj.settings.server.host}:{obj.settings.server.port}"
     click.echo(f"{base}/reset/{token}  (valid {obj.settings.auth.reset_token_minutes} minutes, once)")
@@ -207,14 +211,11 @@ def users_reset_link(obj: CliContext, email: str) -> None:
 @click.pass_obj
 def users_set_role(obj: CliContext, email: str, role: str) -> None:
     """Make a user admin or member."""
-    from server.errors import ApiError
     from server.services import accounts
 
     db = obj.db()
-    try:
+    with _api_errors():
         accounts.set_role(db, accounts.find_user(db, email)["id"], role)
-    except ApiError as exc:
-        _fail(exc.detail)
     click.echo(f"{email} is now {role}")
 
 
@@ -224,14 +225,11 @@ def users_set_role(obj: CliContext, email: str, role: str) -> None:
 @click.pass_obj
 def users_delete(obj: CliContext, email: str) -> None:
     """Delete a user and their keys."""
-    from server.errors import ApiError
     from server.services import accounts
 
     db = obj.db()
-    try:
+    with _api_errors():
         accounts.delete_user(db, accounts.find_user(db, email)["id"])
-    except ApiError as exc:
-        _fail(exc.detail)
     click.echo(f"deleted {email}")
 
 
@@ -249,14 +247,11 @@ def keys() -> None:
 @click.pass_obj
 def keys_create(obj: CliContext, email: str, name: str) -> None:
     """Create an API key for a user; the key is printed once."""
-    from server.errors import ApiError
     from server.services import accounts
 
     db = obj.db()
-    try:
+    with _api_errors():
         secret, row = accounts.create_key(db, accounts.find_user(db, email)["id"], name)
-    except ApiError as exc:
-        _fail(exc.detail)
     if sys.stdout.isatty():
         _print_once(f"API key {row['id']} for {email}", [secret])
     else:
@@ -268,14 +263,11 @@ def keys_create(obj: CliContext, email: str, name: str) -> None:
 @click.pass_obj
 def keys_list(obj: CliContext, email: str | None) -> None:
     """List keys (of one user, or all)."""
-    from server.errors import ApiError
     from server.services import accounts
 
     db = obj.db()
-    try:
+    with _api_errors():
         user_id = accounts.find_user(db, email)["id"] if email else None
-    except ApiError as exc:
-        _fail(exc.detail)
     for k in accounts.list_keys(db, user_id):
         state = "revoked" if k["revoked_at"] else "active"
         click.echo(f"{k['id']}\t{k['prefix']}...\tuser {k['user_id']}\t{k['name']}\t{state}")
@@ -286,13 +278,10 @@ def keys_list(obj: CliContext, email: str | None) -> None:
 @click.pass_obj
 def keys_revoke(obj: CliContext, key_id: str) -> None:
     """Revoke a key."""
-    from server.errors import ApiError
     from server.services import accounts
 
-    try:
+    with _api_errors():
         accounts.revoke_key(obj.db(), key_id)
-    except ApiError as exc:
-        _fail(exc.detail)
     click.echo(f"revoked {key_id}")
 
 
