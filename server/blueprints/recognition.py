@@ -124,16 +124,20 @@ def get_collection(collection_id: str) -> Response:
     return jsonify(svc._collection_out(svc.get_collection(get_db(), collection_id)))
 
 
+def _deleted(what: str, images: int) -> Response:
+    """The answer to a delete; the reference images it removed no longer count as stored."""
+    if images:
+        release("stored_images", images)
+    return jsonify({"deleted": what, "images_deleted": images})
+
+
 @bp.delete("/<collection_id>")
 @bp.doc(**DOC)
 @require_key
 def delete_collection(collection_id: str) -> Response:
     """Delete a collection, its objects and images."""
     check("collection_manage")
-    n = svc.delete_collection(get_db(), get_settings(), collection_id)
-    if n:
-        release("stored_images", n)
-    return jsonify({"deleted": collection_id, "images_deleted": n})
+    return _deleted(collection_id, svc.delete_collection(get_db(), get_settings(), collection_id))
 
 
 @bp.get("/<collection_id>/summary")
@@ -200,10 +204,7 @@ def patch_object(collection_id: str, object_id: str, json_data: ObjectIn) -> Res
 def delete_object(collection_id: str, object_id: str) -> Response:
     """Delete an object and its images."""
     check("collection_manage")
-    n = svc.delete_object(get_db(), get_settings(), collection_id, object_id)
-    if n:
-        release("stored_images", n)
-    return jsonify({"deleted": object_id, "images_deleted": n})
+    return _deleted(object_id, svc.delete_object(get_db(), get_settings(), collection_id, object_id))
 
 
 # --- images ------------------------------------------------------------------------------------------------------
