@@ -5,9 +5,18 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+
+def _empty_is_none(value: Any) -> Any:
+    """An empty string (in the TOML file or the environment) means not set: the setting's None default."""
+    return None if value == "" else value
+
+
+# A folder setting whose empty value means the default named in its help
+OptionalPath = Annotated[Path | None, BeforeValidator(_empty_is_none)]
 
 
 class Section(BaseModel):
@@ -50,14 +59,9 @@ class StorageSettings(Section):
     backup_before_migrate: bool = Field(
         True, description="An upgrade that brings schema changes first writes `forecourt backup` of the data "
         "folder to backup_dir.")
-    backup_dir: Path | None = Field(
+    backup_dir: OptionalPath = Field(
         None, description="Where the automatic pre-upgrade backups go; empty means <data_dir>/backups (which "
         "backups themselves skip).")
-
-    @field_validator("backup_dir", mode="before")
-    @classmethod
-    def _empty_backup_dir(cls, value: Any) -> Any:
-        return None if value == "" else value
 
 
 class AuthSettings(Section):
@@ -99,7 +103,7 @@ class RateLimitSettings(Section):
 class ModelsSettings(Section):
     """Model weights and inference."""
 
-    dir: Path | None = Field(None, description="Model files; empty means <data_dir>/models.")
+    dir: OptionalPath = Field(None, description="Model files; empty means <data_dir>/models.")
     cache_dir: Path = Field(
         Path("~/.cache/forecourt"), description="Download cache outside the data folder (npm packs, chunks)."
     )
@@ -115,11 +119,6 @@ class ModelsSettings(Section):
     require: bool = Field(
         True, description="readyz reports 503 while the default segmenter is missing or fails its checksum."
     )
-
-    @field_validator("dir", mode="before")
-    @classmethod
-    def _empty_is_default(cls, value: Any) -> Any:
-        return None if value == "" else value
 
 
 class RemovebgSettings(Section):
