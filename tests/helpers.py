@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import socket
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 # The development photos live beside the repo (../shared/data); FORECOURT_SHARED_DATA points elsewhere.
@@ -127,6 +129,57 @@ def stop_live_server(server: LiveServer) -> None:
             server.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(server.proc.pid, signal.SIGKILL)
+
+
+def wait_for(what: str, predicate, timeout: float = 300.0, interval: float = 0.05):  # noqa: ANN001, ANN201
+    """Poll a condition (state, not time) until it holds and return its value; fail naming it after a generous
+    deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(interval)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+# --- a live server's catalog, through its CLI and API -----------------------------------------------------------
+def small_jpeg(path: Path, width: int = 480) -> bytes:
+    """A real photo scaled to `width` pixels wide, as JPEG (live-server tests send small images)."""
+    with Image.open(path) as img:
+        img = img.convert("RGB").resize((width, round(width * img.height / img.width)), Image.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def live_admin_headers(server: LiveServer, key_name: str | None = None) -> dict[str, str]:
+    """Make admin@dealer.example with the CLI and return the headers of a new API key of theirs."""
+    made = server.cli("users", "create", "admin@dealer.example", "--role", "admin", "--password",
+                      "long enough password")
+    assert made.returncode == 0, made.stderr
+    key = server.cli("keys", "create", "admin@dealer.example", *(["--name", key_name] if key_name else []))
+    assert key.returncode == 0, key.stderr
+    return {"X-Api-Key": key.stdout.strip()}
+
+
+def live_vehicle_with_profile(server: LiveServer, headers: dict[str, str]) -> dict:
+    """A 2012 BMW whose renders use a small profile (300x200 PNG, no shadow)."""
+    prof = requests.post(server.url + "/v1/profiles", json={"name": "small", "width": 300, "height": 200,
+                                                            "format": "png", "add_shadow": False},
+                         headers=headers, timeout=30).json()
+    return requests.post(server.url + "/v1/vehicles", json={"vin": "WBA3A5C51CF256651", "profile_id": prof["id"]},
+                         headers=headers, timeout=30).json()
+
+
+def live_upload(server: LiveServer, headers: dict[str, str], vehicle_id: int, photos: list[tuple[Path, str]],
+                width: int = 480, timeout: float = 60) -> requests.Response:
+    """Upload real photos of a vehicle (scaled to `width`), each with its angle; the upload is accepted (201)."""
+    files = [("photo", (path.name, small_jpeg(path, width), "image/jpeg")) for path, _ in photos]
+    up = requests.post(f"{server.url}/v1/vehicles/{vehicle_id}/photos", files=files,
+                       data={"angle": [angle for _, angle in photos]}, headers=headers, timeout=timeout)
+    assert up.status_code == 201, up.text
+    return up
 
 
 def assert_error_shape(resp, status: int | None = None) -> dict:

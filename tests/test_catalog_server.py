@@ -6,24 +6,22 @@ from __future__ import annotations
 import io
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
 import requests
 from PIL import Image
 
-from tests.helpers import start_live_server, stop_live_server
+from tests.helpers import (
+    live_admin_headers,
+    live_upload,
+    live_vehicle_with_profile,
+    start_live_server,
+    stop_live_server,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
-
-
-def small_jpeg(path: Path, width: int = 480) -> bytes:
-    with Image.open(path) as img:
-        img = img.convert("RGB").resize((width, round(width * img.height / img.width)), Image.LANCZOS)
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=90)
-    return buf.getvalue()
 
 
 def log_events(text: str) -> list[dict]:
@@ -42,29 +40,18 @@ def test_render_threads_live_in_workers_and_stop_cleanly(tmp_path: Path, shared_
     server = start_live_server(data, workers=1, threads=2, extra_env={
         "FORECOURT_CATALOG__RENDER_SIZE": "preview", "FORECOURT_QUEUE__POLL_SECONDS": "0.2"})
     try:
-        made = server.cli("users", "create", "admin@dealer.example", "--role", "admin", "--password",
-                          "long enough password")
-        assert made.returncode == 0, made.stderr
-        key = server.cli("keys", "create", "admin@dealer.example", "--name", "catalog").stdout.strip()
-        h = {"X-Api-Key": key}
-        prof = requests.post(server.url + "/v1/profiles", json={"name": "small", "width": 300, "height": 200,
-                                                                 "format": "png", "add_shadow": False},
-                             headers=h, timeout=30).json()
-        v = requests.post(server.url + "/v1/vehicles", json={"vin": "WBA3A5C51CF256651", "profile_id": prof["id"]},
-                          headers=h, timeout=30).json()
+        h = live_admin_headers(server, "catalog")
+        v = live_vehicle_with_profile(server, h)
         assert v["make"] == "BMW" and v["year"] == 2012
         folder = shared_data / "carvana" / "images"
-        files = [("photo", (f"{n}.jpg", small_jpeg(folder / f"0ce66b539f52_{n}.jpg"), "image/jpeg"))
-                 for n in ("01", "05")]
-        up = requests.post(f"{server.url}/v1/vehicles/{v['id']}/photos", files=files,
-                           data={"angle": ["front", "left"]}, headers=h, timeout=60)
-        assert up.status_code == 201, up.text
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
+        live_upload(server, h, v["id"], [(folder / "0ce66b539f52_01.jpg", "front"),
+                                         (folder / "0ce66b539f52_05.jpg", "left")])
+
+        def settled() -> dict | None:
             progress = requests.get(f"{server.url}/v1/vehicles/{v['id']}", headers=h, timeout=30).json()["renders"]
-            if progress["done"] + progress["failed"] == 2:
-                break
-            time.sleep(0.5)
+            return progress if progress["done"] + progress["failed"] == 2 else None
+
+        progress = wait_for("both renders to settle", settled, 300, interval=0.5)
         assert progress["done"] == 2, progress
         images = requests.get(f"{server.url}/v1/vehicles/{v['id']}/images", headers=h, timeout=30).json()["data"]
         served = requests.get(server.url + images[0]["url"] + "?width=150&format=webp", headers=h, timeout=30)

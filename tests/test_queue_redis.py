@@ -12,7 +12,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,22 +20,19 @@ import redis
 import requests
 
 from server.jobs.store import owner_pid
-from tests.helpers import REPO, free_port, start_live_server, stop_live_server
-from tests.test_catalog_server import small_jpeg
+from tests.helpers import (
+    REPO,
+    free_port,
+    live_admin_headers,
+    live_upload,
+    live_vehicle_with_profile,
+    start_live_server,
+    stop_live_server,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # 12 real renders on two worker processes
 PHOTOS = ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12"]
-
-
-def wait_for(what: str, predicate, timeout: float = 300.0):  # noqa: ANN001, ANN201
-    """Poll a condition (state, not time) until it holds; fail naming it after a generous deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -91,21 +87,11 @@ def test_two_workers_on_redis_share_renders_and_a_killed_workers_job_runs_again_
     workers: dict[int, subprocess.Popen] = {}
     logs = []
     try:
-        assert server.cli("users", "create", "admin@dealer.example", "--role", "admin", "--password",
-                          "long enough password").returncode == 0
-        key = server.cli("keys", "create", "admin@dealer.example").stdout.strip()
-        h = {"X-Api-Key": key}
-        prof = requests.post(server.url + "/v1/profiles", json={"name": "small", "width": 300, "height": 200,
-                                                                 "format": "png", "add_shadow": False},
-                             headers=h, timeout=30).json()
-        v = requests.post(server.url + "/v1/vehicles", json={"vin": "WBA3A5C51CF256651", "profile_id": prof["id"]},
-                          headers=h, timeout=30).json()
+        h = live_admin_headers(server)
+        v = live_vehicle_with_profile(server, h)
         folder = shared_data / "carvana" / "images"
-        files = [("photo", (f"{n}.jpg", small_jpeg(folder / f"0ce66b539f52_{n}.jpg", 400), "image/jpeg"))
-                 for n in PHOTOS]
-        up = requests.post(f"{server.url}/v1/vehicles/{v['id']}/photos", files=files,
-                           data={"angle": ["detail"] * len(PHOTOS)}, headers=h, timeout=120)
-        assert up.status_code == 201, up.text
+        up = live_upload(server, h, v["id"], [(folder / f"0ce66b539f52_{n}.jpg", "detail") for n in PHOTOS],
+                         width=400, timeout=120)
         photo_ids = sorted(p["id"] for p in up.json()["photos"])
         assert len(photo_ids) == len(PHOTOS)
         db_path = data / "forecourt.db"

@@ -5,15 +5,20 @@ when it is sold or deleted."""
 
 from __future__ import annotations
 
-import io
-import time
+import json
 from pathlib import Path
 
 import pytest
 import requests
-from PIL import Image
 
-from tests.helpers import start_live_server, stop_live_server
+from tests.helpers import (
+    live_admin_headers,
+    live_upload,
+    small_jpeg,
+    start_live_server,
+    stop_live_server,
+    wait_for,
+)
 
 # 5 min on a 2-core box at load ~20 (06:30 UTC: 20 queue jobs of 9-20 s each): more than the default 300 s
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -22,37 +27,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 STOCK = {"0ce66b539f52": "1HGCM82633A004352", "0d3adbbc9a8b": "WBA3A5C51CF256651"}
 UNKNOWN = "c53e374fdd72"
 ANGLES = {"01": "front", "05": "left", "09": "rear", "13": "right", "03": "front_left"}
+WIDTH = 640  # pixels wide, the photos sent (references and queries)
 
 
-def small_jpeg(path: Path, width: int = 640) -> bytes:
-    with Image.open(path) as img:
-        img = img.convert("RGB").resize((width, round(width * img.height / img.width)), Image.LANCZOS)
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=90)
-    return buf.getvalue()
-
-
-def _wait(predicate, what: str, seconds: float = 1200):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _scans_used(server) -> float:  # type: ignore[no-untyped-def]
-    out = server.cli("license", "status", "--json")
-    import json
-
-    return float(json.loads(out.stdout)["balances"]["scans"]["used"])
-
-
-def _stored_images(server) -> float:  # type: ignore[no-untyped-def]
-    import json
-
-    return float(json.loads(server.cli("license", "status", "--json").stdout)["balances"]["stored_images"]["stored"])
+def _balances(server) -> dict:  # type: ignore[no-untyped-def]
+    """The license's balances, as `forecourt license status --json` prints them."""
+    return json.loads(server.cli("license", "status", "--json").stdout)["balances"]
 
 
 def test_identify_names_the_stock_unit_and_forgets_sold_and_deleted_ones(tmp_path: Path, shared_data: Path) -> None:
@@ -61,11 +41,7 @@ def test_identify_names_the_stock_unit_and_forgets_sold_and_deleted_ones(tmp_pat
     server = start_live_server(data, workers=1, threads=2, extra_env={
         "FORECOURT_CATALOG__RENDER_SIZE": "preview", "FORECOURT_QUEUE__POLL_SECONDS": "0.2"})
     try:
-        made = server.cli("users", "create", "admin@dealer.example", "--role", "admin", "--password",
-                          "long enough password")
-        assert made.returncode == 0, made.stderr
-        key = server.cli("keys", "create", "admin@dealer.example", "--name", "lot").stdout.strip()
-        h = {"X-Api-Key": key}
+        h = live_admin_headers(server, "lot")
         folder = shared_data / "carvana" / "images"
         ids = {}
         for car, vin in STOCK.items():
@@ -73,25 +49,23 @@ def test_identify_names_the_stock_unit_and_forgets_sold_and_deleted_ones(tmp_pat
                               headers=h, timeout=30)
             assert v.status_code == 201, v.text
             ids[car] = v.json()["id"]
-            files = [("photo", (f"{n}.jpg", small_jpeg(folder / f"{car}_{n}.jpg"), "image/jpeg")) for n in ANGLES]
-            up = requests.post(f"{server.url}/v1/vehicles/{ids[car]}/photos", files=files,
-                               data={"angle": list(ANGLES.values())}, headers=h, timeout=60)
-            assert up.status_code == 201, up.text
+            live_upload(server, h, ids[car], [(folder / f"{car}_{n}.jpg", angle) for n, angle in ANGLES.items()],
+                        width=WIDTH)
 
         def summary() -> dict:
             r = requests.get(server.url + "/v1/collections/col_catalog/summary", headers=h, timeout=30)
             return r.json() if r.status_code == 200 else {}
 
         # the render threads make every exterior photo a reference (5 per car) once no render is waiting
-        done = _wait(lambda: (s := summary()) and s["images"] == 10 and s, "10 reference images")
+        done = wait_for("10 reference images", lambda: (s := summary()) and s["images"] == 10 and s, 1200, 0.5)
         cover = {c["object_id"]: c for c in done["coverage"]}
         assert cover[f"vehicle-{ids['0ce66b539f52']}"]["angles"] == [0.0, 45.0, 90.0, 180.0, 270.0]
         assert cover[f"vehicle-{ids['0ce66b539f52']}"]["widest_gap"] == 90.0
         assert cover[f"vehicle-{ids['0ce66b539f52']}"]["gap_warning"] is True
-        scans_before = _scans_used(server)
+        scans_before = float(_balances(server)["scans"]["used"])
 
         def identify(car: str, angle: str) -> dict:
-            photo = small_jpeg(folder / f"{car}_{angle}.jpg")
+            photo = small_jpeg(folder / f"{car}_{angle}.jpg", WIDTH)
             r = requests.post(server.url + "/v1/vehicles/identify", files={"image_file": ("q.jpg", photo)},
                               headers=h, timeout=120)
             assert r.status_code == 200, r.text
@@ -104,8 +78,8 @@ def test_identify_names_the_stock_unit_and_forgets_sold_and_deleted_ones(tmp_pat
             assert hit["vin"] == STOCK[car] and hit["stock_number"] == f"S-{car[:4]}"
             assert hit["score"] >= 0.5 and hit["ambiguous"] is False and len(hit["polygon"]) >= 3
         assert identify(UNKNOWN, "02")["vehicles"] == []
-        assert _scans_used(server) == scans_before + 3  # each identify is one scan
-        assert _stored_images(server) == 0  # references are free: not counted against stored images
+        assert float(_balances(server)["scans"]["used"]) == scans_before + 3  # each identify is one scan
+        assert float(_balances(server)["stored_images"]["stored"]) == 0  # references are free, never counted
 
         # sold: no longer a stock unit to find; deleted: its references go too
         sold = requests.patch(f"{server.url}/v1/vehicles/{ids['0ce66b539f52']}", json={"status": "sold"},
@@ -119,7 +93,7 @@ def test_identify_names_the_stock_unit_and_forgets_sold_and_deleted_ones(tmp_pat
         # back in stock: its photos become references again
         requests.patch(f"{server.url}/v1/vehicles/{ids['0ce66b539f52']}", json={"status": "in_stock"}, headers=h,
                        timeout=30)
-        _wait(lambda: summary().get("images") == 5, "the references of a vehicle back in stock")
+        wait_for("the references of a vehicle back in stock", lambda: summary().get("images") == 5, 1200, 0.5)
         assert [v["vehicle_id"] for v in identify("0ce66b539f52", "16")["vehicles"]] == [ids["0ce66b539f52"]]
 
         bad = requests.post(server.url + "/v1/vehicles/identify", files={"image_file": ("q.jpg", b"not an image")},
