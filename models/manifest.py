@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.files import sha256_file
 from models.errors import ModelCorrupt, ModelMissing, UnknownModel
 
 
@@ -154,15 +154,6 @@ def get_spec(name: str, manifest: dict[str, ModelSpec] | None = None) -> ModelSp
         return manifest[name]
     except KeyError:
         raise UnknownModel(f"no model named {name!r}; known: {', '.join(sorted(manifest))}") from None
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # A verified file is hashed once per process; the key changes when the file is replaced or rewritten.

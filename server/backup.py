@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -12,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from core.clock import now_iso
+from core.files import sha256_file
 from server.version import __version__
 
 DB_NAME = "forecourt.db"
@@ -23,14 +23,6 @@ SKIP = {DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", "tmp", "prometheus", "ratel
 
 class BackupError(Exception):
     """A backup or restore could not be done; the message says why."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _data_files(data_dir: Path, models_dir: Path | None) -> list[Path]:
@@ -63,7 +55,7 @@ def backup(data_dir: Path, dest: Path, *, models_dir: Path | None = None) -> dic
             src.backup(out)
         out.close()
         src.close()
-        entries = {DB_NAME: _sha256(work / DB_NAME)}
+        entries = {DB_NAME: sha256_file(work / DB_NAME)}
         # Files are written before their database rows point at them, so copying after the snapshot is consistent.
         for path in _data_files(data_dir, models_dir.resolve() if models_dir else None):
             rel = path.relative_to(data_dir)
@@ -73,7 +65,7 @@ def backup(data_dir: Path, dest: Path, *, models_dir: Path | None = None) -> dic
                 shutil.copy2(path, target)
             except FileNotFoundError:
                 continue  # deleted while we copied
-            entries[f"files/{rel}"] = _sha256(target)
+            entries[f"files/{rel}"] = sha256_file(target)
         manifest = {"forecourt_version": __version__, "created_at": now_iso(),
                     "files": entries}
         (work / "manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -95,7 +87,7 @@ def verify_backup(src: Path) -> dict:
     manifest = json.loads(manifest_path.read_text())
     for rel, digest in manifest["files"].items():
         path = src / rel
-        if not path.exists() or _sha256(path) != digest:
+        if not path.exists() or sha256_file(path) != digest:
             raise BackupError(f"backup file {rel} is missing or damaged")
     return manifest
 

@@ -19,10 +19,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.files import sha256_file
 from models.batcher import MicroBatcher
 from models.device import DevicePlan, cpu_has_int8_dot, onnx_plan, preload_cuda_libraries, session_fallback
 from models.errors import InferenceFailed, ModelCorrupt, ModelError
-from models.manifest import ModelSpec, sha256_file
+from models.manifest import ModelSpec
 from models.segmenters.base import Segmenter
 
 log = logging.getLogger(__name__)
