@@ -3,18 +3,15 @@ drawn), through the recognition service's public functions, charged as the API c
 
 from __future__ import annotations
 
-import base64
-import io
 from typing import Any
 
 from flask import flash, g, redirect, render_template, request, url_for
-from PIL import Image
 
 from licensing.errors import LicensingError
 from models.errors import ModelError
 from server.config import get_settings
 from server.dashboard import bp
-from server.dashboard.common import friendly_message, login_required
+from server.dashboard.common import charged_scan, drawn_scan, friendly_message, login_required
 from server.errors import ApiError
 from server.services import recognition as rec
 from server.services.metering import charge, check
@@ -22,17 +19,6 @@ from server.services.uploads import check_request_pixels
 from server.store import get_db
 
 PAGE = 50
-SCAN_PREVIEW_SIDE = 1000
-
-
-def scan_preview(image: Image.Image) -> tuple[str, float, tuple[int, int]]:
-    """The scanned photo as a small JPEG data URL, the factor from photo pixels to preview pixels, and its size."""
-    preview = image.convert("RGB")
-    preview.thumbnail((SCAN_PREVIEW_SIDE, SCAN_PREVIEW_SIDE))
-    buf = io.BytesIO()
-    preview.save(buf, "JPEG", quality=80)
-    return ("data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode(), preview.width / image.width,
-            preview.size)
 
 
 def counts(collection_id: str) -> dict[str, Any]:
@@ -165,16 +151,9 @@ def collection_scan(collection_id: str) -> Any:
         return _collection_page(collection_id, error="Choose a photo to scan first.", status=400)
     mode = request.form.get("mode", "single")
     try:
-        check("recognition")
-        image = rec.decode_image(settings, upload.read(), "photo")
-        g.principal = g.user  # the scan is charged to the signed-in user, without an API key
-        with charge("scans", 1):
-            out = rec.recognize(db, settings, collection_id, image, mode=mode if mode in rec.MODES else "single",
-                                limit=10)
+        image, out = charged_scan(upload, lambda image: rec.recognize(
+            db, settings, collection_id, image, mode=mode if mode in rec.MODES else "single", limit=10))
     except (ApiError, LicensingError, ModelError) as exc:
         return _collection_page(collection_id, error=friendly_message(exc), status=int(getattr(exc, "status", 400)))
-    src, factor, size = scan_preview(image)
-    for r in out["results"]:
-        r["points"] = " ".join(f"{x * factor:.1f},{y * factor:.1f}" for x, y in (r.get("polygon") or []))
-    return _collection_page(collection_id, scan={**out, "src": src, "size": size, "filename": upload.filename})
+    return _collection_page(collection_id, scan=drawn_scan(image, out, "results", upload.filename))
 

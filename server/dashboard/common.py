@@ -1,15 +1,20 @@
 """What every dashboard page shares: sign-in checks (login_required, admin_required), failures in plain words
-(friendly_message), the time filter, error pages, and the hooks that protect forms and keep pages out of caches."""
+(friendly_message), the time filter, error pages, the hooks that protect forms and keep pages out of caches, and a
+photo scanned from a page (charged_scan, drawn_scan)."""
 
 from __future__ import annotations
 
+import base64
 import functools
+import io
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from flask import abort, g, redirect, render_template, request, url_for
 from flask_wtf.csrf import CSRFError
+from PIL import Image
+from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import HTTPException
 
 from licensing.clock import iso
@@ -17,6 +22,8 @@ from server.auth import session_principal
 from server.config import get_settings
 from server.dashboard import bp, csrf
 from server.redirects import local_path
+from server.services import recognition as rec
+from server.services.metering import charge, check
 
 log = logging.getLogger("forecourt.dashboard")
 
@@ -110,6 +117,38 @@ def safe_next(target: str | None) -> str:
 def fc_time(ts: float | None) -> str:
     """Epoch seconds as 'YYYY-MM-DD HH:MM UTC' for pages."""
     return f"{(iso(ts) or '')[:16].replace('T', ' ')} UTC" if ts else ""
+
+
+# --- a photo scanned from a page ----------------------------------------------------------------------------------
+SCAN_PREVIEW_SIDE = 1000
+
+
+def scan_preview(image: Image.Image) -> tuple[str, float, tuple[int, int]]:
+    """The scanned photo as a small JPEG data URL, the factor from photo pixels to preview pixels, and its size."""
+    preview = image.convert("RGB")
+    preview.thumbnail((SCAN_PREVIEW_SIDE, SCAN_PREVIEW_SIDE))
+    buf = io.BytesIO()
+    preview.save(buf, "JPEG", quality=80)
+    return ("data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode(), preview.width / image.width,
+            preview.size)
+
+
+def charged_scan(upload: FileStorage, scan: Callable[[Image.Image], dict[str, Any]]) -> tuple[Image.Image, dict]:
+    """Read the uploaded photo and scan it: one scan, charged to the signed-in user as the API charges it."""
+    check("recognition")
+    image = rec.decode_image(get_settings(), upload.read(), "photo")
+    g.principal = g.user  # the scan is charged to the signed-in user, without an API key
+    with charge("scans", 1):
+        out = scan(image)
+    return image, out
+
+
+def drawn_scan(image: Image.Image, out: dict[str, Any], matches: str, filename: str | None) -> dict[str, Any]:
+    """A scan's answer as the page draws it: the photo as a small preview, each match's polygon in its pixels."""
+    src, factor, size = scan_preview(image)
+    for match in out[matches]:
+        match["points"] = " ".join(f"{x * factor:.1f},{y * factor:.1f}" for x, y in (match.get("polygon") or []))
+    return {**out, "src": src, "size": size, "filename": filename}
 
 
 # --- error pages ---------------------------------------------------------------------------------------------------

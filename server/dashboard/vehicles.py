@@ -11,17 +11,14 @@ from licensing.errors import LicensingError
 from models.errors import ModelError
 from server.config import get_settings
 from server.dashboard import bp
-from server.dashboard.collections import scan_preview
-from server.dashboard.common import friendly_message, login_required
+from server.dashboard.common import charged_scan, drawn_scan, friendly_message, login_required
 from server.errors import ApiError
 from server.services import catalog, catalog_jobs, catalog_recognition
-from server.services import recognition as rec
 from server.services.metering import charge, check
 from server.services.removebg import SIZE_CREDITS
 from server.store import get_db
 
 PAGE = 50
-SCAN_PREVIEW_SIDE = 1000
 
 
 @bp.get("/vehicles")
@@ -52,18 +49,11 @@ def identify_vehicle() -> Any:
     if upload is None or not upload.filename:
         return _vehicles_page(error="Choose a photo of the vehicle to find.", status=400)
     try:
-        check("recognition")
-        settings = get_settings()
-        image = rec.decode_image(settings, upload.read(), "photo")
-        g.principal = g.user  # the scan is charged to the signed-in user, without an API key
-        with charge("scans", 1):
-            out = catalog_recognition.identify(get_db(), settings, image, mode="single")
+        image, out = charged_scan(upload, lambda image: catalog_recognition.identify(
+            get_db(), get_settings(), image, mode="single"))
     except (ApiError, LicensingError, ModelError) as exc:
         return _vehicles_page(error=friendly_message(exc), status=int(getattr(exc, "status", 400)))
-    src, factor, size = scan_preview(image)
-    for v in out["vehicles"]:
-        v["points"] = " ".join(f"{x * factor:.1f},{y * factor:.1f}" for x, y in (v.get("polygon") or []))
-    return _vehicles_page(found={**out, "src": src, "size": size, "filename": upload.filename})
+    return _vehicles_page(found=drawn_scan(image, out, "vehicles", upload.filename))
 
 
 @bp.post("/vehicles")
