@@ -82,6 +82,32 @@ class LiveServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def admin_headers(self, key_name: str | None = None) -> dict[str, str]:
+        """Make admin@dealer.example with the CLI and return the headers of a new API key of theirs."""
+        made = self.cli("users", "create", "admin@dealer.example", "--role", "admin", "--password",
+                        "long enough password")
+        assert made.returncode == 0, made.stderr
+        key = self.cli("keys", "create", "admin@dealer.example", *(["--name", key_name] if key_name else []))
+        assert key.returncode == 0, key.stderr
+        return {"X-Api-Key": key.stdout.strip()}
+
+    def vehicle_with_profile(self, headers: dict[str, str]) -> dict:
+        """A 2012 BMW whose renders use a small profile (300x200 PNG, no shadow)."""
+        prof = requests.post(self.url + "/v1/profiles", json={"name": "small", "width": 300, "height": 200,
+                                                              "format": "png", "add_shadow": False},
+                             headers=headers, timeout=30).json()
+        return requests.post(self.url + "/v1/vehicles", json={"vin": "WBA3A5C51CF256651", "profile_id": prof["id"]},
+                             headers=headers, timeout=30).json()
+
+    def upload_photos(self, headers: dict[str, str], vehicle_id: int, photos: list[tuple[Path, str]],
+                      width: int = 480, timeout: float = 60) -> requests.Response:
+        """Upload real photos of a vehicle (scaled to `width`), each with its angle; the upload is accepted (201)."""
+        files = [("photo", (path.name, small_jpeg(path, width), "image/jpeg")) for path, _ in photos]
+        up = requests.post(f"{self.url}/v1/vehicles/{vehicle_id}/photos", files=files,
+                           data={"angle": [angle for _, angle in photos]}, headers=headers, timeout=timeout)
+        assert up.status_code == 201, up.text
+        return up
+
 
 def start_live_server(data_dir: Path, *, workers: int = 2, threads: int = 4,
                       extra_env: dict[str, str] | None = None, timeout: float = 90) -> LiveServer:
@@ -120,6 +146,15 @@ def start_live_server(data_dir: Path, *, workers: int = 2, threads: int = 4,
     raise RuntimeError(f"gunicorn did not answer in {timeout}s: {log_path.read_text()[-3000:]}")
 
 
+def start_catalog_server(tmp_path: Path) -> LiveServer:
+    """A live server on a fresh data folder for catalog work: one worker with two threads, preview-size renders and
+    a queue polled every 0.2 s."""
+    data = tmp_path / "data"
+    data.mkdir()
+    return start_live_server(data, workers=1, threads=2, extra_env={
+        "FORECOURT_CATALOG__RENDER_SIZE": "preview", "FORECOURT_QUEUE__POLL_SECONDS": "0.2"})
+
+
 def stop_live_server(server: LiveServer) -> None:
     import signal
 
@@ -143,7 +178,6 @@ def wait_for(what: str, predicate, timeout: float = 300.0, interval: float = 0.0
     pytest.fail(f"timed out waiting for {what}")
 
 
-# --- a live server's catalog, through its CLI and API -----------------------------------------------------------
 def small_jpeg(path: Path, width: int = 480) -> bytes:
     """A real photo scaled to `width` pixels wide, as JPEG (live-server tests send small images)."""
     with Image.open(path) as img:
@@ -151,35 +185,6 @@ def small_jpeg(path: Path, width: int = 480) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=90)
     return buf.getvalue()
-
-
-def live_admin_headers(server: LiveServer, key_name: str | None = None) -> dict[str, str]:
-    """Make admin@dealer.example with the CLI and return the headers of a new API key of theirs."""
-    made = server.cli("users", "create", "admin@dealer.example", "--role", "admin", "--password",
-                      "long enough password")
-    assert made.returncode == 0, made.stderr
-    key = server.cli("keys", "create", "admin@dealer.example", *(["--name", key_name] if key_name else []))
-    assert key.returncode == 0, key.stderr
-    return {"X-Api-Key": key.stdout.strip()}
-
-
-def live_vehicle_with_profile(server: LiveServer, headers: dict[str, str]) -> dict:
-    """A 2012 BMW whose renders use a small profile (300x200 PNG, no shadow)."""
-    prof = requests.post(server.url + "/v1/profiles", json={"name": "small", "width": 300, "height": 200,
-                                                            "format": "png", "add_shadow": False},
-                         headers=headers, timeout=30).json()
-    return requests.post(server.url + "/v1/vehicles", json={"vin": "WBA3A5C51CF256651", "profile_id": prof["id"]},
-                         headers=headers, timeout=30).json()
-
-
-def live_upload(server: LiveServer, headers: dict[str, str], vehicle_id: int, photos: list[tuple[Path, str]],
-                width: int = 480, timeout: float = 60) -> requests.Response:
-    """Upload real photos of a vehicle (scaled to `width`), each with its angle; the upload is accepted (201)."""
-    files = [("photo", (path.name, small_jpeg(path, width), "image/jpeg")) for path, _ in photos]
-    up = requests.post(f"{server.url}/v1/vehicles/{vehicle_id}/photos", files=files,
-                       data={"angle": [angle for _, angle in photos]}, headers=headers, timeout=timeout)
-    assert up.status_code == 201, up.text
-    return up
 
 
 def assert_error_shape(resp, status: int | None = None) -> dict:

@@ -12,14 +12,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.helpers import (
-    live_admin_headers,
-    live_upload,
-    live_vehicle_with_profile,
-    start_live_server,
-    stop_live_server,
-    wait_for,
-)
+from tests.helpers import start_catalog_server, stop_live_server, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -35,17 +28,14 @@ def log_events(text: str) -> list[dict]:
 
 
 def test_render_threads_live_in_workers_and_stop_cleanly(tmp_path: Path, shared_data: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    server = start_live_server(data, workers=1, threads=2, extra_env={
-        "FORECOURT_CATALOG__RENDER_SIZE": "preview", "FORECOURT_QUEUE__POLL_SECONDS": "0.2"})
+    server = start_catalog_server(tmp_path)
     try:
-        h = live_admin_headers(server, "catalog")
-        v = live_vehicle_with_profile(server, h)
+        h = server.admin_headers("catalog")
+        v = server.vehicle_with_profile(h)
         assert v["make"] == "BMW" and v["year"] == 2012
         folder = shared_data / "carvana" / "images"
-        live_upload(server, h, v["id"], [(folder / "0ce66b539f52_01.jpg", "front"),
-                                         (folder / "0ce66b539f52_05.jpg", "left")])
+        server.upload_photos(h, v["id"], [(folder / "0ce66b539f52_01.jpg", "front"),
+                                          (folder / "0ce66b539f52_05.jpg", "left")])
 
         def settled() -> dict | None:
             progress = requests.get(f"{server.url}/v1/vehicles/{v['id']}", headers=h, timeout=30).json()["renders"]

@@ -20,16 +20,7 @@ import redis
 import requests
 
 from server.jobs.store import owner_pid
-from tests.helpers import (
-    REPO,
-    free_port,
-    live_admin_headers,
-    live_upload,
-    live_vehicle_with_profile,
-    start_live_server,
-    stop_live_server,
-    wait_for,
-)
+from tests.helpers import REPO, free_port, start_live_server, stop_live_server, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # 12 real renders on two worker processes
 PHOTOS = ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12"]
@@ -87,11 +78,11 @@ def test_two_workers_on_redis_share_renders_and_a_killed_workers_job_runs_again_
     workers: dict[int, subprocess.Popen] = {}
     logs = []
     try:
-        h = live_admin_headers(server)
-        v = live_vehicle_with_profile(server, h)
+        h = server.admin_headers()
+        v = server.vehicle_with_profile(h)
         folder = shared_data / "carvana" / "images"
-        up = live_upload(server, h, v["id"], [(folder / f"0ce66b539f52_{n}.jpg", "detail") for n in PHOTOS],
-                         width=400, timeout=120)
+        up = server.upload_photos(h, v["id"], [(folder / f"0ce66b539f52_{n}.jpg", "detail") for n in PHOTOS],
+                                  width=400, timeout=120)
         photo_ids = sorted(p["id"] for p in up.json()["photos"])
         assert len(photo_ids) == len(PHOTOS)
         db_path = data / "forecourt.db"

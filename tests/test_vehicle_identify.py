@@ -11,14 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.helpers import (
-    live_admin_headers,
-    live_upload,
-    small_jpeg,
-    start_live_server,
-    stop_live_server,
-    wait_for,
-)
+from tests.helpers import small_jpeg, start_catalog_server, stop_live_server, wait_for
 
 # 5 min on a 2-core box at load ~20 (06:30 UTC: 20 queue jobs of 9-20 s each): more than the default 300 s
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -36,12 +29,9 @@ def _balances(server) -> dict:  # type: ignore[no-untyped-def]
 
 
 def test_identify_names_the_stock_unit_and_forgets_sold_and_deleted_ones(tmp_path: Path, shared_data: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    server = start_live_server(data, workers=1, threads=2, extra_env={
-        "FORECOURT_CATALOG__RENDER_SIZE": "preview", "FORECOURT_QUEUE__POLL_SECONDS": "0.2"})
+    server = start_catalog_server(tmp_path)
     try:
-        h = live_admin_headers(server, "lot")
+        h = server.admin_headers("lot")
         folder = shared_data / "carvana" / "images"
         ids = {}
         for car, vin in STOCK.items():
@@ -49,8 +39,8 @@ def test_identify_names_the_stock_unit_and_forgets_sold_and_deleted_ones(tmp_pat
                               headers=h, timeout=30)
             assert v.status_code == 201, v.text
             ids[car] = v.json()["id"]
-            live_upload(server, h, ids[car], [(folder / f"{car}_{n}.jpg", angle) for n, angle in ANGLES.items()],
-                        width=WIDTH)
+            server.upload_photos(h, ids[car], [(folder / f"{car}_{n}.jpg", angle) for n, angle in ANGLES.items()],
+                                 width=WIDTH)
 
         def summary() -> dict:
             r = requests.get(server.url + "/v1/collections/col_catalog/summary", headers=h, timeout=30)
