@@ -2,20 +2,24 @@
 
 1. The backdrop behind the car is estimated by inpainting the car's silhouette from the photo around it (at a small
    working size): what a window would show if the glass were perfectly clear.
-2. Glass is looked for in the car's upper band (from the roof down to `band` of the car's height, inside the silhouette eroded by a rim): low-saturation pixels that are either dark (below `dark`, or `darker` times the lower body's median
-   brightness: tinted glass, the interior)
-   or close to the estimated backdrop (the studio seen through side windows). The candidates are cleaned with an
-   opening and a closing; components smaller than `min_area` of the car, or starting lower than `reach` below the
-   roof (tail lights, plates), go, and holes are filled (head rests).
+2. Glass is found by GrabCut on the working-size photo, seeded from where glass sits on a car: the rows from
+   `core_top` to `core_bot` of the car's height below its top are probably glass, the rest of the upper band (down
+   to `band`) maybe, the lower body, the rim of the silhouette and everything outside it never (outside pixels take
+   the lower body's colour, so a studio backdrop seen through the windows is not learnt as "not glass"). GrabCut's
+   colour models then split the windows from the paint, pillars and roof. Components smaller than `min_area` of
+   the car, or starting lower than `reach` below its top, go, and holes are filled (head rests).
 3. Inside the glass the photo is read as a dark tint over the backdrop, I = a * tint + (1 - a) * B: alpha is the
    luminance the glass takes away, 1 - L / L_B (L_B at least `bright_floor`: a dark street behind a
    windscreen does not make it clear), after a brightness closing that removes dark details smaller than
    `detail` of the car (the backdrop's logo letters seen through a window), clamped to [`alpha_min`, `alpha_max`]
    and smoothed. The glass colour is the tint that equation gives, so the old backdrop does not tint the new one.
 
-Where it fails: a dark car's roof and pillars look like tinted glass (they turn partly see-through); a light
-interior behind clear glass reads as backdrop; reflections of the sky are lost (the tint is smooth); glass below
-the band (a low side window in a high-angle shot) stays opaque.
+Where it fails: on a dark car paint and tinted glass look alike, and the cab's roof and door tops can go with the
+glass; on a silver car in a grey studio, the wall seen through clear glass can be taken for paint; windscreens are
+found a little inside their frame; a front view whose roof is cut by the photo's edge lets the bonnet be taken for
+glass; wind deflectors and roof rails can go with the glass; a light interior behind clear glass reads as backdrop;
+reflections of the sky are lost (the tint is smooth); glass below the band (a low side window in a high-angle shot)
+stays opaque.
 """
 
 from __future__ import annotations
@@ -28,20 +32,18 @@ import numpy as np
 
 @dataclass(frozen=True)
 class GlassParams:
-    """Knobs of the glass finder; lengths are fractions of the car's box height unless said otherwise. `max_sat`,
-    `dark`, `darker`, `rim` and `close_r` were chosen on half of distractors/parts.json's glass photos and checked
-    on the other half (the same choice won on either half)."""
+    """Knobs of the glass finder; lengths are fractions of the car's box height unless said otherwise. `rim`,
+    `core_top`, `core_bot` and `work_size` were chosen on half a of distractors/parts.json's glass photos and checked
+    on half b (scripts/eval_segmentation.py --glass --half a|b)."""
 
-    work_size: int = 384
+    work_size: int = 256
     band: float = 0.4
+    core_top: float = 0.05
+    core_bot: float = 0.2
     reach: float = 0.25
-    rim: float = 0.02
-    max_sat: float = 0.75
-    dark: float = 0.45
-    darker: float = 0.95
-    backdrop_dist: float = 0.12
-    open_r: float = 0.015
-    close_r: float = 0.05
+    rim: float = 0.005
+    iterations: int = 4
+    open_r: float = 0.01
     min_area: float = 0.01
     detail: float = 0.08
     alpha_min: float = 0.12
@@ -79,34 +81,44 @@ def backdrop(rgb: np.ndarray, car: np.ndarray, grow: int) -> np.ndarray:
 
 
 def glass_mask(rgb: np.ndarray, car: np.ndarray, bg: np.ndarray, params: GlassParams = GlassParams()) -> np.ndarray:
-    """Boolean glass mask on a working-size photo (`rgb` uint8), its car silhouette and estimated backdrop."""
+    """Boolean glass mask on a working-size photo (`rgb` uint8) and its car silhouette, by GrabCut seeded from where
+    glass sits on a car: probably glass in the core rows (`core_top` to `core_bot` of the car's height below its
+    top), maybe glass elsewhere in the upper band (down to `band`), never glass below it, on the rim or outside the
+    car (whose pixels take the lower body's colour so the backdrop never teaches the model what is not glass).
+    `bg` is unused here (kept for the caller's signature)."""
     p = params
-    ys, xs = np.nonzero(car)
+    ys, _ = np.nonzero(car)
     if ys.size == 0:
         return np.zeros(car.shape, bool)
-    car_h = float(ys.max() - ys.min() + 1)
-    height, width = car.shape
-    # the upper band: from the roof down to `band` of the car's height
-    band = np.zeros(car.shape, bool)
-    band[: int(ys.min() + p.band * car_h) + 1] = True
+    top = int(ys.min())
+    car_h = float(ys.max() - top + 1)
+    rows = (np.arange(car.shape[0], dtype=np.float32)[:, None] - top) / car_h
     inner = cv2.erode(car.astype(np.uint8), _disk(p.rim * car_h)) > 0
-    img = rgb.astype(np.float32) * (1.0 / 255.0)
-    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
-    sat = hsv[..., 1].astype(np.float32) / 255.0
-    val = hsv[..., 2].astype(np.float32) / 255.0
-    near_backdrop = np.linalg.norm(img - bg, axis=2) < p.backdrop_dist
+    band = inner & (rows <= p.band)
+    core = inner & (rows >= p.core_top) & (rows <= p.core_bot)
+    if not core.any():
+        return np.zeros(car.shape, bool)
     lower = inner & ~band
-    body = float(np.median(val[lower])) if lower.any() else 1.0
-    dark = val < max(p.dark, p.darker * body)
-    candidate = band & inner & (sat < p.max_sat) & (dark | near_backdrop)
-    cand = cv2.morphologyEx(candidate.astype(np.uint8), cv2.MORPH_OPEN, _disk(p.open_r * car_h))
-    cand = cv2.morphologyEx(cand, cv2.MORPH_CLOSE, _disk(p.close_r * car_h)) & inner.astype(np.uint8)
+    img = rgb.copy()
+    img[~car] = np.median(rgb[lower], axis=0).astype(np.uint8) if lower.any() else 128
+    seeds = np.full(car.shape, cv2.GC_BGD, np.uint8)
+    seeds[band] = cv2.GC_PR_BGD
+    seeds[core] = cv2.GC_PR_FGD
+    bgd_model = np.zeros((1, 65), np.float64)
+    fgd_model = np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)  # GrabCut's k-means initialisation: the same photo gives the same glass
+    try:
+        cv2.grabCut(img, seeds, None, bgd_model, fgd_model, p.iterations, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:  # a degenerate model (e.g. a one-colour band)
+        return np.zeros(car.shape, bool)
+    cand = ((seeds == cv2.GC_FGD) | (seeds == cv2.GC_PR_FGD)).astype(np.uint8)
+    cand = cv2.morphologyEx(cand, cv2.MORPH_OPEN, _disk(p.open_r * car_h)) & inner.astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(cand, connectivity=8)
     if n <= 1:
         return np.zeros(car.shape, bool)
     big = np.zeros(n, bool)
     big[1:] = (stats[1:, cv2.CC_STAT_AREA] >= p.min_area * np.count_nonzero(car)) & (
-        stats[1:, cv2.CC_STAT_TOP] <= ys.min() + p.reach * car_h)
+        stats[1:, cv2.CC_STAT_TOP] <= top + p.reach * car_h)
     return _fill_holes(big[labels]) & inner
 
 
