@@ -4,7 +4,7 @@ twins and lot photos.
     .venv/bin/python scripts/eval_recognition.py ../shared/data [--half 0|1|2] [--masks gt|segmenter|none]
         [--protocols near,far,unknown,light,twins,lot] [--no-colour] [--limit-cars N] [--cache DIR]
         [--vote-keypoints N] [--index-keypoints N] [--min-score S] [--ivf-threshold N] [--stop-score S]
-        [--midpoint N] [--view-top N] [--twin-ratio R]
+        [--midpoint N] [--view-top N] [--twin-ratio R] [--dump FILE]
 
 Each Carvana car is one object; the 100 distractors are always in the collection as other objects. Every default
 is the server's for a car collection (recognition settings' defaults; features from the configured segmenter's car
@@ -229,6 +229,8 @@ def _run(name: str, refs: dict[int, Features], owner: dict[int, str],
                          after_stop=args.twin_checks, use_colour=args.colour, midpoint=args.midpoint)
         times.append(time.perf_counter() - t)
         o = Outcome(truth, decide.per_object(matches, owner, args.midpoint, args.colour), args)
+        if args.dump is not None:
+            args.dumped.append((name, truth, known, matches, {m.image_id: owner[m.image_id] for m in matches}))
         outcomes.append(o)
         if o.ranked:
             (right_inl if o.ranked[0] == truth else wrong_inl).append(o.inliers[o.ranked[0]])
@@ -294,7 +296,11 @@ def main() -> None:
     ap.add_argument("--view-top", type=int, default=0,
                     help="Match simulated views of the query (features.extract_views) against this many of the "
                          "shortlisted images (0: off)")
+    ap.add_argument("--dump", type=Path, default=None,
+                    help="Write every query's verified matches (pickle: protocol, truth, known, matches, owners) "
+                         "here, to fit the score offline (scripts/fit_recognition_score.py)")
     args = ap.parse_args()
+    args.dumped = []
     protocols = set(args.protocols.split(","))
     folder_of = {p.name.rsplit("_", 1)[0]: d for d in args.data for p in (d / "carvana" / "images").glob("*_01.jpg")}
     cars = sorted(folder_of)
@@ -413,6 +419,10 @@ def main() -> None:
             unknown_lot += _run(f"unknown lot photos ({len(inside)} cars in, {len(outside)} out)", refs, owner,
                                 [q for c in outside if twin_of.get(c) not in inside for q in lot[c]], False, args)
         results["lot unknown"] = (sum(not o.answer for o in unknown_lot) / len(unknown_lot), len(unknown_lot))
+    if args.dump is not None:
+        import pickle
+
+        args.dump.write_bytes(pickle.dumps(args.dumped))
     print(f"targets ({len(cars)} cars, masks={args.masks}, colour={'on' if args.colour else 'off'}):", flush=True)
     for label, (value, n) in results.items():
         print(_target(label, value, n), flush=True)

@@ -8,6 +8,14 @@ costs nothing: the same car under other light, or 22.5 degrees round), and falls
 look-alike of the same model in another paint fits as well as the car itself. LIGHTNESS_WEIGHT, COLOUR_LIMIT and
 COLOUR_SCALE were chosen on one half of the 52 Carvana cars and checked on the other half and the 12 development
 cars (README, recognition).
+
+Evidence beyond the inlier count (issue 17): each match carries `spread` (matcher.coverage: the share of the car's
+keypoint grid cells its inliers occupy, the lower of query and reference) and each object its second view's inliers
+(ObjectEvidence); Acceptance is a logistic over these. CAR_ACCEPTANCE stays INLIERS_ONLY: logistic regressions
+over inliers, spread, second-view inliers and body colour, fitted on one half of the 52 cars
+(scripts/fit_recognition_score.py on eval_recognition.py --dump), did not hold on the other half (fitted on half
+1: far 0.35 -> 0.48-0.54 there, but unknown cars on half 2 0.909 -> 0.856-0.880; fitted on half 2: far 0.10-0.19
+on half 1), see docs/decisions/0001.
 """
 
 from __future__ import annotations
@@ -27,14 +35,58 @@ TWIN_RATIO = 0.5  # a runner-up object with at least this share of the best one'
 TWIN_OVERLAP = 0.5  # ... when the two matched regions of the photo overlap this much (else: two objects in view)
 
 
-def evidence_score(m: Match, midpoint: float, use_colour: bool = True) -> float:
-    """The calibrated probability that the match is the object: inliers, then colour (`use_colour`: car
-    collections, where it was calibrated)."""
-    if m.inliers < MIN_MATCHES or m.score <= 0.0:
+@dataclass(frozen=True)
+class Acceptance:
+    """A logistic over an object's evidence (evidence_features, FEATURE_NAMES): bias + weights . features, with the
+    inlier weight's term centred on the collection's midpoint (so `midpoint` keeps shifting the score)."""
+
+    bias: float
+    inliers: float
+    spread: float
+    second: float
+
+
+FEATURE_NAMES = ("inliers - midpoint", "spread", "second view inliers")
+INLIERS_ONLY = Acceptance(0.0, 1.0 / INLIER_SCALE, 0.0, 0.0)  # logistic((inliers - midpoint) / INLIER_SCALE)
+# The car score: inliers alone (with colour on top) until weights for spread and second views hold on held-out cars.
+CAR_ACCEPTANCE = INLIERS_ONLY
+
+
+@dataclass
+class ObjectEvidence:
+    """An object's verified matches summed up: its best one and the inliers of its second-best image."""
+
+    best: Match
+    second: int = 0
+
+
+def object_evidence(matches: list[Match], midpoint: float, use_colour: bool = True,
+                    acceptance: Acceptance | None = None) -> ObjectEvidence:
+    """One object's matches summed up: the best one scored alone (colour included), and the most inliers of its
+    other images."""
+    ranked = sorted(matches, key=lambda m: (-evidence_score(m, midpoint, use_colour, acceptance), -m.inliers))
+    return ObjectEvidence(ranked[0], max((m.inliers for m in ranked[1:]), default=0))
+
+
+def evidence_features(ev: ObjectEvidence, midpoint: float = 0.0) -> list[float]:
+    """The features of Acceptance, in FEATURE_NAMES order."""
+    return [ev.best.inliers - midpoint, ev.best.spread, float(min(ev.second, ev.best.inliers))]
+
+
+def evidence_score(m: Match | ObjectEvidence, midpoint: float, use_colour: bool = True,
+                   acceptance: Acceptance | None = None) -> float:
+    """The calibrated probability that the match (or the object's matches) is the object: inliers, how much of it
+    they cover and a second view (`acceptance`: CAR_ACCEPTANCE by default in a car collection, i.e. with
+    `use_colour`, else inliers alone), then colour (`use_colour`: car collections, where it was calibrated)."""
+    ev = m if isinstance(m, ObjectEvidence) else ObjectEvidence(m)
+    best = ev.best
+    if best.inliers < MIN_MATCHES or best.score <= 0.0:
         return 0.0
-    p = _logistic((m.inliers - midpoint) / INLIER_SCALE)
-    if use_colour and m.body is not None and m.body > COLOUR_LIMIT:
-        p *= 2.0 * _logistic((COLOUR_LIMIT - m.body) / COLOUR_SCALE)
+    a = acceptance or (CAR_ACCEPTANCE if use_colour else INLIERS_ONLY)
+    x = evidence_features(ev, midpoint)
+    p = _logistic(a.bias + a.inliers * x[0] + a.spread * x[1] + a.second * x[2])
+    if use_colour and best.body is not None and best.body > COLOUR_LIMIT:
+        p *= 2.0 * _logistic((COLOUR_LIMIT - best.body) / COLOUR_SCALE)
     return p
 
 
@@ -52,17 +104,21 @@ class Candidate:
 
 
 def per_object(matches: Iterable[Match], owners: dict[int, str], midpoint: float,
-               use_colour: bool = True) -> list[Candidate]:
-    """Each object's best match by evidence score, best object first."""
-    best: dict[str, Candidate] = {}
+               use_colour: bool = True, acceptance: Acceptance | None = None) -> list[Candidate]:
+    """Each object's evidence (its best match, and its second view's inliers) scored, best object first;
+    `acceptance`: CAR_ACCEPTANCE when use_colour (a car collection), else inliers alone."""
+    if acceptance is None:
+        acceptance = CAR_ACCEPTANCE if use_colour else INLIERS_ONLY
+    by_obj: dict[str, list[Match]] = {}
     for m in matches:
         obj = owners.get(m.image_id)
-        if obj is None:
-            continue
-        c = Candidate(obj, m, evidence_score(m, midpoint, use_colour))
-        if obj not in best or (c.score, c.match.inliers) > (best[obj].score, best[obj].match.inliers):
-            best[obj] = c
-    return sorted(best.values(), key=lambda c: (-c.score, -c.match.inliers))
+        if obj is not None:
+            by_obj.setdefault(obj, []).append(m)
+    out = []
+    for obj, ms in by_obj.items():
+        ev = object_evidence(ms, midpoint, use_colour, acceptance)
+        out.append(Candidate(obj, ev.best, evidence_score(ev, midpoint, use_colour, acceptance)))
+    return sorted(out, key=lambda c: (-c.score, -c.match.inliers))
 
 
 def overlap(a: list[list[float]], b: list[list[float]]) -> float:

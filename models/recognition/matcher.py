@@ -55,6 +55,7 @@ class Match:
     colour: float | None = None  # colour.distance of the inlier pairs (None: an image without colour)
     body: float | None = None  # distance between the two images' body colours (colour.signature)
     pairs: np.ndarray | None = field(default=None, repr=False, compare=False)  # inlier (query, reference) keypoint indices
+    spread: float = 0.0  # how much of the car the inliers cover: coverage() in the query and the reference, the lower
 
 
 def score_from_inliers(inliers: int, midpoint: float = INLIER_MIDPOINT) -> float:
@@ -106,6 +107,26 @@ def _hull(query: Features, pts: np.ndarray) -> list[list[float]] | None:
     return [[round(float(x), 1), round(float(y), 1)] for x, y in hull]
 
 
+COVERAGE_GRID = 8  # cells a side of the grid laid over the object's keypoints (coverage)
+
+
+def coverage(points: np.ndarray, inliers: np.ndarray, grid: int = COVERAGE_GRID) -> float:
+    """How much of the object the inliers spread over: the share of the grid cells holding any of the image's
+    keypoints (features come from the car mask, so they outline the car) that hold an inlier, on a grid x grid
+    layout of the keypoints' bounding box. A chance fit clusters on a wheel, a badge or a font's glyphs; the
+    same car seen again matches over its whole body."""
+    if len(points) == 0 or len(inliers) == 0:
+        return 0.0
+    lo = points.min(axis=0)
+    span = np.maximum(points.max(axis=0) - lo, 1e-6)
+
+    def cells(p: np.ndarray) -> set[tuple[int, int]]:
+        c = np.clip(((p - lo) / span * grid).astype(int), 0, grid - 1)
+        return set(zip(c[:, 0].tolist(), c[:, 1].tolist(), strict=True))
+
+    return len(cells(inliers) & cells(points)) / len(cells(points))
+
+
 def verify(query: Features, ref: Features, image_id: int = 0, *, mutual: bool = False,
            midpoint: float = INLIER_MIDPOINT) -> Match:
     """Match query against ref (Lowe ratio test; `mutual`: in both directions), fit a fundamental matrix with
@@ -149,8 +170,9 @@ def verify(query: Features, ref: Features, image_id: int = 0, *, mutual: bool = 
     qi = np.array([m.queryIdx for m in good])[keep]
     ri = np.array([m.trainIdx for m in good])[keep]
     local, body = _colour(query, ref, qi, ri)
+    spread = min(coverage(query.points, query.points[qi]), coverage(ref.points, ref.points[ri]))
     return Match(image_id, inliers, score_from_inliers(inliers, midpoint), polygon, local, body,
-                 np.stack([qi, ri], axis=1))
+                 np.stack([qi, ri], axis=1), spread)
 
 
 def _colour(query: Features, ref: Features, qi: np.ndarray, ri: np.ndarray) -> tuple[float | None, float | None]:
