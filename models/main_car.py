@@ -11,7 +11,8 @@ goes (a car further back, a sign, a person, a trailer standing apart).
 `split` > 0 (off by default) first cuts each region at narrow necks (`split_pieces`); it found nothing to cut on
 the evaluation photos, where a car behind overlaps the main one broadly, and costs ~20 ms, so it stays off.
 
-`select_main` is reusable on any boolean foreground mask (e.g. recognition's crop of a cluttered photo).
+`select_main` is reusable on any boolean foreground mask; recognition (features.main_subject) keeps one car with
+`ONE_CAR`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ class MainCarParams:
     gap: float = 0.01
     split: float = 0.0
     split_min: float = 0.1
+
+
+# Recognition's choice (features.main_subject): one car only, however prominent the others, with what touches it.
+ONE_CAR = MainCarParams(share=1.0)
 
 
 def region_scores(labels: np.ndarray, area: np.ndarray, centroids: np.ndarray, prob: np.ndarray | None,

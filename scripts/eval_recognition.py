@@ -36,6 +36,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from lot_composites import composite as lot_composite
 from PIL import Image
 
 from models.recognition import FeatureIndex, colour, decide, extract, search
@@ -55,20 +56,37 @@ def _features(path: Path, mask_path: Path | None, masks: str, segmenter,  # type
         z = np.load(cached)
         f = Features(z["points"], z["descriptors"], int(z["size"][0]), int(z["size"][1]))
         if coloured.exists():
-            c = np.load(coloured)
-            f.colours, f.light, f.body = c["colours"], c["light"], c["body"]
-            return f
+            return _load_colour(f, coloured)
         rgb = np.asarray(Image.open(path).convert("RGB"))
-        mask = _mask(path, mask_path, masks, segmenter, cache, rgb=rgb)
-        f.colours = colour.keypoint_colours(rgb, f.points, mask)
-        f.light = colour.illuminant(rgb)
-        f.body = colour.signature(rgb, mask, f.light)
+        _set_colour(f, rgb, _mask(path, mask_path, masks, segmenter, cache, rgb=rgb))
     else:
         rgb = np.asarray(Image.open(path).convert("RGB"))
         f = extract(rgb, _mask(path, mask_path, masks, segmenter, cache, rgb=rgb))
         cache.mkdir(parents=True, exist_ok=True)
         np.savez(cached, points=f.points, descriptors=f.descriptors, size=np.array([f.width, f.height]))
-    np.savez(coloured, colours=f.colours, light=f.light, body=f.body)
+    _save_colour(f, coloured)
+    return f
+
+
+def _set_colour(f: Features, rgb: np.ndarray, mask: np.ndarray | None) -> None:
+    """f's colours as features.extract gives them, for features cached without."""
+    f.colours, f.light = colour.keypoint_colours(rgb, f.points, mask), colour.illuminant(rgb)
+    f.body = colour.signature(rgb, mask, f.light)
+    if mask is not None:
+        f.paint_points, f.paint = colour.paint_pixels(rgb, mask, f.light)
+
+
+def _save_colour(f: Features, path: Path) -> None:
+    empty = np.zeros((0, 2), np.float32), np.zeros((0, 3), np.float32)
+    points, paint = (f.paint_points, f.paint) if f.paint is not None else empty
+    np.savez(path, colours=f.colours, light=f.light, body=f.body, paint_points=points, paint=paint)
+
+
+def _load_colour(f: Features, path: Path) -> Features:
+    c = np.load(path)
+    f.colours, f.light, f.body = c["colours"], c["light"], c["body"]
+    if len(c["paint"]):
+        f.paint_points, f.paint = c["paint_points"], c["paint"]
     return f
 
 
@@ -108,7 +126,8 @@ def _view_features(path: Path, mask_path: Path | None, masks: str, segmenter,  #
 # Pairs of Carvana cars of the same model in the same colour (found by cross-matching every car's views, then
 # checked by eye): the twins protocol's cars. Listed by id; a pair counts in a run when both cars are in it.
 TWINS: list[tuple[str, str]] = [("de3ca5ec1e59", "feaf59172a01")]  # black Audi Q3 (calibration/, carvana/)
-COLOUR_CACHE = "colour3"  # the colour files' version (bumped when colour.py's measures change)
+COLOUR_CACHE = "colour4"
+LOT_CACHE = "lot2"  # the lot photos' version (bumped when _lot_photo or the query's car mask changes)  # the colour files' version (bumped when colour.py's measures change)
 TARGETS = {"near": 0.99, "far": 0.60, "unknown": 0.97, "twins": 0.95, "lot": 0.95, "lot unknown": 0.97,
            "light": 0.99}
 
@@ -129,21 +148,14 @@ def _light(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(out * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
-def _lot_photo(car_rgb: np.ndarray, car_mask: np.ndarray, scene: Image.Image, rng: np.random.Generator) -> np.ndarray:
-    """The car (cut out with its mask) pasted on a street scene with other cars, 50-75% of the scene's width, low in
-    the frame, then light (_light), blur and JPEG (quality 40-85) changed: a phone photo on the lot."""
-    ys, xs = np.nonzero(car_mask)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    cut = Image.fromarray(car_rgb[y0:y1, x0:x1])
-    alpha = Image.fromarray((car_mask[y0:y1, x0:x1] * 255).astype(np.uint8))
-    bg = scene.convert("RGB").resize((1200, 1200), Image.LANCZOS)
-    width = int(bg.width * rng.uniform(0.5, 0.75))
-    height = max(1, round(cut.height * width / cut.width))
-    cut, alpha = cut.resize((width, height), Image.LANCZOS), alpha.resize((width, height), Image.LANCZOS)
-    x = int(rng.uniform(0.05, 0.95) * (bg.width - width))
-    y = int(min(bg.height - height, bg.height * rng.uniform(0.35, 0.55)))
-    bg.paste(cut, (x, y), alpha)
-    rgb = _light(np.asarray(bg), rng)
+def _lot_photo(car_rgb: np.ndarray, car_mask: np.ndarray, scene: Image.Image, rng: np.random.Generator,
+               cut: bool = False) -> np.ndarray:
+    """A phone photo on the lot: the segmentation eval's composite (scripts/lot_composites.py: the car in front at
+    55-85% of a 1024x683 frame's width, low in it, another car further back at one side, an out-of-focus street
+    behind; `cut`: 8-25% of the car out of the frame), then light (_light: white balance, exposure, gamma), blur
+    and JPEG (quality 40-85) over the whole photo."""
+    rgb, _ = lot_composite(car_rgb, car_mask, np.asarray(scene.convert("RGB")), rng, cut)
+    rgb = _light(rgb, rng)
     sigma = rng.uniform(0.0, 1.5)
     if sigma > 0.3:
         import cv2
@@ -166,30 +178,28 @@ def _altered(name: str, make, segmenter, cache: Path | None,  # type: ignore[no-
     car (features.main_subject)."""
     if cache is None:
         rgb = make()
-        return extract(rgb, mask if mask is not None else main_subject(segmenter.mask(rgb, kind="car") > 0.5))
+        return extract(rgb, mask if mask is not None else main_subject(segmenter.mask(rgb, kind="car")))
     cache.mkdir(parents=True, exist_ok=True)
     cached, masked, coloured = (cache / f"{name}.npz", cache / f"{name}.mask.png",
                                 cache / f"{name}.{COLOUR_CACHE}.npz")
     if cached.exists() and coloured.exists():
-        z, c = np.load(cached), np.load(coloured)
-        return Features(z["points"], z["descriptors"], int(z["size"][0]), int(z["size"][1]), c["colours"],
-                        c["light"], c["body"])
+        z = np.load(cached)
+        return _load_colour(Features(z["points"], z["descriptors"], int(z["size"][0]), int(z["size"][1])), coloured)
     rgb = make()
     if mask is None:
         if masked.exists():
             mask = np.asarray(Image.open(masked)) > 127
         else:
-            mask = main_subject(segmenter.mask(rgb, kind="car") > 0.5)
+            mask = main_subject(segmenter.mask(rgb, kind="car"))
             Image.fromarray(mask.astype(np.uint8) * 255).save(masked)
     if cached.exists():
         z = np.load(cached)
         f = Features(z["points"], z["descriptors"], int(z["size"][0]), int(z["size"][1]))
-        f.colours, f.light = colour.keypoint_colours(rgb, f.points, mask), colour.illuminant(rgb)
-        f.body = colour.signature(rgb, mask, f.light)
+        _set_colour(f, rgb, mask)
     else:
         f = extract(rgb, mask)
         np.savez(cached, points=f.points, descriptors=f.descriptors, size=np.array([f.width, f.height]))
-    np.savez(coloured, colours=f.colours, light=f.light, body=f.body)
+    _save_colour(f, coloured)
     return f
 
 
@@ -398,14 +408,14 @@ def main() -> None:
             for a in (even[k % 8], even[(k + 3) % 8]):
                 rng = np.random.default_rng(_seed("lot", c, a))
                 scene = scenes[int(rng.integers(len(scenes)))]
-                path = image_of(c, a)
+                path, cut = image_of(c, a), bool(rng.random() < 1 / 3)  # a third cut the car at the frame
 
-                def make(path=path, c=c, a=a, scene=scene, rng=rng) -> np.ndarray:  # type: ignore[no-untyped-def]
+                def make(path=path, c=c, a=a, scene=scene, rng=rng, cut=cut) -> np.ndarray:  # type: ignore[no-untyped-def]
                     gt = np.asarray(Image.open(mask_of(c, a))) > 0
-                    return _lot_photo(np.asarray(Image.open(path).convert("RGB")), gt, Image.open(scene), rng)
+                    return _lot_photo(np.asarray(Image.open(path).convert("RGB")), gt, Image.open(scene), rng, cut)
 
-                lot.setdefault(c, []).append((c, _altered(f"lot_{c}_{a:02d}.segmenter", make, segmenter, args.cache),
-                                              None))
+                lot.setdefault(c, []).append((c, _altered(f"{LOT_CACHE}_{c}_{a:02d}.segmenter", make, segmenter,
+                                                          args.cache), None))
         # the street scenes are the distractor photos: left out of the collection, as the cars in them are not stock
         refs, owner = collection(cars, odd, with_distractors=False)
         out = _run("lot photos (street scene, other cars, light, blur, JPEG) against studio references", refs, owner,

@@ -28,6 +28,10 @@ LIGHTNESS_WEIGHT = 0.5  # of log adapted luminance against the two log-chromatic
 SHADES_P = 6.0
 CLIPPED = 0.98  # linear value past which a pixel is taken as clipped (left out of the illuminant estimate)
 _WORK_SIDE = 400
+PAINT_SIDE = 128  # grid of a query's car pixels kept for the matched region's body colour (body_within)
+REGION_SHARE = 0.6  # a matched region holding less than this share of the car mask's pixels gives the body colour
+REGION_MARGIN = 0.2  # the region grown by this share of its size (the inliers' box stops short of the car's edges)
+MIN_REGION_PIXELS = 40
 
 
 def _linear(srgb: np.ndarray) -> np.ndarray:
@@ -98,10 +102,50 @@ def signature(rgb: np.ndarray, mask: np.ndarray | None, light: np.ndarray) -> np
                        interpolation=cv2.INTER_NEAREST) > 0
         if m.any():
             pixels = small[m]
-    c = chroma(pixels, light)
-    sat = np.linalg.norm(c[:, :2], axis=1)
-    paint = c[sat >= np.quantile(sat, PAINT_QUANTILE), :2].mean(axis=0)
-    return np.array([paint[0], paint[1], np.median(c[:, 2])], np.float32)
+    return body_of(chroma(pixels, light))
+
+
+def body_of(coords: np.ndarray) -> np.ndarray:
+    """signature's body colour from the colour coordinates (chroma) of a car's pixels."""
+    sat = np.linalg.norm(coords[:, :2], axis=1)
+    paint = coords[sat >= np.quantile(sat, PAINT_QUANTILE), :2].mean(axis=0)
+    return np.array([paint[0], paint[1], np.median(coords[:, 2])], np.float32)
+
+
+def paint_pixels(rgb: np.ndarray, mask: np.ndarray, light: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positions N,2 in the source image's pixels, colour coordinates N,3) of the mask's pixels on a PAINT_SIDE
+    grid: a query's car, so that its body colour can be taken from the part a match covers (body_within)."""
+    h, w = rgb.shape[:2]
+    scale = min(1.0, PAINT_SIDE / max(h, w))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    m = cv2.resize((np.asarray(mask, dtype=np.float32) > 0.5).astype(np.uint8), size,
+                   interpolation=cv2.INTER_NEAREST) > 0
+    ys, xs = np.nonzero(m)
+    points = np.stack([(xs + 0.5) * (w / size[0]), (ys + 0.5) * (h / size[1])], axis=1).astype(np.float32)
+    return points, chroma(small[m], light).astype(np.float32)
+
+
+def body_within(points: np.ndarray, coords: np.ndarray, polygon: list[list[float]]) -> np.ndarray | None:
+    """The body colour of the car pixels inside a matched region (a polygon in the same pixels, grown by
+    REGION_MARGIN of its size about its middle) when the region holds less than REGION_SHARE of them, i.e. the car
+    mask holds more than the matched car (another car merged into it on a lot photo); None otherwise or when too
+    few pixels are inside."""
+    if len(polygon) < 3 or len(points) < MIN_REGION_PIXELS:
+        return None
+    poly = np.asarray(polygon, np.float32)
+    middle = poly.mean(axis=0)
+    grown = (middle + (poly - middle) * (1.0 + REGION_MARGIN)).astype(np.float32)
+    hull = cv2.convexHull(grown).reshape(-1, 2)
+    if len(hull) < 3:
+        return None
+    edges = np.roll(hull, -1, axis=0) - hull
+    rel = points[:, None, :] - hull[None, :, :]
+    cross = edges[None, :, 0] * rel[:, :, 1] - edges[None, :, 1] * rel[:, :, 0]
+    inside = (cross >= 0).all(axis=1) | (cross <= 0).all(axis=1)  # on one side of every edge of the convex hull
+    if inside.sum() < MIN_REGION_PIXELS or inside.mean() >= REGION_SHARE:
+        return None
+    return body_of(coords[inside])
 
 
 _WEIGHTS = np.array([1.0, 1.0, LIGHTNESS_WEIGHT], np.float32)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from models import main_car
 from models.recognition import colour
 
 MAX_SIDE = 800
@@ -19,7 +20,9 @@ _local = threading.local()
 class Features:
     """Keypoint positions (N,2 float32, in the source image's pixels) and RootSIFT descriptors (N,128 float32),
     strongest keypoint first; from a colour image also each keypoint's colour (N,3 uint8 sRGB, colour.py), the
-    image's illuminant (3 floats) and its body colour (colour.signature, 3 floats), else None."""
+    image's illuminant (3 floats) and its body colour (colour.signature, 3 floats), else None; with a car mask also
+    the mask's pixels on a coarse grid (colour.paint_pixels: positions and colour coordinates, not stored), from
+    which a query's match takes the body colour of the part it covers."""
 
     points: np.ndarray
     descriptors: np.ndarray
@@ -28,6 +31,8 @@ class Features:
     colours: np.ndarray | None = None
     light: np.ndarray | None = None
     body: np.ndarray | None = None
+    paint_points: np.ndarray | None = None
+    paint: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.points.shape[0])
@@ -119,6 +124,8 @@ def _with_colour(f: Features, rgb: np.ndarray, mask: np.ndarray | None) -> Featu
         f.colours = colour.keypoint_colours(rgb, f.points, mask)
         f.light = colour.illuminant(rgb)
         f.body = colour.signature(rgb, mask, f.light)
+        if mask is not None:
+            f.paint_points, f.paint = colour.paint_pixels(rgb, mask, f.light)
     return f
 
 
@@ -152,23 +159,12 @@ def extract_views(rgb: np.ndarray, mask: np.ndarray | None = None, *, max_side: 
 
 
 def main_subject(mask: np.ndarray) -> np.ndarray:
-    """The car the photo is about, from a mask that may hold several (a lot photo with other cars in view): the
-    connected part with the largest area, weighted towards the middle of the photo (a part at a corner counts
-    half), with the smaller parts inside its box (mirrors, a part cut off by a pillar). Boolean HxW."""
-    m = np.asarray(mask, dtype=np.float32) > 0.5
-    n, labels, stats, centroids = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
-    if n <= 2:
-        return m
-    h, w = m.shape
-    half_diag = 0.5 * float(np.hypot(w, h))
-    weight = [0.0] + [float(stats[i, cv2.CC_STAT_AREA]) * (1.0 - 0.5 * float(np.hypot(
-        centroids[i][0] - w / 2, centroids[i][1] - h / 2)) / half_diag) for i in range(1, n)]
-    best = int(np.argmax(weight))
-    x, y, bw, bh = (int(v) for v in stats[best, :4])
-    keep = [best] + [i for i in range(1, n) if i != best
-                     and stats[i, 0] >= x and stats[i, 1] >= y and stats[i, 0] + stats[i, 2] <= x + bw
-                     and stats[i, 1] + stats[i, 3] <= y + bh]
-    return np.isin(labels, keep)
+    """The one car the photo is about, from a car mask that may hold several (a lot photo with other cars in view):
+    models.main_car's choice, the one type=car makes, kept to the single most prominent car and what is attached to
+    it (main_car.ONE_CAR), since a second car's paint and keypoints would be mixed into this one's. A float mask is
+    also the choice's confidence. Boolean HxW."""
+    prob = np.asarray(mask, dtype=np.float32)
+    return main_car.select_main(prob > 0.5, prob, main_car.ONE_CAR)
 
 
 def rating(features: Features) -> int:

@@ -169,18 +169,23 @@ def verify(query: Features, ref: Features, image_id: int = 0, *, mutual: bool = 
         return Match(image_id, inliers, 0.0, [])
     qi = np.array([m.queryIdx for m in good])[keep]
     ri = np.array([m.trainIdx for m in good])[keep]
-    local, body = _colour(query, ref, qi, ri)
+    local, body = _colour(query, ref, qi, ri, polygon)
     spread = min(coverage(query.points, query.points[qi]), coverage(ref.points, ref.points[ri]))
     return Match(image_id, inliers, score_from_inliers(inliers, midpoint), polygon, local, body,
                  np.stack([qi, ri], axis=1), spread)
 
 
-def _colour(query: Features, ref: Features, qi: np.ndarray, ri: np.ndarray) -> tuple[float | None, float | None]:
-    """colour.distance of the inlier pairs and of the two body colours; None when either image has no colour."""
+def _colour(query: Features, ref: Features, qi: np.ndarray, ri: np.ndarray,
+            polygon: list[list[float]] | None = None) -> tuple[float | None, float | None]:
+    """colour.distance of the inlier pairs and of the two body colours; None when either image has no colour. The
+    query's body colour is that of the matched region (colour.body_within) when its car mask holds more than it."""
     if query.colours is None or ref.colours is None or query.light is None or ref.light is None:
         return None, None
     local = colour.distance(colour.chroma(query.colours[qi], query.light), colour.chroma(ref.colours[ri], ref.light))
     body = None
     if query.body is not None and ref.body is not None:
-        body = colour.distance(query.body[None, :], ref.body[None, :], 1.0)
+        mine = None
+        if polygon and query.paint_points is not None and query.paint is not None:
+            mine = colour.body_within(query.paint_points, query.paint, polygon)
+        body = colour.distance((query.body if mine is None else mine)[None, :], ref.body[None, :], 1.0)
     return local, body

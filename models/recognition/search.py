@@ -93,6 +93,7 @@ def search(index: FeatureIndex | None, query: Features, load: Callable[[list[int
         if query.colours is not None and views.colours is not None:
             both.colours, both.light, both.body = (np.concatenate([query.colours, views.colours]), query.light,
                                                    query.body)
+            both.paint_points, both.paint = query.paint_points, query.paint
         for k, m in enumerate(matches[:view_top]):
             if m.score < VIEW_SKIP_SCORE:
                 v = verify(both, refs[m.image_id], m.image_id, mutual=True, midpoint=midpoint + VIEW_MIDPOINT_OFFSET)
