@@ -19,10 +19,11 @@ the cars (sorted by id), to tune on one half and test on the other. Protocols:
 - light: the near queries with a white-balance, exposure and gamma change (the same car under other light);
 - twins: cars of the same model and colour (TWINS) all in the collection, each queried at the even angles: right if
   the answer is the car itself, alone or with its twin marked ambiguous; the other twin alone is wrong;
-- lot: each car pasted with its ground-truth mask on a street photo with other cars (the distractor photos, which
-  are then left out of the collection), exposure, white balance, blur and JPEG changed, at two even angles, its car
-  mask from the segmenter (always, so that it must pick the car the photo is about); against the studio references
-  at the odd angles, and as unknown cars against the other half's.
+- lot: each car at two even angles made into a phone photo on the lot (scripts/lot_composites.py's composite: in
+  front of an out-of-focus street with another car further back, the distractor photos, which are then left out
+  of the collection; a third cut by the frame), exposure, white balance, blur and JPEG changed, its car mask from
+  the segmenter (always, so that it must pick the car the photo is about); against the studio references at the
+  odd angles, and as unknown cars against the other half's.
 Prints recall@1, recall@5, how often the top match is a distractor or another car, the inlier counts of right and
 wrong top matches, and each target.
 """

@@ -112,3 +112,18 @@ def test_illuminant_cancels_a_global_white_balance_and_exposure(shared_data: Pat
     body, moved_body = colour.signature(rgb, mask, colour.illuminant(rgb)), colour.signature(
         moved, mask, colour.illuminant(moved))
     assert colour.distance(body[None], moved_body[None], 1.0) < 0.1
+
+
+def test_a_match_takes_the_body_colour_of_its_own_part_of_a_merged_car_mask() -> None:
+    # a lot photo's car mask holding a white car (left) merged with a red one (right): a match on the white car
+    # takes the white body colour; a match covering most of the mask keeps the whole mask's
+    rgb = np.zeros((200, 400, 3), np.uint8)
+    rgb[:, :200] = (235, 235, 230)
+    rgb[:, 200:] = (200, 30, 30)
+    mask = np.ones((200, 400), bool)
+    light = np.ones(3, np.float32)
+    points, paint = colour.paint_pixels(rgb, mask, light)
+    white = colour.body_of(colour.chroma(np.array([[235, 235, 230]]), light))
+    part = colour.body_within(points, paint, [[10, 10], [150, 10], [150, 190], [10, 190]])
+    assert part is not None and np.linalg.norm(part[:2] - white[:2]) < 0.05
+    assert colour.body_within(points, paint, [[0, 0], [400, 0], [400, 200], [0, 200]]) is None

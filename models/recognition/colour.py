@@ -29,7 +29,7 @@ SHADES_P = 6.0
 CLIPPED = 0.98  # linear value past which a pixel is taken as clipped (left out of the illuminant estimate)
 _WORK_SIDE = 400
 PAINT_SIDE = 128  # grid of a query's car pixels kept for the matched region's body colour (body_within)
-REGION_SHARE = 0.6  # a matched region holding less than this share of the car mask's pixels gives the body colour
+REGION_SHARE = 0.45  # a matched region holding less than this share of the car mask's pixels gives the body colour
 REGION_MARGIN = 0.2  # the region grown by this share of its size (the inliers' box stops short of the car's edges)
 MIN_REGION_PIXELS = 40
 

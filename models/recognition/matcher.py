@@ -178,14 +178,16 @@ def verify(query: Features, ref: Features, image_id: int = 0, *, mutual: bool = 
 def _colour(query: Features, ref: Features, qi: np.ndarray, ri: np.ndarray,
             polygon: list[list[float]] | None = None) -> tuple[float | None, float | None]:
     """colour.distance of the inlier pairs and of the two body colours; None when either image has no colour. The
-    query's body colour is that of the matched region (colour.body_within) when its car mask holds more than it."""
+    bodies differ only when the query's whole car mask and, when the mask holds more than the match covers (another
+    car merged into it on a lot photo), the matched region (colour.body_within) both differ from the reference."""
     if query.colours is None or ref.colours is None or query.light is None or ref.light is None:
         return None, None
     local = colour.distance(colour.chroma(query.colours[qi], query.light), colour.chroma(ref.colours[ri], ref.light))
     body = None
     if query.body is not None and ref.body is not None:
-        mine = None
+        body = colour.distance(query.body[None, :], ref.body[None, :], 1.0)
         if polygon and query.paint_points is not None and query.paint is not None:
-            mine = colour.body_within(query.paint_points, query.paint, polygon)
-        body = colour.distance((query.body if mine is None else mine)[None, :], ref.body[None, :], 1.0)
+            part = colour.body_within(query.paint_points, query.paint, polygon)
+            if part is not None:
+                body = min(body, colour.distance(part[None, :], ref.body[None, :], 1.0))
     return local, body
