@@ -8,7 +8,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from models.car import car_keep_mask, keep_cars
+from models.car import car_keep_mask, fuse_passes, keep_cars
 
 H, W = 640, 960
 
@@ -132,3 +132,25 @@ def test_a_floor_patch_only_one_pass_believes_is_judged_by_the_passes_agreement(
     # keep_cars takes the same confidence at full size
     alpha = keep_cars(fused, confidence=agree)
     assert (alpha[floor_px] > 0.5).mean() < 0.05 and (alpha[car_px] > 0.5).mean() > 0.97
+
+
+def test_fuse_passes_takes_a_part_one_pass_missed_whole_and_the_mean_along_the_edges() -> None:
+    """Two passes that disagree by a pixel along the outline and on a whole door: the door comes back at full
+    strength, the outline is the passes' mean (not the wider of the two), confidence is their minimum."""
+    truth = np.zeros((H, W), np.float32)
+    car(truth, 200, 260, 560, 300)
+    one = cv2.GaussianBlur(truth, (0, 0), 1.5)
+    shifted = np.roll(one, 2, axis=1)  # the other pass's edge two pixels to the right
+    door = np.zeros_like(truth, dtype=bool)
+    door[300:360, 330:450] = True
+    missing = shifted.copy()
+    missing[door] = 0.05  # the other pass misses the door
+    alpha, confidence = fuse_passes(one.copy(), missing)
+    assert np.allclose(confidence, np.minimum(one, missing))
+    inside = np.zeros_like(door)
+    inside[304:356, 334:446] = True  # the door but its outermost pixels (found at the working size)
+    assert (alpha[inside] >= np.maximum(one, missing)[inside] - 1e-6).all(), "the missed door is taken whole"
+    rim = (np.abs(one - shifted) > 0.05) & ~(cv2.dilate(door.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0)
+    assert np.allclose(alpha[rim], ((one + shifted) / 2)[rim], atol=1e-6), "the outline is the mean"
+    assert ((alpha >= 0.5).sum() - (truth >= 0.5).sum()) < ((np.maximum(one, missing) >= 0.5).sum()
+                                                            - (truth >= 0.5).sum())

@@ -39,16 +39,17 @@ def postprocess(rgb: np.ndarray, prob: np.ndarray, mirrored: np.ndarray | None =
     evaluation can run it on cached model outputs and measure the product.
 
     `prob` is the model's probability at the photo's size (float32 HxW, modified in place), `mirrored` the second
-    pass's on the mirrored photo, flipped back (or None). The matte is their per-pixel maximum; for `kind="car"` the
-    car filter (models/car.py with `car_params`) judges what only one pass believes (their minimum is its
-    confidence) like a region the model half-believed; then the edges are refined (models/refine.py).
+    pass's on the mirrored photo, flipped back (or None). The matte is their per-pixel maximum; for `kind="car"` it is
+    `car.fuse_passes` (the maximum only over the parts one pass missed, their mean along the edges), and the car
+    filter (models/car.py with `car_params`) judges what only one pass believes (their minimum is its confidence)
+    like a region the model half-believed; then the edges are refined (models/refine.py).
     `on_stage(name, seconds)` hears the time of each step (car_filter, edges).
     """
     start = time.perf_counter()
     confidence = None
-    if mirrored is not None:
-        if kind == "car":  # only the car filter reads it
-            confidence = np.minimum(prob, mirrored)
+    if mirrored is not None and kind == "car":
+        prob, confidence = car.fuse_passes(prob, mirrored)
+    elif mirrored is not None:
         np.maximum(prob, mirrored, out=prob)
     alpha = prob
     if kind == "car":
