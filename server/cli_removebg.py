@@ -105,7 +105,7 @@ def removebg_command(obj: Any, input_dir: Path, output_dir: Path, size: str, typ
                                                what="background image")
             segmentation.segmenter().load()
             if opts.refine == "sam":
-                service.get_sam()
+                service.get_sam(obj.settings)
     except (ApiError, ModelError) as exc:
         click.echo(f"error: {exc.detail}", err=True)
         sys.exit(2)
@@ -215,7 +215,7 @@ def run_batch_file(args: dict[str, Any], claim: Any) -> dict[str, Any]:
             opts.bg_image = imaging.decode(Path(args["bg_image"]).read_bytes(), max_bytes=max_bytes,
                                            what="background image")
         image = imaging.decode(src.read_bytes(), max_bytes=max_bytes, draft_megapixels=opts.draft_megapixels)
-        result = service.run(image, opts)
+        result = service.run(image, opts, settings)
     out = stem.with_name(f"{stem.name}.{result.extension}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}{TMP_MARK}")

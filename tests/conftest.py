@@ -65,7 +65,7 @@ def _fake_foreground_classifier(request, monkeypatch) -> None:  # noqa: ANN001
         from server.services import removebg
         from tests.fakes_removebg import FakeClassifier
 
-        monkeypatch.setattr(removebg, "_classifier", lambda: FakeClassifier("other"))
+        monkeypatch.setattr(removebg, "_classifier", lambda settings: FakeClassifier("other"))
 
 
 @pytest.fixture(scope="session")

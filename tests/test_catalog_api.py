@@ -175,9 +175,9 @@ def test_upload_errors(client, admin) -> None:
 def test_plate_regions_are_masked_in_the_render(app, client, admin, monkeypatch) -> None:
     seen = {}
 
-    def spy(image, opts):  # noqa: ANN001
+    def spy(image, opts, settings):  # noqa: ANN001
         seen["rgb"] = np.asarray(image.convert("RGB")).copy()
-        return real(image, opts)
+        return real(image, opts, settings)
 
     real = catalog_jobs.remove_background
     monkeypatch.setattr(catalog_jobs, "remove_background", spy)
@@ -284,7 +284,7 @@ def break_renders(monkeypatch, error: Exception) -> list[int]:  # noqa: ANN001
     """Every render fails with `error`; the list counts the attempts."""
     calls: list[int] = []
 
-    def broken(image, opts):  # noqa: ANN001
+    def broken(image, opts, settings):  # noqa: ANN001
         calls.append(1)
         raise type(error)(*error.args)  # a fresh one each attempt
 
@@ -378,9 +378,9 @@ def test_detected_plates_are_masked_and_reported(app, client, admin, monkeypatch
     seen = {}
     real = catalog_jobs.remove_background
 
-    def spy(image, opts):  # noqa: ANN001
+    def spy(image, opts, settings):  # noqa: ANN001
         seen["rgb"] = np.asarray(image.convert("RGB")).copy()
-        return real(image, opts)
+        return real(image, opts, settings)
 
     monkeypatch.setattr(catalog_jobs, "remove_background", spy)
     assert client.patch("/v1/profiles/1", json={"detect_plates": True}, headers=admin.headers).status_code == 200
@@ -448,9 +448,9 @@ def test_a_new_look_reuses_the_cutout_and_a_new_shadow_does_not(app, client, adm
     calls = []
     real = catalog_jobs.remove_background
 
-    def counting(image, opts):  # noqa: ANN001
+    def counting(image, opts, settings):  # noqa: ANN001
         calls.append(opts.shadow_type)
-        return real(image, opts)
+        return real(image, opts, settings)
 
     monkeypatch.setattr(catalog_jobs, "remove_background", counting)
     v = new_vehicle(client, admin.headers)

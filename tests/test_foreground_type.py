@@ -131,7 +131,7 @@ def fakes(monkeypatch):
 
     def use(kind: str) -> FakeClassifier:
         clf = FakeClassifier(kind) if kind != "missing" else FakeMissingClassifier()
-        monkeypatch.setattr(service, "_classifier", lambda: clf)
+        monkeypatch.setattr(service, "_classifier", lambda settings: clf)
         return clf
 
     return seg, use

@@ -161,7 +161,7 @@ def removebg() -> Response:
     data = _image_bytes(params, files, max_bytes)
     with metrics.stage("decode"):
         image = imaging.decode(data, max_bytes=max_bytes, draft_megapixels=opts.draft_megapixels)
-    result = service.run(image, opts)  # charges on success only
+    result = service.run(image, opts, get_settings())  # charges on success only
     headers = {"X-Credits-Charged": f"{result.credits:g}", "X-Width": str(result.width),
                "X-Height": str(result.height)}
     if result.type is not None:  # type_level=none: no X-Type, as remove.bg
@@ -206,7 +206,7 @@ def segment() -> Response:
         raise RemoveBgError("Give points (with labels) and/or a box.", code="invalid_prompt",
                             title="Invalid segmentation prompt")
     image = imaging.decode(_image_bytes(params, files, max_bytes), max_bytes=max_bytes)
-    sam = service.get_sam()
+    sam = service.get_sam(get_settings())
     started = time.perf_counter()
     try:
         mask = sam.predict(image.convert("RGB"), points=points, labels=labels, box=box)

@@ -89,7 +89,7 @@ def _run(source: bytes, filename: str, choice: dict[str, Any], points: list[list
     opts: Options = parse_options(removebg_params(choice, points))
     image = imaging.decode(source, max_bytes=max_bytes)
     g.principal = g.user  # charges from the dashboard are the user's, without an API key
-    result = run(image, opts)  # the removebg service charges the credits; any error refunds them
+    result = run(image, opts, s)  # the removebg service charges the credits; any error refunds them
     store = _store()
     _clean_old(store)
     token = secrets.token_urlsafe(18)

@@ -97,7 +97,7 @@ def render_photo(settings: Settings, photo: dict[str, Any], profile: dict[str, A
     else:
         opts = parse_options({"type": "car", "size": size, "format": "png",
                               "add_shadow": "true" if profile["add_shadow"] else "false"})
-        body = remove_background(image, opts).body
+        body = remove_background(image, opts, settings).body
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(f".{uuid.uuid4().hex}.tmp")
         tmp.write_bytes(body)

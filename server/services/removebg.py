@@ -17,7 +17,7 @@ from models import compose, glass, imaging, shadow
 from models.compose import Box, Margin
 from models.errors import ModelError
 from server import json_limits, metrics
-from server.config import get_settings
+from server.config import Settings
 from server.errors import ApiError
 from server.services import segmentation
 
@@ -316,13 +316,14 @@ class Result:
     extension: str
 
 
-def _classifier():  # type: ignore[no-untyped-def]
+def _classifier(settings: Settings):  # type: ignore[no-untyped-def]
     from models.foreground import get_classifier
 
-    return get_classifier(get_settings().models_dir)
+    return get_classifier(settings.models_dir)
 
 
-def foreground_type(rgb: np.ndarray, opts: Options, roi: tuple[int, int, int, int] | None = None) -> str:
+def foreground_type(rgb: np.ndarray, opts: Options, settings: Settings,
+                    roi: tuple[int, int, int, int] | None = None) -> str:
     """The foreground's type: the one asked for, or for type=auto what the classifier sees (inside the ROI); "other"
     when the classifier is not installed (`forecourt models fetch efficientnet-lite0`)."""
     if opts.type != "auto":
@@ -331,7 +332,7 @@ def foreground_type(rgb: np.ndarray, opts: Options, roi: tuple[int, int, int, in
         x1, y1, x2, y2 = roi
         rgb = rgb[y1:y2, x1:x2]
     try:
-        return str(_classifier().classify(rgb).type)
+        return str(_classifier(settings).classify(rgb).type)
     except ModelError as exc:
         if exc.code not in ("model_unavailable", "model_corrupt"):
             raise
@@ -339,11 +340,10 @@ def foreground_type(rgb: np.ndarray, opts: Options, roi: tuple[int, int, int, in
         return "other"
 
 
-def get_sam():  # type: ignore[no-untyped-def]
+def get_sam(s: Settings):  # type: ignore[no-untyped-def]
     """The installed Segment Anything predictor, or 503 sam_not_installed."""
     from models import sam
 
-    s = get_settings()
     try:
         return sam.get_sam(s.models.sam_model, models_dir=s.models_dir, device=s.models.device)
     except ModelError as exc:
@@ -372,20 +372,20 @@ def output_megapixels(opts: Options, size: str) -> float:
     return min(limit, PNG_MEGAPIXELS) if may_be_png else limit
 
 
-def cutout_alpha(rgb: np.ndarray, opts: Options, roi: tuple[int, int, int, int] | None,
+def cutout_alpha(rgb: np.ndarray, opts: Options, settings: Settings, roi: tuple[int, int, int, int] | None,
                  kind: str | None = None) -> np.ndarray:
     """The alpha matte for the foreground's type (`kind`, default the options' type: "car" runs the car pipeline),
     ROI, refinement and semitransparency."""
     seg = segmentation.segmenter()
     is_car = (kind or opts.type) == "car"
-    alpha = seg.mask(rgb, kind="car" if is_car else "auto", mirror=is_car and get_settings().removebg.car_mirror_pass)
+    alpha = seg.mask(rgb, kind="car" if is_car else "auto", mirror=is_car and settings.removebg.car_mirror_pass)
     if getattr(seg, "last_model_ms", None) is not None:
         metrics.observe_inference(seg.name, seg.last_model_ms / 1000.0)
     for name, seconds in (getattr(seg, "last_stages", None) or {}).items():
         metrics.observe_stage(name, seconds)
     if opts.refine == "sam":
         with metrics.stage("sam"):
-            alpha = refine_with_sam(rgb, alpha, opts.refine_points)
+            alpha = refine_with_sam(rgb, alpha, settings, opts.refine_points)
     if roi is not None:
         x1, y1, x2, y2 = roi
         keep = np.zeros_like(alpha)
@@ -396,12 +396,12 @@ def cutout_alpha(rgb: np.ndarray, opts: Options, roi: tuple[int, int, int, int] 
     return np.clip(alpha, 0.0, 1.0).astype(np.float32, copy=False)
 
 
-def refine_with_sam(rgb: np.ndarray, alpha: np.ndarray,
+def refine_with_sam(rgb: np.ndarray, alpha: np.ndarray, settings: Settings,
                     points: list[tuple[float, float, int]] | None = None) -> np.ndarray:
     """Let SAM, prompted with the matte's box (and the caller's keep/remove points), decide what is the object:
     the matte is kept (soft edges and all) inside SAM's mask, dropped outside it, and SAM's core fills what the
     matte missed."""
-    sam = get_sam()
+    sam = get_sam(settings)
     h, w = alpha.shape
     box = compose.foreground_box(alpha, 0.5)
     pts = [[x * (w - 1), y * (h - 1)] for x, y, _ in points or []]
@@ -437,7 +437,7 @@ def _check_roi(opts: Options, width: int, height: int) -> tuple[int, int, int, i
     return x1, y1, x2, y2
 
 
-def remove_background(image: Image.Image, opts: Options) -> Result:
+def remove_background(image: Image.Image, opts: Options, settings: Settings) -> Result:
     """Run the whole pipeline on a decoded image (no charging: see `run`)."""
     size = opts.resolved_size
     roi = _check_roi(opts, image.width, image.height)
@@ -450,8 +450,8 @@ def remove_background(image: Image.Image, opts: Options) -> Result:
     rgb = np.asarray(work if work.mode == "RGB" else work.convert("RGB"))
     metrics.observe_stage("resize", time.perf_counter() - resize_started)
     with metrics.stage("classify"):
-        kind = foreground_type(rgb, opts, roi)
-    alpha = cutout_alpha(rgb, opts, roi, kind)
+        kind = foreground_type(rgb, opts, settings, roi)
+    alpha = cutout_alpha(rgb, opts, settings, roi, kind)
     compose_started = time.perf_counter()
     if work.mode == "RGBA":  # an input that was transparent already stays so
         alpha = np.minimum(alpha, np.asarray(work.getchannel("A"), dtype=np.float32) * (1.0 / 255.0))
@@ -461,7 +461,7 @@ def remove_background(image: Image.Image, opts: Options) -> Result:
     from models.refine import decontaminate
 
     colour = decontaminate(rgb, alpha)
-    if kind == "car" and opts.semitransparency and get_settings().removebg.see_through_glass:  # models/glass.py
+    if kind == "car" and opts.semitransparency and settings.removebg.see_through_glass:  # models/glass.py
         alpha, colour = glass.see_through(rgb, alpha, colour)
         alpha_u8 = cv2.convertScaleAbs(alpha, alpha=255.0)
     if opts.shadow_type is None:  # RGBA; the subject is its alpha
@@ -492,13 +492,13 @@ def remove_background(image: Image.Image, opts: Options) -> Result:
                   SIZE_CREDITS[size], MEDIA_EXTENSIONS[media])
 
 
-def run(image: Image.Image, opts: Options) -> Result:
+def run(image: Image.Image, opts: Options, settings: Settings) -> Result:
     """Charge the request's credits and remove the background; any error refunds them. size=auto takes the full
     size when the credits allow it and the image is larger than a preview, else the preview."""
     from server.services.metering import charge
 
     if opts.refine == "sam":
-        get_sam()  # 503 before any work when it is not installed
+        get_sam(settings)  # 503 before any work when it is not installed
     sizes = [opts.size]
     if opts.size == "auto":
         sizes = ["preview"] if image.width * image.height <= SIZE_MEGAPIXELS["preview"] * 1e6 else ["full", "preview"]
@@ -506,7 +506,7 @@ def run(image: Image.Image, opts: Options) -> Result:
         sized = replace(opts, size=size)
         try:
             with charge("credits", sized.credits):
-                return remove_background(image, sized)
+                return remove_background(image, sized, settings)
         except LicensingError as exc:
             if exc.code != "insufficient_credits" or i == len(sizes) - 1:
                 raise
