@@ -175,7 +175,7 @@ class RecognitionSettings(Section):
         description="Descriptors past which a collection's index becomes IVF-PQ instead of exact flat (a rebuild is queued).")
     background_rebuild: bool = Field(
         True,
-        description="Queued index rebuilds run at once in a worker thread; false: `forecourt index rebuild --pending`.")
+        description="Index rebuild jobs run on the job queue's workers; false holds them for `forecourt index rebuild --pending`.")
     nprobe: int = Field(16, ge=1, le=1024, description="IVF lists searched per query vector (speed vs recall).")
     pq_m: Literal[16, 32, 64] = Field(
         64, description="Product-quantizer parts of an IVF-PQ descriptor (4 bits each: 64 = 32 bytes).")

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import requests
 
+from core.process import owner_id
 from models.recognition.index import KP_BITS, FeatureIndex
 from server.services import recognition_index as svc_index
 from server.services import recognition_rebuild as svc_rebuild
@@ -81,8 +82,10 @@ def _saved(app, cid: str) -> FeatureIndex:  # type: ignore[no-untyped-def]
 
 
 def _rows(app, cid: str) -> list[dict]:  # type: ignore[no-untyped-def]
+    """The collection's rebuild jobs that are queued or running."""
     with app.app_context():
-        return list(get_db().query("SELECT rowid, * FROM rec_rebuilds WHERE collection_id = ?", [cid]))
+        return list(get_db().query("SELECT * FROM jobs WHERE unique_key = ? AND state IN ('queued', 'running') "
+                                   "ORDER BY id", [f"{svc_rebuild.REBUILD}:{cid}"]))
 
 
 @pytest.mark.timeout(900)  # 100-160 s on a loaded 2-core box (make test-fast, 06:10 UTC): more than the default 300 s under heavier load
@@ -138,8 +141,8 @@ def test_an_upload_and_a_delete_between_snapshot_and_swap_are_in_the_new_index(a
     with app.app_context():
         [result] = svc_rebuild.run_pending_rebuilds(before_swap=meanwhile)
     assert seen["state"] == "running" and seen["found"] == "sign-3"
-    assert [(r["rowid"], r["state"], r["claimed_by"]) for r in seen["rows"]] == [
-        (queued[0]["rowid"], "running", seen["claimed_by"])]  # not queued twice
+    assert [(r["id"], r["state"], r["claimed_by"]) for r in seen["rows"]] == [
+        (queued[0]["id"], "running", seen["claimed_by"])]  # not queued twice
     assert result == {**result, "status": "done", "kind": "ivfpq", "added_meanwhile": 1, "removed_meanwhile": 1}
     assert _rows(app, coll) == []
     expected = _stored(app, coll)
@@ -170,8 +173,9 @@ def test_a_rebuild_whose_worker_is_gone_is_taken_over(app, client, admin, coll) 
         with app.app_context():
             db = get_db()
             with write_txn(db):
-                db.execute("UPDATE rec_rebuilds SET state = 'running', claimed_by = ?, lease_until = ? "
-                           "WHERE collection_id = ?", [owner, time.time() + lease_in, coll])
+                db.execute("UPDATE jobs SET state = 'running', claimed_by = ?, lease_until = ? WHERE unique_key = ? "
+                           "AND state IN ('queued', 'running')", [owner, time.time() + lease_in,
+                                                                  f"{svc_rebuild.REBUILD}:{coll}"])
 
     claim("other-host:1234:abcd", 600)  # another worker, alive and within its lease
     assert _summary(client, admin, coll)["index"]["rebuild"] == "running"
@@ -182,7 +186,8 @@ def test_a_rebuild_whose_worker_is_gone_is_taken_over(app, client, admin, coll) 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     assert dead.pid != os.getpid()
-    claim(f"{socket.gethostname()}:{dead.pid}:abcd", 600)  # a worker of this box that is gone, lease or not
+    boot = owner_id().split(":")[0]
+    claim(f"{socket.gethostname()}:{boot}:{dead.pid}:-:abcd", 600)  # a worker of this box that is gone, lease or not
     assert _summary(client, admin, coll)["index"]["rebuild"] == "queued"
 
     def taken_over(cid: str) -> None:  # while this build ran, its lease lapsed and another worker claimed it
@@ -214,7 +219,7 @@ def test_cli_runs_pending_rebuilds_and_a_full_rebuild_clears_them(app, client, a
     with app.app_context():
         db = get_db()
         with write_txn(db):
-            svc_rebuild.queue_rebuild(db, coll)
+            svc_rebuild.request_rebuild(db, app.extensions["forecourt.settings"], coll)
     result = runner.invoke(cli, ["index", "rebuild", "--pending"], env=env)
     assert result.exit_code == 0 and f"{coll}: done, 1500 descriptors, ivfpq index" in result.output, result.output
     assert _rows(app, coll) == []
@@ -274,19 +279,87 @@ def test_a_failing_rebuild_job_is_retried_then_dead_and_still_wanted(app, client
     with app.app_context():
         db = get_db()
         with write_txn(db):
-            svc_rebuild.queue_rebuild(db, coll)
-        assert svc_rebuild.start_claimable_rebuild(db, settings, coll) == "queued"
-        assert svc_rebuild.start_claimable_rebuild(db, settings, coll) == "queued"  # one job, however often asked
+            first = svc_rebuild.request_rebuild(db, settings, coll)
+            assert svc_rebuild.request_rebuild(db, settings, coll) == first  # one job, however often asked
+        assert svc_rebuild.rebuild_state(db, coll) == "queued"
     ran = queue.run_pending(app, kinds=(svc_rebuild.REBUILD,))
     assert [state for _, state, _ in ran] == ["queued", "queued", "dead"] and len(calls) == 3
     with app.app_context():
         [job] = store.list_jobs(get_db(), kind=svc_rebuild.REBUILD)
         assert job["attempts"] == 3 and "MemoryError: no room for the new index" in job["error"]
-        assert svc_rebuild.rebuild_state(get_db(), coll) == "queued"  # still wanted: the next upload asks again
+        assert svc_rebuild.rebuild_state(get_db(), coll) is None  # dead: in `forecourt jobs list`, until retried
     monkeypatch.setattr(svc_rebuild, "rebuild_descriptors", real)
     with app.app_context():
         assert queue.retry_dead(get_db(), settings, [job["id"]]) == [job["id"]]
     [(_, state, result)] = queue.run_pending(app, kinds=(svc_rebuild.REBUILD,))
-    assert state == "done" and [r["status"] for r in result["rebuilds"]] == ["done"]
+    assert state == "done" and result["status"] == "done"
     with app.app_context():
         assert svc_rebuild.rebuild_state(get_db(), coll) is None
+
+
+@pytest.mark.timeout(900)  # builds an IVF index twice on a loaded 2-core box
+def test_one_rebuild_of_a_collection_at_a_time_and_no_request_is_lost(app, client, admin, coll) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from server.jobs import store
+
+    settings = app.extensions["forecourt.settings"]
+    for i in range(1, 5):
+        _upload(client, admin, coll, i)
+    [job] = _rows(app, coll)
+    in_build, go_on, out = threading.Event(), threading.Event(), {}
+
+    def hold_before_swap(cid: str) -> None:  # the index is built; the swap waits for the test
+        in_build.set()
+        assert go_on.wait(600)
+
+    def first_worker() -> None:
+        with app.app_context():
+            out["results"] = svc_rebuild.run_pending_rebuilds(before_swap=hold_before_swap)
+
+    worker = threading.Thread(target=first_worker)
+    worker.start()
+    try:
+        assert in_build.wait(600)
+        with app.app_context():
+            db = get_db()
+            assert store.claim(db, job["id"], 60) is None  # a duplicate message, or another worker: nothing to take
+            assert svc_rebuild.run_pending_rebuilds() == []  # a second worker finds nothing queued
+            with write_txn(db):  # an upload that outgrows the index asks again: the running job is the answer
+                assert svc_rebuild.request_rebuild(db, settings, coll) == job["id"]
+            # a second job of the collection made anyway (an old dead one retried) steps aside while one runs
+            twin, _ = store.add(db, svc_rebuild.REBUILD, {"collection_id": coll},
+                                unique_key=f"{svc_rebuild.REBUILD}:{coll}")
+            assert svc_rebuild.run_pending_rebuilds() == [
+                {"collection_id": coll, "status": "covered", "by_job": job["id"]}]
+        late = _upload(client, admin, coll, 5)  # stored while the build runs: the swap must take it in
+        assert [(r["id"], r["state"]) for r in _rows(app, coll)] == [(job["id"], "running")]
+    finally:
+        go_on.set()
+        worker.join()
+    [result] = out["results"]
+    assert result == {**result, "status": "done", "kind": "ivfpq", "added_meanwhile": 1}
+    assert _rows(app, coll) == []
+    svc_index.forget_cached_indexes()
+    assert _descriptors_per_image(_saved(app, coll)) == _stored(app, coll) and late in _stored(app, coll)
+
+    # a request once the swap committed (its job is done then) is a new job, run afterwards
+    asked = {}
+
+    def ask_after_swap(cid: str) -> None:
+        with app.app_context():
+            db = get_db()
+            with write_txn(db):
+                asked["job"] = svc_rebuild.request_rebuild(db, settings, cid)
+
+    with app.app_context():
+        db = get_db()
+        with write_txn(db):
+            second = svc_rebuild.request_rebuild(db, settings, coll)
+        [result] = svc_rebuild.run_pending_rebuilds(after_swap=ask_after_swap)
+    assert result["status"] == "done" and asked["job"] != second
+    assert [(r["id"], r["state"]) for r in _rows(app, coll)] == [(asked["job"], "queued")]
+    assert _summary(client, admin, coll)["index"]["rebuild"] == "queued"
+    with app.app_context():
+        assert [r["status"] for r in svc_rebuild.run_pending_rebuilds()] == ["done"]
+    assert _rows(app, coll) == [] and _summary(client, admin, coll)["pending_index_work"] == 0

@@ -60,6 +60,9 @@ def test_an_old_data_folder_is_upgraded_in_place_and_keeps_everything(old_folder
 
     old, facts = old_folder
     data, state = _copy(old, tmp_path)
+    with sqlite3.connect(data / "forecourt.db") as db:  # an index rebuild the old release had queued
+        db.execute("INSERT INTO rec_rebuilds (collection_id, state, queued_at) VALUES (?, 'queued', ?)",
+                   [facts["collection"], "2026-12-01T00:00:00Z"])
     before = _migrations(data / "forecourt.db")
     app = create_app({"storage": {"data_dir": str(data)}, "models": {"dir": str(MODELS_DIR), "require": False},
                       "logging": {"level": "WARNING"}, "queue": {"threads": 0},
@@ -102,6 +105,14 @@ def test_an_old_data_folder_is_upgraded_in_place_and_keeps_everything(old_folder
         scan = client.post(f"/v1/collections/{facts['collection']}/recognize", headers=h,
                            json={"image_file_b64": base64.b64encode(jpeg(scene(pattern(1), seed=7))).decode()})
         assert scan.status_code == 200 and scan.get_json()["results"][0]["object_id"] == "sign-1"
+
+        # the old release's queued index rebuild is a queued job on the one queue, shown in the summary
+        with sqlite3.connect(data / "forecourt.db") as db:
+            assert db.execute("SELECT kind, args, state FROM jobs WHERE kind = 'recognition.rebuild'").fetchall() == \
+                [("recognition.rebuild", json.dumps({"collection_id": facts["collection"]}), "queued")]
+            assert not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'rec_rebuilds'").fetchone()
+        summary = client.get(f"/v1/collections/{facts['collection']}/summary", headers=h).get_json()
+        assert summary["index"]["rebuild"] == "queued" and summary["pending_index_work"] >= 1
 
         # the ledger verifies (one entry more: the scan just charged), the license is as it was
         ledger = client.get("/v1/licensing/ledger", headers=h).get_json()

@@ -37,7 +37,8 @@ def jobs_list(obj: Any, state: str | None, kind: str | None, limit: int, as_json
     click.echo("  ".join(f"{s}: {n}" for s, n in counts.items()))
     for r in rows:
         error = f"  {r['error']}" if r["error"] and r["state"] in ("dead", "queued") else ""
-        click.echo(f"{r['id']}\t{r['kind']}\t{r['state']}\t{r['attempts']}/{r['max_attempts']}\t{r['created_at']}"
+        state = "queued (held: runs by hand)" if r["state"] == "queued" and r["run_after"] >= store.HELD else r["state"]
+        click.echo(f"{r['id']}\t{r['kind']}\t{state}\t{r['attempts']}/{r['max_attempts']}\t{r['created_at']}"
                    f"\t{r['args']}{error}")
 
 

@@ -32,12 +32,14 @@ Handler = Callable[[dict[str, Any], store.Claim], "dict[str, Any] | None"]
 
 @dataclass(frozen=True)
 class Kind:
-    """A kind of job: its handler, how often it may fail before it is dead, and what to tell its owner then."""
+    """A kind of job: its handler, how often it may fail before it is dead, what to tell its owner then, and
+    when its jobs are held for a run by hand (held(settings) true: no worker thread or process runs them)."""
 
     name: str
     handler: Handler
     max_attempts: int
     on_dead: Callable[[dict[str, Any], str], None] | None = None
+    held: Callable[[Settings], bool] | None = None
 
 
 _kinds: dict[str, Kind] = {}
@@ -47,14 +49,15 @@ _apps: dict[_QueueKey, Flask] = {}  # key -> the app whose context its jobs run 
 _state_lock = threading.Lock()
 
 
-def handler(kind: str, *, max_attempts: int = 3, on_dead: Callable[[dict[str, Any], str], None] | None = None
-            ) -> Callable[[Handler], Handler]:
+def handler(kind: str, *, max_attempts: int = 3, on_dead: Callable[[dict[str, Any], str], None] | None = None,
+            held: Callable[[Settings], bool] | None = None) -> Callable[[Handler], Handler]:
     """Register the function that runs jobs of a kind: handler(args, claim) -> result dict or None; an exception
     is a failed attempt (retried after a backoff, dead at max_attempts, when on_dead(args, error) runs in an app
-    context, also for a job whose worker was lost on its last attempt)."""
+    context, also for a job whose worker was lost on its last attempt). While held(settings) is true the kind's
+    jobs wait, queued, for run_pending (`forecourt jobs run`, or the area's own command)."""
 
     def register(fn: Handler) -> Handler:
-        _kinds[kind] = Kind(kind, fn, max_attempts, on_dead)
+        _kinds[kind] = Kind(kind, fn, max_attempts, on_dead, held)
         return fn
 
     return register
@@ -114,16 +117,23 @@ def _bind_app(app: Flask) -> None:
 
 def enqueue(db: sqlite_utils.Database, settings: Settings, kind: str, args: dict[str, Any], *,
             unique_key: str | None = None, while_running: bool = False) -> int:
-    """Record a job and send its message once the surrounding write transaction commits; returns the job id.
-    A unique_key that already has a queued job (or a running one, while_running) returns that job instead."""
+    """Record a job and send its message once the surrounding write transaction commits (a held kind's job is
+    recorded only); returns the job id. A unique_key that already has a queued job (or a running one,
+    while_running) returns that job instead, released if it was held and the kind no longer is."""
     spec = _kinds.get(kind)
     if spec is None:
         raise KeyError(f"no handler registered for job kind {kind!r}")
-    job_id, created = store.add(db, kind, args, unique_key=unique_key, max_attempts=spec.max_attempts,
-                                while_running=while_running)
-    if created:
+    job_id, to_send = store.add(db, kind, args, unique_key=unique_key, max_attempts=spec.max_attempts,
+                                while_running=while_running, held=is_held(spec, settings))
+    if to_send:
         after_commit(db, lambda: _send_logged(db, settings, [job_id]))
     return job_id
+
+
+def is_held(spec: Kind | str, settings: Settings) -> bool:
+    """Whether jobs of this kind wait for a run by hand under these settings."""
+    kind = _kinds.get(spec) if isinstance(spec, str) else spec
+    return bool(kind is not None and kind.held is not None and kind.held(settings))
 
 
 def _send_logged(db: sqlite_utils.Database, settings: Settings, job_ids: list[int], delay: float = 0.0) -> None:
@@ -230,19 +240,25 @@ def _run_job_message(key: _QueueKey, job_id: int) -> None:
         claim = store.claim(db, job_id, settings.queue.lease_seconds)
         if claim is None:
             return  # done, dead, already running elsewhere, or an early duplicate of a delayed retry
+        if is_held(claim.kind, settings):
+            store.hold(db, claim)  # e.g. a rebuild reaped or retried while [recognition] background_rebuild is off
+            return
         run_claimed(db, settings, claim)
 
 
-def run_pending(app: Flask, *, kinds: tuple[str, ...] | None = None, limit: int | None = None
-                ) -> list[tuple[int, str, dict[str, Any] | None]]:
-    """Run queued jobs in this thread until none are left (tests, `forecourt jobs run`, bench); retries run at
-    once instead of after their backoff. Returns (job id, new state, result) per attempt run."""
+def run_pending(app: Flask, *, kinds: tuple[str, ...] | None = None, limit: int | None = None,
+                unique_key: str | None = None) -> list[tuple[int, str, dict[str, Any] | None]]:
+    """Run queued jobs (of these kinds, of this unique key) in this thread until none are left (tests, `forecourt
+    jobs run`, bench), held ones too; retries run at once instead of after their backoff. Returns (job id, new
+    state, result) per attempt run."""
     ran: list[tuple[int, str, dict[str, Any] | None]] = []
     with app.app_context():
         settings, db = app.extensions["forecourt.settings"], get_db()
         while limit is None or len(ran) < limit:
-            where = "state = 'queued'" + (f" AND kind IN ({','.join('?' * len(kinds))})" if kinds else "")
-            row = db.execute(f"SELECT id FROM jobs WHERE {where} ORDER BY id LIMIT 1", list(kinds or ())).fetchone()
+            where = "state = 'queued'" + (f" AND kind IN ({','.join('?' * len(kinds))})" if kinds else "") + \
+                (" AND unique_key = ?" if unique_key else "")
+            row = db.execute(f"SELECT id FROM jobs WHERE {where} ORDER BY id LIMIT 1",
+                             [*(kinds or ()), *([unique_key] if unique_key else [])]).fetchone()
             if row is None:
                 break
             claim = store.claim(db, int(row[0]), settings.queue.lease_seconds, ignore_backoff=True)

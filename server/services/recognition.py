@@ -38,7 +38,7 @@ from server.services.recognition_index import (
     publish,
     stored_descriptors,
 )
-from server.services.recognition_rebuild import queue_rebuild, start_claimable_rebuild
+from server.services.recognition_rebuild import cancel_rebuilds, rebuild_state, request_rebuild
 from server.store import get_db, write_txn
 
 OBJECT_TYPES = ("car", "generic")
@@ -169,7 +169,7 @@ def delete_collection(db: sqlite_utils.Database, settings: Settings, collection_
         db.execute("DELETE FROM rec_images WHERE collection_id = ?", [collection_id])
         db.execute("DELETE FROM rec_objects WHERE collection_id = ?", [collection_id])
         db.execute("DELETE FROM rec_scans WHERE collection_id = ?", [collection_id])
-        db.execute("DELETE FROM rec_rebuilds WHERE collection_id = ?", [collection_id])
+        cancel_rebuilds(db, collection_id)
         db.execute("DELETE FROM rec_lookalikes WHERE collection_id = ?", [collection_id])
         db.execute("DELETE FROM rec_collections WHERE id = ?", [collection_id])
     for path in (settings.data_dir / "indexes").glob(f"{collection_id}.*faiss"):
@@ -402,12 +402,11 @@ def add_image(db: sqlite_utils.Database, settings: Settings, collection_id: str,
             # Flat past ivf_threshold, or an IVF index 4x past the size its lists were made for: a rebuild keeps the
             # vote's cost near constant (once per 4x growth). It runs in the background; until it lands this index,
             # with the image just added, answers correctly, only slower.
-            queue_rebuild(db, collection_id)
+            request_rebuild(db, settings, collection_id)
         if gindex is not None and analysis.embedding is not None:
             gindex.add(image_id, analysis.embedding)
         publish(db, settings, collection_id, gen + 1, index, gindex, model)
         _record_lookalikes(db, collection_id, object_id, lookalikes)
-    start_claimable_rebuild(db, settings, collection_id)
     return {**out, "status": "added", "id": image_id}
 
 
@@ -495,7 +494,7 @@ def purge_reference_images(db: sqlite_utils.Database, settings: Settings) -> int
     with write_txn(db):
         n = int(db.execute("SELECT COUNT(*) FROM rec_images").fetchone()[0])
         db.execute("DELETE FROM rec_images")
-        db.execute("DELETE FROM rec_rebuilds")
+        cancel_rebuilds(db)
         db.execute("UPDATE rec_collections SET index_gen = index_gen + 1")
     for path in (settings.data_dir / "indexes").glob("*.faiss"):
         path.unlink(missing_ok=True)
@@ -586,7 +585,6 @@ def recognize(db: sqlite_utils.Database, settings: Settings, collection_id: str,
     with write_txn(db):
         db["rec_scans"].insert({"collection_id": collection_id, "created_at": now_iso(),
                                 "matched": int(any(r["score"] >= threshold for r in results))})
-    start_claimable_rebuild(db, settings, collection_id)  # a rebuild whose worker was killed is taken over
     return {"results": results, "mode": mode, "min_score": threshold, "ambiguous": ambiguous,
             "search_time_ms": round((time.perf_counter() - start) * 1000, 1)}
 
@@ -604,7 +602,7 @@ def summary(db: sqlite_utils.Database, settings: Settings, collection_id: str) -
     model = embedder(settings)
     # With an embedding model installed, images stored before it (no embedding) keep the shortlist on votes.
     pending = images - embedded_count(db, collection_id, model) if model is not None else 0
-    rebuild = start_claimable_rebuild(db, settings, collection_id)  # the index outgrew its kind: queued or running
+    rebuild = rebuild_state(db, collection_id)  # the index outgrew its kind: queued or running
     return {
         "collection": _collection_out(coll),
         "objects": one("SELECT COUNT(*) FROM rec_objects WHERE collection_id = ?"),
