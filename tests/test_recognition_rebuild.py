@@ -296,3 +296,51 @@ def test_a_failing_rebuild_job_is_retried_then_dead_and_still_wanted(app, client
     with app.app_context():
         assert svc_rebuild.rebuild_state(get_db(), coll) is None
 
+
+
+def test_one_rebuild_of_a_collection_at_a_time_and_no_request_is_lost(app, client, admin, coll) -> None:  # type: ignore[no-untyped-def]
+    from server.jobs import queue, store
+
+    settings = app.extensions["forecourt.settings"]
+    for i in range(1, 5):
+        _upload(client, admin, coll, i)
+    [job] = _rows(app, coll)
+    with app.app_context():
+        db = get_db()
+        first = store.claim(db, job["id"], 600, ignore_backoff=True)  # a worker (this process, alive) takes it
+        assert first is not None
+        assert store.claim(db, job["id"], 60, ignore_backoff=True) is None  # a duplicate message, another worker
+        assert svc_rebuild.run_pending_rebuilds() == []  # a second worker finds nothing queued
+        assert svc_rebuild.rebuild_state(db, coll) == "running"
+        with write_txn(db):  # an upload that outgrows the index asks again: the running job is the answer
+            assert svc_rebuild.request_rebuild(db, settings, coll) == job["id"]
+        # a second job of the collection made anyway (an old dead one retried) steps aside while one runs
+        store.add(db, svc_rebuild.REBUILD, {"collection_id": coll}, unique_key=f"{svc_rebuild.REBUILD}:{coll}")
+        assert svc_rebuild.run_pending_rebuilds() == [
+            {"collection_id": coll, "status": "covered", "by_job": job["id"]}]
+    late = _upload(client, admin, coll, 5)  # stored while it runs: in the new index
+    assert [(r["id"], r["state"]) for r in _rows(app, coll)] == [(job["id"], "running")]
+    with app.app_context():
+        state, result = queue.run_claimed(get_db(), settings, first)
+    assert state == "done" and result["status"] == "done" and result["kind"] == "ivfpq"
+    assert _rows(app, coll) == []
+    svc_index.forget_cached_indexes()
+    assert _descriptors_per_image(_saved(app, coll)) == _stored(app, coll) and late in _stored(app, coll)
+
+    # a request once the swap committed (its job is done then) is a new job, run afterwards
+    asked = {}
+
+    def ask_after_swap(cid: str) -> None:
+        if "job" in asked:  # once: run_pending_rebuilds runs the job asked for too, and its swap would ask again
+            return
+        with write_txn(get_db()):
+            asked["job"] = svc_rebuild.request_rebuild(get_db(), settings, cid)
+
+    with app.app_context():
+        with write_txn(get_db()):
+            second = svc_rebuild.request_rebuild(get_db(), settings, coll)
+        results = svc_rebuild.run_pending_rebuilds(after_swap=ask_after_swap)
+    # the request made after the swap committed was a new job, and it ran next: not lost, not merged into the old one
+    assert asked["job"] != second
+    assert [r["status"] for r in results] == ["done", "done"]
+    assert _rows(app, coll) == [] and _summary(client, admin, coll)["index"]["rebuild"] is None
