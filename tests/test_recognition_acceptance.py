@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from models.recognition import decide
-from models.recognition.matcher import CAR_INLIER_MIDPOINT, Match, coverage
+from models.recognition.matcher import CAR_INLIER_MIDPOINT, Grid, Match
 
 
 def _car_outline(n: int = 600, seed: int = 0) -> np.ndarray:
@@ -18,13 +18,15 @@ def _car_outline(n: int = 600, seed: int = 0) -> np.ndarray:
 def test_inliers_spread_over_the_car_cover_more_than_inliers_clustered_on_a_wheel() -> None:
     points = _car_outline()
     rng = np.random.default_rng(1)
-    spread = points[rng.choice(len(points), 25, replace=False)]
-    wheel = points[np.linalg.norm(points - [300, 700], axis=1) < 90][:25]  # one wheel's keypoints
+    spread = rng.choice(len(points), 25, replace=False)
+    wheel = np.flatnonzero(np.linalg.norm(points - [300, 700], axis=1) < 90)[:25]  # one wheel's keypoints
     assert len(wheel) >= 10
-    assert coverage(points, spread) > 0.25
-    assert coverage(points, wheel) < 0.1
-    assert coverage(points, points) == 1.0
-    assert coverage(points, points[:0]) == 0.0
+    grid = Grid(points)  # built once per image, asked once per candidate
+    assert grid.share(spread) > 0.25
+    assert grid.share(wheel) < 0.1
+    assert grid.share(np.arange(len(points))) == 1.0
+    assert grid.share(spread[:0]) == 0.0
+    assert Grid(points[:0]).share(spread) == 0.0
 
 
 def _match(image_id: int, inliers: int, spread: float, body: float = 0.1) -> Match:
@@ -71,3 +73,18 @@ def test_the_default_car_score_is_the_inlier_logistic_it_was_calibrated_as() -> 
     assert abs(decide.per_object([m], {1: "car"}, CAR_INLIER_MIDPOINT)[0].score - 0.5) < 1e-9
     two = decide.per_object([m, _match(2, 16, 0.5)], {1: "car", 2: "car"}, CAR_INLIER_MIDPOINT)[0]
     assert abs(two.score - 0.5) < 1e-9
+
+
+def test_each_match_is_scored_once_and_an_object_again_only_when_its_second_view_counts(monkeypatch) -> None:
+    calls = []
+    score = decide.evidence_score
+    monkeypatch.setattr(decide, "evidence_score", lambda *a, **k: calls.append(a[0]) or score(*a, **k))
+    matches = [_match(1, 30, 0.3), _match(2, 20, 0.2), _match(3, 12, 0.1), _match(4, 25, 0.3), _match(5, 9, 0.1)]
+    owners = {1: "a", 2: "a", 3: "a", 4: "b", 5: "b"}
+    plain = decide.per_object(matches, owners, CAR_INLIER_MIDPOINT)
+    assert len(calls) == len(matches)  # the inlier score: an object's score is its best match's
+    assert [c.match.image_id for c in plain] == [1, 4]
+    calls.clear()
+    weighed = decide.per_object(matches, owners, CAR_INLIER_MIDPOINT, acceptance=EVIDENCE)
+    assert len(calls) == len(matches) + 2  # and once more per object whose second view counts
+    assert [c.match.image_id for c in weighed] == [1, 4]

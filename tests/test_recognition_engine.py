@@ -71,6 +71,18 @@ def test_search_finds_the_pattern_on_another_background_with_its_polygon(refs: d
     assert 255 < poly[:, 0].min() < 290 and 600 < poly[:, 0].max() < 635
 
 
+def test_the_inliers_spread_is_measured_only_when_asked(refs: dict[int, Features]) -> None:
+    """Match.spread (how much of the object the inliers cover) costs a grid per candidate: search measures it for
+    an Acceptance that weighs it (spread=True), and leaves it out otherwise, with the same matches."""
+    query = extract(scene(pattern(2), seed=99, size=(640, 480), at=(300, 150), scale=1.2, angle=15))
+    load = lambda ids: {i: refs[i] for i in ids}  # noqa: E731
+    plain = search(_index(refs), query, load)
+    measured = search(_index(refs), query, load, spread=True)
+    assert [m.spread for m in plain] == [None] * len(plain)
+    assert [(m.image_id, m.inliers) for m in plain] == [(m.image_id, m.inliers) for m in measured]
+    assert 0.3 < measured[0].spread <= 1.0
+
+
 def test_unknown_pattern_and_featureless_query_answer_nothing(refs: dict[int, Features]) -> None:
     load = lambda ids: {i: refs[i] for i in ids}  # noqa: E731
     unknown = search(_index(refs), extract(scene(pattern(42), seed=3)), load)

@@ -9,8 +9,9 @@ look-alike of the same model in another paint fits as well as the car itself. LI
 COLOUR_SCALE were chosen on one half of the 52 Carvana cars and checked on the other half and the 12 development
 cars (README, recognition).
 
-Evidence beyond the inlier count (issue 17): each match carries `spread` (matcher.coverage: the share of the car's
-keypoint grid cells its inliers occupy, the lower of query and reference) and each object its second view's inliers
+Evidence beyond the inlier count (issue 17): each match can carry `spread` (matcher.Grid.share: the share of the car's
+keypoint grid cells its inliers occupy, the lower of query and reference; measured only when the Acceptance weighs
+it, needs_spread) and each object its second view's inliers
 (ObjectEvidence); Acceptance is a logistic over these. CAR_ACCEPTANCE stays INLIERS_ONLY: logistic regressions
 over inliers, spread, second-view inliers and body colour, fitted on one half of the 52 cars
 (scripts/fit_recognition_score.py on eval_recognition.py --dump), did not hold on the other half (fitted on half
@@ -52,25 +53,34 @@ INLIERS_ONLY = Acceptance(0.0, 1.0 / INLIER_SCALE, 0.0, 0.0)  # logistic((inlier
 CAR_ACCEPTANCE = INLIERS_ONLY
 
 
+def needs_spread(acceptance: Acceptance) -> bool:
+    """Whether this score weighs the inliers' spread, so that verification must measure it (search's spread)."""
+    return acceptance.spread != 0.0
+
+
 @dataclass
 class ObjectEvidence:
-    """An object's verified matches summed up: its best one and the inliers of its second-best image."""
+    """An object's verified matches summed up: its best one, the inliers of its second-best image, and the best
+    match's own score (evidence_score of it alone)."""
 
     best: Match
     second: int = 0
+    best_score: float = 0.0
 
 
 def object_evidence(matches: list[Match], midpoint: float, use_colour: bool = True,
                     acceptance: Acceptance | None = None) -> ObjectEvidence:
-    """One object's matches summed up: the best one scored alone (colour included), and the most inliers of its
-    other images."""
-    ranked = sorted(matches, key=lambda m: (-evidence_score(m, midpoint, use_colour, acceptance), -m.inliers))
-    return ObjectEvidence(ranked[0], max((m.inliers for m in ranked[1:]), default=0))
+    """One object's matches summed up: the best one scored alone (colour included; each match scored once), and
+    the most inliers of its other images."""
+    scores = [evidence_score(m, midpoint, use_colour, acceptance) for m in matches]
+    k = max(range(len(matches)), key=lambda i: (scores[i], matches[i].inliers))
+    second = max((m.inliers for i, m in enumerate(matches) if i != k), default=0)
+    return ObjectEvidence(matches[k], second, scores[k])
 
 
 def evidence_features(ev: ObjectEvidence, midpoint: float = 0.0) -> list[float]:
     """The features of Acceptance, in FEATURE_NAMES order."""
-    return [ev.best.inliers - midpoint, ev.best.spread, float(min(ev.second, ev.best.inliers))]
+    return [ev.best.inliers - midpoint, ev.best.spread or 0.0, float(min(ev.second, ev.best.inliers))]
 
 
 def evidence_score(m: Match | ObjectEvidence, midpoint: float, use_colour: bool = True,
@@ -117,7 +127,10 @@ def per_object(matches: Iterable[Match], owners: dict[int, str], midpoint: float
     out = []
     for obj, ms in by_obj.items():
         ev = object_evidence(ms, midpoint, use_colour, acceptance)
-        out.append(Candidate(obj, ev.best, evidence_score(ev, midpoint, use_colour, acceptance)))
+        # the object's score is its best match's own unless a second view counts too
+        second_counts = acceptance.second != 0.0 and ev.second > 0
+        score = evidence_score(ev, midpoint, use_colour, acceptance) if second_counts else ev.best_score
+        out.append(Candidate(obj, ev.best, score))
     return sorted(out, key=lambda c: (-c.score, -c.match.inliers))
 
 

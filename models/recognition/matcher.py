@@ -55,7 +55,8 @@ class Match:
     colour: float | None = None  # colour.distance of the inlier pairs (None: an image without colour)
     body: float | None = None  # distance between the two images' body colours (colour.signature)
     pairs: np.ndarray | None = field(default=None, repr=False, compare=False)  # inlier (query, reference) keypoint indices
-    spread: float = 0.0  # how much of the car the inliers cover: coverage() in the query and the reference, the lower
+    spread: float | None = None  # how much of the car the inliers cover (Grid.share; the lower of query and
+    # reference), measured only when asked (verify's query_grid)
 
 
 def score_from_inliers(inliers: int, midpoint: float = INLIER_MIDPOINT) -> float:
@@ -107,30 +108,37 @@ def _hull(query: Features, pts: np.ndarray) -> list[list[float]] | None:
     return [[round(float(x), 1), round(float(y), 1)] for x, y in hull]
 
 
-COVERAGE_GRID = 8  # cells a side of the grid laid over the object's keypoints (coverage)
+COVERAGE_GRID = 8  # cells a side of the grid laid over the object's keypoints (Grid)
 
 
-def coverage(points: np.ndarray, inliers: np.ndarray, grid: int = COVERAGE_GRID) -> float:
-    """How much of the object the inliers spread over: the share of the grid cells holding any of the image's
-    keypoints (features come from the car mask, so they outline the car) that hold an inlier, on a grid x grid
-    layout of the keypoints' bounding box. A chance fit clusters on a wheel, a badge or a font's glyphs; the
-    same car seen again matches over its whole body."""
-    if len(points) == 0 or len(inliers) == 0:
-        return 0.0
-    lo = points.min(axis=0)
-    span = np.maximum(points.max(axis=0) - lo, 1e-6)
+class Grid:
+    """An image's keypoints on a grid x grid layout of their bounding box, built once per image: how much of the
+    object a set of inliers spreads over (`share`). Features come from the car mask, so the occupied cells outline
+    the car. A chance fit clusters on a wheel, a badge or a font's glyphs; the same car seen again matches over its
+    whole body."""
 
-    def cells(p: np.ndarray) -> set[tuple[int, int]]:
-        c = np.clip(((p - lo) / span * grid).astype(int), 0, grid - 1)
-        return set(zip(c[:, 0].tolist(), c[:, 1].tolist(), strict=True))
+    def __init__(self, points: np.ndarray, grid: int = COVERAGE_GRID) -> None:
+        if len(points) == 0:
+            self.cell, self.cells = np.zeros(0, np.int64), 0
+            return
+        lo = points.min(axis=0)
+        span = np.maximum(points.max(axis=0) - lo, 1e-6)
+        c = np.clip(((points - lo) / span * grid).astype(np.int64), 0, grid - 1)
+        self.cell = c[:, 0] * grid + c[:, 1]  # each keypoint's cell
+        self.cells = len(np.unique(self.cell))  # cells holding any keypoint
 
-    return len(cells(inliers) & cells(points)) / len(cells(points))
+    def share(self, keypoints: np.ndarray) -> float:
+        """The share of the occupied cells that hold one of these keypoints (indices into the image's points)."""
+        if not self.cells or len(keypoints) == 0:
+            return 0.0
+        return len(np.unique(self.cell[keypoints])) / self.cells
 
 
 def verify(query: Features, ref: Features, image_id: int = 0, *, mutual: bool = False,
-           midpoint: float = INLIER_MIDPOINT) -> Match:
+           midpoint: float = INLIER_MIDPOINT, query_grid: Grid | None = None) -> Match:
     """Match query against ref (Lowe ratio test; `mutual`: in both directions), fit a fundamental matrix with
-    MAGSAC, score the inliers (logistic with this midpoint)."""
+    MAGSAC, score the inliers (logistic with this midpoint). `query_grid` (Grid(query.points), built once per
+    query): also measure the inliers' spread (Match.spread), which only an Acceptance weighing it needs."""
     empty = Match(image_id, 0, 0.0, [])
     if len(query) < MIN_MATCHES or len(ref) < MIN_MATCHES:
         return empty
@@ -170,7 +178,7 @@ def verify(query: Features, ref: Features, image_id: int = 0, *, mutual: bool = 
     qi = np.array([m.queryIdx for m in good])[keep]
     ri = np.array([m.trainIdx for m in good])[keep]
     local, body = _colour(query, ref, qi, ri, polygon)
-    spread = min(coverage(query.points, query.points[qi]), coverage(ref.points, ref.points[ri]))
+    spread = None if query_grid is None else min(query_grid.share(qi), Grid(ref.points).share(ri))
     return Match(image_id, inliers, score_from_inliers(inliers, midpoint), polygon, local, body,
                  np.stack([qi, ri], axis=1), spread)
 

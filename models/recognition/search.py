@@ -11,7 +11,7 @@ import numpy as np
 from models.recognition.decide import evidence_score
 from models.recognition.features import Features
 from models.recognition.index import FeatureIndex
-from models.recognition.matcher import INLIER_MIDPOINT, VIEW_MIDPOINT_OFFSET, Match, verify
+from models.recognition.matcher import INLIER_MIDPOINT, VIEW_MIDPOINT_OFFSET, Grid, Match, verify
 
 MIN_QUERY_FEATURES = 20
 VIEW_TOP = 3
@@ -34,7 +34,8 @@ def search(index: FeatureIndex | None, query: Features, load: Callable[[list[int
            shortlist: int = 10, allowed: set[int] | None = None, vote_keypoints: int = 0,
            candidates: Sequence[int] | None = None, views: Features | None = None,
            view_top: int = VIEW_TOP, stop_score: float | None = None, after_stop: int = 0, use_colour: bool = False,
-           midpoint: float = INLIER_MIDPOINT, timings: dict[str, float] | None = None) -> list[Match]:
+           midpoint: float = INLIER_MIDPOINT, spread: bool = False,
+           timings: dict[str, float] | None = None) -> list[Match]:
     """Verified matches for the shortlisted reference images, best first; a query with too few features
     (tiny, blank, featureless) gets none. `candidates` (e.g. from a global embedding) replaces the vote.
 
@@ -53,6 +54,9 @@ def search(index: FeatureIndex | None, query: Features, load: Callable[[list[int
     `midpoint`: the score calibration's inlier midpoint for this kind of object (matcher.INLIER_MIDPOINT,
     CAR_INLIER_MIDPOINT); the simulated views' fits use it plus VIEW_MIDPOINT_OFFSET.
 
+    `spread`: measure each match's Match.spread (the query's keypoint grid built once), for an Acceptance that
+    weighs it (decide.needs_spread); off, verification skips it.
+
     `timings` (optional) receives seconds spent in shortlist, load and verify, and the count verified."""
     clock = time.perf_counter
     t0 = clock()
@@ -67,12 +71,13 @@ def search(index: FeatureIndex | None, query: Features, load: Callable[[list[int
         return []
     t1 = clock()
     t_load = 0.0
+    grid = Grid(query.points) if spread else None
     refs: dict[int, Features] = {}
     matches: list[Match] = []
     if stop_score is None:
         refs = load(ranked)
         t_load = clock() - t1
-        matches = [verify(query, refs[i], i, midpoint=midpoint) for i in ranked if i in refs]
+        matches = [verify(query, refs[i], i, midpoint=midpoint, query_grid=grid) for i in ranked if i in refs]
     else:
         extra = None  # images still to verify once a decisive match is found
         for i in ranked:
@@ -84,7 +89,7 @@ def search(index: FeatureIndex | None, query: Features, load: Callable[[list[int
             refs.update(load([i]))
             t_load += clock() - t
             if i in refs:
-                matches.append(verify(query, refs[i], i, midpoint=midpoint))
+                matches.append(verify(query, refs[i], i, midpoint=midpoint, query_grid=grid))
                 if extra is None and evidence_score(matches[-1], midpoint, use_colour) >= stop_score:
                     extra = after_stop
     if views is not None and len(views) and view_top > 0:
@@ -94,9 +99,11 @@ def search(index: FeatureIndex | None, query: Features, load: Callable[[list[int
             both.colours, both.light, both.body = (np.concatenate([query.colours, views.colours]), query.light,
                                                    query.body)
             both.paint_points, both.paint = query.paint_points, query.paint
+        both_grid = Grid(both.points) if spread else None
         for k, m in enumerate(matches[:view_top]):
             if m.score < VIEW_SKIP_SCORE:
-                v = verify(both, refs[m.image_id], m.image_id, mutual=True, midpoint=midpoint + VIEW_MIDPOINT_OFFSET)
+                v = verify(both, refs[m.image_id], m.image_id, mutual=True, midpoint=midpoint + VIEW_MIDPOINT_OFFSET,
+                           query_grid=both_grid)
                 if v.score > m.score:
                     matches[k] = v
     if timings is not None:

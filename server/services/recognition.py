@@ -527,6 +527,7 @@ def _matches(db: sqlite_utils.Database, settings: Settings, coll: dict[str, Any]
     stop = r.stop_score if single and r.stop_score > 0 else None
     midpoint = _midpoint(settings, coll)
     car = coll["object_type"] == "car"
+    spread = car and decide.needs_spread(decide.CAR_ACCEPTANCE)  # measured only when the car score weighs it
     gen = index_gen(db, coll["id"])
     load = lambda ids: _load_features(db, ids)  # noqa: E731
     model = analysis.model
@@ -536,10 +537,12 @@ def _matches(db: sqlite_utils.Database, settings: Settings, coll: dict[str, Any]
             gindex = load_global(db, settings, coll["id"], gen, model)
             candidates = gindex.search(analysis.embedding, r.shortlist, allowed)
             return search(None, analysis.features, load, shortlist=r.shortlist, allowed=allowed,
-                          candidates=candidates, stop_score=stop, after_stop=r.twin_checks, use_colour=car, midpoint=midpoint)
+                          candidates=candidates, stop_score=stop, after_stop=r.twin_checks, use_colour=car,
+                          midpoint=midpoint, spread=spread)
     index = load_index(db, settings, coll["id"], gen)
     return search(index, analysis.features, load, shortlist=r.shortlist, allowed=allowed,
-                  vote_keypoints=r.vote_keypoints, stop_score=stop, after_stop=r.twin_checks, use_colour=car, midpoint=midpoint)
+                  vote_keypoints=r.vote_keypoints, stop_score=stop, after_stop=r.twin_checks, use_colour=car,
+                  midpoint=midpoint, spread=spread)
 
 
 def recognize(db: sqlite_utils.Database, settings: Settings, collection_id: str, image: Image.Image, *,
