@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.files import sha256_file
 from models.errors import ModelCorrupt, ModelMissing
 from models.recognition import embedding as emb
 from models.recognition.index import FeatureIndex, GlobalIndex
@@ -126,7 +127,7 @@ def test_images_stored_before_the_model_keep_votes(app, client, admin, models_di
     assert s["pending_index_work"] == 1 and s["index"]["shortlist"] == "votes"
     assert _scan(client, admin.headers, cid, jpeg(scene(pattern(1), seed=5))).json["results"][0]["object_id"] == "o1"
     manifest = json.loads((models_dir / "recognition" / "tiny" / "manifest.json").read_text())
-    assert manifest["files"][0]["sha256"] == emb.sha256_file(models_dir / "recognition" / "tiny" / "tiny.pt")
+    assert manifest["files"][0]["sha256"] == sha256_file(models_dir / "recognition" / "tiny" / "tiny.pt")
 
 
 def test_cli_installs_a_torchvision_backbone_with_its_manifest(tmp_path: Path, cli_runner) -> None:  # type: ignore[no-untyped-def]

@@ -14,7 +14,6 @@ before the forward pass, so the shortlist, like the local features, sees the car
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import warnings
@@ -25,6 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from core.files import sha256_file
 from models.errors import ModelCorrupt, ModelMissing
 
 MANIFEST = "manifest.json"
@@ -32,14 +32,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _lock = threading.Lock()
 _loaded: dict[str, EmbeddingModel] = {}
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
