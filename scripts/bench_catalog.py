@@ -66,10 +66,11 @@ def main() -> None:
     assert resp.status_code == 201, resp.get_data(as_text=True)
     import numpy as np
 
+    from server.config import get_settings
     from server.services import segmentation
 
     with app.app_context():  # load the model outside the timing
-        segmentation.segmenter().mask(np.zeros((64, 64, 3), np.uint8), kind="car")
+        segmentation.segmenter(get_settings()).mask(np.zeros((64, 64, 3), np.uint8), kind="car")
     t0 = time.perf_counter()
     rendered = catalog_jobs.run_pending(app)
     render_s = time.perf_counter() - t0

@@ -103,7 +103,7 @@ def removebg_command(obj: Any, input_dir: Path, output_dir: Path, size: str, typ
                                                 code="multiple_bg_sources")
                 opts.bg_image = imaging.decode(bg_image_file.read_bytes(), max_bytes=max_bytes,
                                                what="background image")
-            segmentation.segmenter().load()
+            segmentation.segmenter(obj.settings).load()
             if opts.refine == "sam":
                 service.get_sam(obj.settings)
     except (ApiError, ModelError) as exc:

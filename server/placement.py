@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 def placements() -> list[Placement]:
     """The default segmenter's and SAM's placement under the settings."""
     s = get_settings()
-    return [segmenter_placement(segmentation.segmenter()),
+    return [segmenter_placement(segmentation.segmenter(s)),
             sam_placement(s.models.sam_model, s.models_dir, s.models.device)]
 
 

@@ -41,7 +41,7 @@ def settings_dict(settings_dict: dict) -> dict:
 @pytest.fixture(autouse=True)
 def fake_segmenter(monkeypatch):
     fake = FakeSegmenter()
-    monkeypatch.setattr(segmentation, "segmenter", lambda: fake)
+    monkeypatch.setattr(segmentation, "segmenter", lambda settings: fake)
     return fake
 
 

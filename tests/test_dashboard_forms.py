@@ -270,7 +270,7 @@ def test_try_it_refine_with_clicks_passes_the_points_to_segment_anything(client,
     from server.services import segmentation
     from tests.fakes_removebg import FakeSegmenter, photo
 
-    monkeypatch.setattr(segmentation, "segmenter", lambda: FakeSegmenter())
+    monkeypatch.setattr(segmentation, "segmenter", lambda settings: FakeSegmenter())
     sign_in(client, admin)
     token = csrf_token(client, "/try")
     resp = client.post("/try", data={"photo": (io.BytesIO(photo(400, 300)), "car.jpg"), "type": "auto",

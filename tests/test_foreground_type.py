@@ -127,7 +127,7 @@ def test_the_manifest_pins_efficientnet_lite0_from_pypi() -> None:
 @pytest.fixture
 def fakes(monkeypatch):
     seg = FakeSegmenter()
-    monkeypatch.setattr(segmentation, "segmenter", lambda: seg)
+    monkeypatch.setattr(segmentation, "segmenter", lambda settings: seg)
 
     def use(kind: str) -> FakeClassifier:
         clf = FakeClassifier(kind) if kind != "missing" else FakeMissingClassifier()

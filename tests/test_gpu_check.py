@@ -32,7 +32,7 @@ def stage_sums(text: str) -> dict[str, float]:
 
 
 def test_each_stage_of_a_cutout_is_timed_in_the_metrics(client, admin, monkeypatch) -> None:
-    monkeypatch.setattr(segmentation, "segmenter", lambda: FakeStagedSegmenter())
+    monkeypatch.setattr(segmentation, "segmenter", lambda settings: FakeStagedSegmenter())
     before = stage_sums(client.get("/metrics").get_data(as_text=True))
     resp = client.post("/v1.0/removebg", headers=admin.headers, content_type="multipart/form-data",
                        data={"image_file": (io.BytesIO(photo(1200, 800)), "car.jpg"), "size": "full",

@@ -101,6 +101,21 @@ def test_unknown_kind_is_refused_before_any_work(tmp_path: Path) -> None:
     assert info.value.status == 400
 
 
+def test_the_service_segmenter_takes_settings_and_is_one_object_per_configuration(tmp_path: Path) -> None:
+    """server.services.segmentation follows the service convention: settings passed in, no app needed; the same
+    configuration gives the same (cached) segmenter, another configuration another one."""
+    from server.config import Settings
+    from server.services import segmentation
+
+    settings = Settings.model_validate({"models": {"dir": str(tmp_path), "device": "cpu", "threads": 1}})
+    seg = segmentation.segmenter(settings)  # outside any app context
+    assert seg is segmentation.segmenter(settings.model_copy(deep=True))
+    assert seg is get_segmenter("isnet-general", tmp_path, device="cpu", threads=1, batch_size=0,
+                                batch_wait_ms=settings.models.batch_wait_ms)
+    other = Settings.model_validate({"models": {"dir": str(tmp_path), "device": "cpu", "threads": 2}})
+    assert segmentation.segmenter(other) is not seg
+
+
 def test_missing_model_is_a_clear_error_and_a_status(tmp_path: Path) -> None:
     seg = get_segmenter("isnet-general", tmp_path, device="cpu")
     with pytest.raises(ModelMissing, match="forecourt models fetch isnet-general") as info:

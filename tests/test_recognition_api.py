@@ -276,7 +276,7 @@ class FakeSegmenter:
 
 
 def test_car_collections_use_features_on_the_car_only(client, admin, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(segmentation, "segmenter", lambda: FakeSegmenter())
+    monkeypatch.setattr(segmentation, "segmenter", lambda settings: FakeSegmenter())
     cid = client.post("/v1/collections", json={"name": "Cars", "object_type": "car"}, headers=admin.headers).json["id"]
     client.put(f"/v1/collections/{cid}/objects/car-1", json={}, headers=admin.headers)
     # The "car" (pattern 1) on the left, a shared "backdrop" (pattern 9) on the right.

@@ -23,7 +23,7 @@ from tests.helpers import assert_error_shape
 @pytest.fixture
 def fake_segmenter(monkeypatch):
     fake = FakeSegmenter()
-    monkeypatch.setattr(segmentation, "segmenter", lambda: fake)
+    monkeypatch.setattr(segmentation, "segmenter", lambda settings: fake)
     return fake
 
 
@@ -76,7 +76,7 @@ def test_car_mirror_pass_setting_turns_the_second_pass_off(settings_dict, monkey
     from tests.helpers import make_account
 
     fake = FakeSegmenter()
-    monkeypatch.setattr(segmentation, "segmenter", lambda: fake)
+    monkeypatch.setattr(segmentation, "segmenter", lambda settings: fake)
     app = create_app({**settings_dict, "removebg": {"car_mirror_pass": False}})
     client = app.test_client()
     headers = make_account(app, "admin@dealer.example", "admin").headers
@@ -248,7 +248,7 @@ def test_heic_input(client, admin, fake_segmenter) -> None:
 
 
 def test_no_foreground_is_unknown_foreground_and_free(client, admin, monkeypatch) -> None:
-    monkeypatch.setattr(segmentation, "segmenter", lambda: FakeEmptySegmenter())
+    monkeypatch.setattr(segmentation, "segmenter", lambda settings: FakeEmptySegmenter())
     before = credits(client, admin.headers)
     resp = post(client, admin.headers, {"image_file": (io.BytesIO(photo()), "a.jpg")})
     assert assert_error_shape(resp, 400)["code"] == "unknown_foreground"
@@ -378,7 +378,7 @@ def test_roi_limits_the_foreground_and_semitransparency_off_hardens_edges(client
             hard = super().mask(image, kind, mirror)
             return np.where(hard > 0, 1.0, 0.3).astype(np.float32)  # a see-through haze all around
 
-    monkeypatch.setattr(segmentation, "segmenter", lambda: FakeSoftSegmenter())
+    monkeypatch.setattr(segmentation, "segmenter", lambda settings: FakeSoftSegmenter())
     resp = post(client, admin.headers, {"image_file": (io.BytesIO(photo(400, 300)), "a.jpg"),
                                         "roi": "0% 0% 50% 100%"})
     alpha = np.asarray(Image.open(io.BytesIO(resp.data)).getchannel("A"))
@@ -414,7 +414,7 @@ def test_json_body_with_native_types_and_a_data_url(client, admin, fake_segmente
 def test_a_crash_mid_request_is_a_500_in_the_error_shape_and_costs_nothing(client, admin, monkeypatch) -> None:
     from tests.fakes_removebg import FakeCrashingSegmenter
 
-    monkeypatch.setattr(segmentation, "segmenter", lambda: FakeCrashingSegmenter(fail_width=400))
+    monkeypatch.setattr(segmentation, "segmenter", lambda settings: FakeCrashingSegmenter(fail_width=400))
     before = credits(client, admin.headers)
     resp = post(client, admin.headers, {"image_file": (io.BytesIO(photo(400, 300)), "a.jpg"), "size": "full"})
     err = assert_error_shape(resp, 500)

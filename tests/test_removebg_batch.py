@@ -26,7 +26,7 @@ def test_batch_writes_all_resumes_and_reports_bad_files(cli_runner, tmp_path, mo
     out = tmp_path / "out"
 
     first = FakeCrashingSegmenter(fail_width=340)
-    monkeypatch.setattr(segmentation, "segmenter", lambda: first)
+    monkeypatch.setattr(segmentation, "segmenter", lambda settings: first)
     result = runner.invoke(cli, ["removebg", str(src), str(out), "--size", "preview", "--workers", "2"], env=env)
     assert result.exit_code == 1
     assert "broken.jpg" in result.output and "car2.jpg" in result.output
@@ -37,7 +37,7 @@ def test_batch_writes_all_resumes_and_reports_bad_files(cli_runner, tmp_path, mo
     assert img.mode == "RGBA" and img.size == (300, 200)
 
     second = FakeSegmenter()
-    monkeypatch.setattr(segmentation, "segmenter", lambda: second)
+    monkeypatch.setattr(segmentation, "segmenter", lambda settings: second)
     result = runner.invoke(cli, ["removebg", str(src), str(out), "--size", "preview"], env=env)
     assert "3 already done" in result.output
     assert second.calls == 1  # only car2 was redone
@@ -52,7 +52,7 @@ def test_batch_refuses_bad_options_before_any_work(cli_runner, tmp_path, monkeyp
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.jpg").write_bytes(photo())
     fake = FakeSegmenter()
-    monkeypatch.setattr(segmentation, "segmenter", lambda: fake)
+    monkeypatch.setattr(segmentation, "segmenter", lambda settings: fake)
     result = runner.invoke(cli, ["removebg", str(tmp_path / "in"), str(tmp_path / "out"), "--scale", "5%"], env=env)
     assert result.exit_code == 2 and "scale" in result.output
     assert fake.calls == 0 and not (tmp_path / "out").exists()
@@ -76,7 +76,7 @@ def test_batch_is_metered_like_the_api(cli_runner, tmp_path, monkeypatch) -> Non
         return body["data"]["attributes"]["credits"]["total"]
 
     before = total()
-    monkeypatch.setattr(segmentation, "segmenter", lambda: FakeSegmenter())
+    monkeypatch.setattr(segmentation, "segmenter", lambda settings: FakeSegmenter())
     result = runner.invoke(cli, ["removebg", str(tmp_path / "in"), str(tmp_path / "out"), "--size", "full"], env=env)
     assert result.exit_code == 0, result.output
     assert total() == before - 2
@@ -97,7 +97,7 @@ def test_batch_with_format_auto_resumes_on_either_extension_and_clears_stale_tem
     bg = tmp_path / "lot.png"
     Image.new("RGB", (64, 64), (0, 0, 200)).save(bg)
     fake = FakeSegmenter()
-    monkeypatch.setattr(segmentation, "segmenter", lambda: fake)
+    monkeypatch.setattr(segmentation, "segmenter", lambda settings: fake)
     result = runner.invoke(cli, ["removebg", str(src), str(out), "--format", "auto", "--bg-image", str(bg),
                                  "--size", "preview", "--type", "auto"], env=env)
     assert result.exit_code == 0, result.output
@@ -121,7 +121,7 @@ def test_batch_images_are_jobs_on_the_queue_retried_then_dead_and_a_rerun_redoes
         (src / f"car{i}.jpg").write_bytes(photo(w, 200))
     (src / "broken.jpg").write_bytes(b"\xff\xd8 broken")
     crashing = FakeCrashingSegmenter(fail_width=340)
-    monkeypatch.setattr(segmentation, "segmenter", lambda: crashing)
+    monkeypatch.setattr(segmentation, "segmenter", lambda settings: crashing)
     first = runner.invoke(cli, ["removebg", str(src), str(out), "--size", "preview", "--workers", "2"], env=env)
     assert first.exit_code == 1
 
@@ -141,7 +141,7 @@ def test_batch_images_are_jobs_on_the_queue_retried_then_dead_and_a_rerun_redoes
     assert listed.exit_code == 0 and listed.output.count("removebg.file\tdead") == 2
 
     fixed = FakeSegmenter()
-    monkeypatch.setattr(segmentation, "segmenter", lambda: fixed)
+    monkeypatch.setattr(segmentation, "segmenter", lambda settings: fixed)
     second = runner.invoke(cli, ["removebg", str(src), str(out), "--size", "preview"], env=env)
     assert "2 to do, 2 already done" in second.output and fixed.calls == 1  # only car2 is redone
     new = {k: v for k, v in jobs().items() if k not in after_first}

@@ -24,7 +24,7 @@ from tests.helpers import assert_error_shape
 @pytest.fixture
 def fake_segmenter(monkeypatch):
     fake = FakeSegmenter()
-    monkeypatch.setattr(segmentation, "segmenter", lambda: fake)
+    monkeypatch.setattr(segmentation, "segmenter", lambda settings: fake)
     return fake
 
 
@@ -132,7 +132,7 @@ def test_a_request_that_outlasts_its_window_gets_no_negative_retry_after(setting
     account = make_account(application, "a@dealer.example", "member")
     c = application.test_client()
     with time_machine.travel(whole_second_ahead(), tick=False) as clock:
-        monkeypatch.setattr(segmentation, "segmenter", lambda: SlowFakeSegmenter(clock, 3.0))
+        monkeypatch.setattr(segmentation, "segmenter", lambda settings: SlowFakeSegmenter(clock, 3.0))
         resp = post(c, account.headers, {"image_file": (io.BytesIO(photo()), "a.jpg")})
     assert resp.status_code == 200, resp.get_data(as_text=True)
     assert "Retry-After" not in resp.headers and resp.headers["X-RateLimit-Limit"] == "5"

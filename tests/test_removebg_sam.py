@@ -63,7 +63,7 @@ def test_segment_refuses_bad_prompts(client, admin, installed_sam, prompt, fragm
 
 
 def test_refine_sam_uses_the_matte_box_and_the_callers_points(client, admin, installed_sam, monkeypatch) -> None:
-    monkeypatch.setattr(segmentation, "segmenter", lambda: FakeSegmenter())
+    monkeypatch.setattr(segmentation, "segmenter", lambda settings: FakeSegmenter())
     before = credits(client, admin.headers)
     resp = client.post("/v1.0/removebg", data={"image_file": (io.BytesIO(photo(400, 300)), "a.jpg"),
                                                "refine": "sam", "refine_points": "[[0.5, 0.5, 1], [0.02, 0.02, 0]]"},
@@ -82,7 +82,7 @@ def test_refine_sam_uses_the_matte_box_and_the_callers_points(client, admin, ins
 
 def test_refine_sam_without_a_checkpoint_is_503_and_free(client, admin, monkeypatch) -> None:
     fake = FakeSegmenter()
-    monkeypatch.setattr(segmentation, "segmenter", lambda: fake)
+    monkeypatch.setattr(segmentation, "segmenter", lambda settings: fake)
     before = credits(client, admin.headers)
     resp = client.post("/v1.0/removebg", data={"image_file": (io.BytesIO(photo()), "a.jpg"), "refine": "sam"},
                        headers=admin.headers, content_type="multipart/form-data")

@@ -96,7 +96,7 @@ def allow(app):
 @pytest.fixture
 def fake_segmenter(monkeypatch) -> FakeSegmenter:
     fake = FakeSegmenter()
-    monkeypatch.setattr(segmentation, "segmenter", lambda: fake)
+    monkeypatch.setattr(segmentation, "segmenter", lambda settings: fake)
     return fake
 
 

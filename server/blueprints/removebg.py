@@ -41,7 +41,7 @@ def init_app(app: Flask) -> None:
 
 def _segmenter_check() -> CheckResult:
     """The default segmenter's file is present and passes its checksum."""
-    status = segmentation.segmenter().status()
+    status = segmentation.segmenter(get_settings()).status()
     ok = bool(status["verified"])
     detail = (f"{status['name']} verified{' and loaded' if status['loaded'] else ''}" if ok else
               f"{status['name']}: {status['error']}")

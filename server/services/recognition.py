@@ -305,7 +305,7 @@ def analyse(settings: Settings, image: Image.Image, object_type: str) -> Analysi
     s = settings.recognition
     mask = None
     if object_type == "car":
-        mask = main_subject(segmentation.segmenter().mask(rgb, kind="car"))
+        mask = main_subject(segmentation.segmenter(settings).mask(rgb, kind="car"))
     feats = extract(rgb, mask, max_side=s.max_side, max_keypoints=s.max_keypoints)
     model = embedder(settings)
     if model is None:

@@ -376,7 +376,7 @@ def cutout_alpha(rgb: np.ndarray, opts: Options, settings: Settings, roi: tuple[
                  kind: str | None = None) -> np.ndarray:
     """The alpha matte for the foreground's type (`kind`, default the options' type: "car" runs the car pipeline),
     ROI, refinement and semitransparency."""
-    seg = segmentation.segmenter()
+    seg = segmentation.segmenter(settings)
     is_car = (kind or opts.type) == "car"
     alpha = seg.mask(rgb, kind="car" if is_car else "auto", mirror=is_car and settings.removebg.car_mirror_pass)
     if getattr(seg, "last_model_ms", None) is not None:
