@@ -16,6 +16,7 @@ from typing import Any
 from apiflask import APIFlask
 from flask import Response, g, has_app_context, request
 from flask_limiter import Limiter
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from server import errors, json_limits, metrics, security_headers
 from server.auth import SECURITY_SCHEMES, rate_limit_key
@@ -142,6 +143,9 @@ def create_app(settings: Settings | dict[str, Any] | None = None) -> APIFlask:
                     op["requestBody"]["required"] = True
         return spec
 
+    if settings.server.trusted_proxies:  # the client's address and scheme as the nearest N proxies saw them
+        n = settings.server.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
     prepare_data_dir(settings)
     errors.init_app(app)
     security_headers.init_app(app)

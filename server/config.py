@@ -49,6 +49,9 @@ class ServerSettings(Section):
     )
     public_url: str = Field("", description="Base URL used in e-mailed links, e.g. https://forecourt.example.")
     session_cookie_secure: bool = Field(False, description="Send the session cookie over HTTPS only.")
+    trusted_proxies: int = Field(
+        0, ge=0, le=10,
+        description="Reverse proxies in front that set X-Forwarded-For/-Proto; 0 ignores those headers (clients can forge them).")
 
 
 class StorageSettings(Section):

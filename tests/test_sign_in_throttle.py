@@ -22,9 +22,11 @@ def clock():  # type: ignore[no-untyped-def]
         yield traveller
 
 
-def _login(client, token: str, email: str, password: str, address: str = "127.0.0.1"):  # type: ignore[no-untyped-def]
+def _login(client, token: str, email: str, password: str, address: str = "127.0.0.1",  # type: ignore[no-untyped-def]
+           forwarded_for: str | None = None):
+    headers = {"User-Agent": UA} | ({"X-Forwarded-For": forwarded_for} if forwarded_for else {})
     return client.post("/login", data={"email": email, "password": password, "csrf_token": token},
-                       environ_base={"REMOTE_ADDR": address}, headers={"User-Agent": UA})
+                       environ_base={"REMOTE_ADDR": address}, headers=headers)
 
 
 def test_forty_wrong_passwords_then_the_right_one_is_refused_until_the_pause_ends(client, admin: Account,
@@ -83,6 +85,46 @@ def test_one_address_guessing_many_accounts_is_paused_but_others_are_not(client,
     # the admin, from their own desk, is not affected
     desk = app.test_client()
     assert _login(desk, csrf_token(desk), admin.email, admin.password, "198.51.100.2").status_code == 302
+
+
+def test_without_trusted_proxies_a_forged_forwarded_for_does_not_escape_the_address_pause(client, app,
+                                                                                       admin: Account, clock) -> None:
+    """[server] trusted_proxies = 0 (the default): X-Forwarded-For is the client's own word, so it is not read."""
+    assert app.extensions["forecourt.settings"].server.trusted_proxies == 0
+    token = csrf_token(client)
+    guesser = "203.0.113.7"
+    statuses = [_login(client, token, f"user{i}@dealer.example", "password1", guesser,
+                       forwarded_for=f"198.51.100.{i}").status_code for i in range(20)]
+    assert statuses == [401] * 20
+    refused = _login(client, token, admin.email, admin.password, guesser, forwarded_for="192.0.2.200")
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "30"
+
+
+def test_behind_one_trusted_proxy_the_pause_and_the_rate_limit_key_on_the_forwarded_address(settings_dict: dict,
+                                                                                           clock) -> None:
+    """With trusted_proxies = 1, every request comes from the proxy's address, and the throttle counts the client the
+    proxy names last in X-Forwarded-For: entries a client adds in front of it do not move it."""
+    from server import create_app
+
+    settings_dict["server"] = {"trusted_proxies": 1}
+    settings_dict["rate_limit"] = {"default": "5 per minute"}
+    app = create_app(settings_dict)
+    admin = make_account(app, "admin@dealer.example", "admin")
+    proxy, guesser, desk = "127.0.0.1", "203.0.113.7", "198.51.100.2"
+    client = app.test_client()
+    token = csrf_token(client)
+    statuses = [_login(client, token, f"user{i}@dealer.example", "password1", proxy,
+                       forwarded_for=f"192.0.2.{i}, {guesser}").status_code for i in range(20)]
+    assert statuses == [401] * 20
+    refused = _login(client, token, admin.email, admin.password, proxy, forwarded_for=guesser)
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "30"
+    other = app.test_client()  # another visitor behind the same proxy is not paused
+    assert _login(other, csrf_token(other), admin.email, admin.password, proxy, forwarded_for=desk).status_code == 302
+    # flask-limiter's per-address window (calls without a key) counts each forwarded client on its own
+    remaining = [int(client.get("/v1/me", environ_base={"REMOTE_ADDR": proxy},
+                                headers={"X-Forwarded-For": addr}).headers["X-RateLimit-Remaining"])
+                 for addr in (guesser, guesser, desk)]
+    assert remaining == [4, 3, 4]
 
 
 def test_the_api_password_and_email_routes_are_throttled_with_the_error_shape(client, admin: Account,
