@@ -83,7 +83,7 @@ def decode(data: bytes, *, max_bytes: int = MAX_FILE_BYTES, max_megapixels: floa
 def normalise(img: Image.Image) -> Image.Image:
     """EXIF orientation applied; colour profile converted to sRGB; CMYK, 16-bit, float, palette, greyscale and
     LA brought to 8-bit RGB, or RGBA when the image carries alpha."""
-    img = ImageOps.exif_transpose(img) or img
+    ImageOps.exif_transpose(img, in_place=True)  # in place: without an orientation tag a copy would cost the image again
     icc = img.info.get("icc_profile")
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):

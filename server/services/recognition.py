@@ -9,7 +9,7 @@ import json
 import math
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,9 @@ MAX_METADATA_BYTES = 1_000_000
 MODES = ("single", "multi", "all")
 DUPLICATE_SHARE = 0.5  # car collections: a copy's inliers are at least this share of the upload's keypoints
 COVERAGE_GAP = 45.0  # degrees between neighbouring reference views past which the summary warns
+# Long side recognition analyses at: features use recognition.max_side (800), colour 400 px, the segmenter's model
+# 1024; the margin keeps the segmenter's edge refinement, and photos up to 2048 px are analysed as they come.
+WORK_SIDE = 2048
 
 migrations = Migrations("forecourt_recognition")
 
@@ -297,20 +300,46 @@ class Analysis:
     model: EmbeddingModel | None = None
 
 
+def working_copy(settings: Settings, image: Image.Image) -> Image.Image:
+    """The image at the size recognition analyses: its long side at most WORK_SIDE (or recognition.max_side when
+    larger), so a 25-megapixel upload costs its decoded pixels once and not a float copy per stage at full size."""
+    side = max(WORK_SIDE, settings.recognition.max_side)
+    w, h = image.size
+    if max(w, h) <= side:
+        return image
+    scale = side / max(w, h)
+    return image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BOX)
+
+
 def analyse(settings: Settings, image: Image.Image, object_type: str) -> Analysis:
     """RootSIFT features with their colours (and the embedding) of an image; for car collections from the car only
     (the segmenter's car mask, and of the cars in view the one the photo is about, features.main_subject), so a
-    shared studio backdrop does not make every car match every car, nor a car parked behind count."""
-    rgb = np.asarray(image.convert("RGB"))
+    shared studio backdrop does not make every car match every car, nor a car parked behind count.
+
+    A large image is analysed at its working_copy; the features' positions and size are the image's own pixels
+    either way, so stored references, polygons and thresholds do not depend on the upload's resolution."""
+    work = working_copy(settings, image)
+    rgb = np.asarray(work.convert("RGB"))
+    del work
     s = settings.recognition
     mask = None
     if object_type == "car":
         mask = main_subject(segmentation.segmenter(settings).mask(rgb, kind="car"))
     feats = extract(rgb, mask, max_side=s.max_side, max_keypoints=s.max_keypoints)
+    if (feats.width, feats.height) != image.size:
+        feats = _in_pixels_of(feats, image.size)
     model = embedder(settings)
     if model is None:
         return Analysis(feats)
     return Analysis(feats, model.embed(rgb, mask), model)
+
+
+def _in_pixels_of(feats: Features, size: tuple[int, int]) -> Features:
+    """Features of a working copy with their positions (keypoints and paint grid) in the pixels of the full image."""
+    factor = np.array([size[0] / feats.width, size[1] / feats.height], np.float32)
+    return replace(feats, points=(feats.points * factor).astype(np.float32), width=size[0], height=size[1],
+                   paint_points=None if feats.paint_points is None else
+                   (feats.paint_points * factor).astype(np.float32))
 
 
 def features_of(settings: Settings, image: Image.Image, object_type: str) -> Features:
