@@ -9,9 +9,9 @@ worst file per dataset.
 
 Foreground is every mask pixel above 0 (Carvana masks are palette GIFs, index 1 = car) and every matte pixel
 >= 0.5. Roboflow results: "visea/car-segmentation-vacre" (Roboflow Universe, CC BY 4.0).
-The `lot` set is `--lot` composites of Carvana cars on real street photos with another car in view (see
-scripts/lot_composites.py; distractor photos: Car-Parts-Segmentation, Pasupa et al., 2021); its truth is the
-pasted car only. `--halves` also reports each dataset's two fixed halves (by a hash of the file name): tune on one,
+The `lot` set is `--lot` composites of Carvana cars on real street photos with another car in view, cut out
+along its parts' outline (see scripts/lot_composites.py; distractor photos: Car-Parts-Segmentation, Pasupa et al.,
+2021); its truth is the pasted car only. `--halves` also reports each dataset's two fixed halves (by a hash of the file name): tune on one,
 report on the other. `--cache` keeps the model's raw outputs (both passes) per image, so a second run with other
 post-processing costs no model time; the ms column then times the post-processing only.
 """

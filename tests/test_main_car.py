@@ -96,3 +96,28 @@ def test_keep_cars_drops_the_car_further_back_and_main_none_keeps_it() -> None:
     assert not with_main[far].any() and with_main[main].mean() > 0.99
     without = keep_cars(matte, CarParams(main=None)) > 0.5
     assert without[far].mean() > 0.99
+
+
+def test_a_car_further_back_joined_by_a_neck_goes_when_split_and_stays_when_not() -> None:
+    main, far = drawn((300, 260, 520, 300), (20, 330, 200, 110))
+    neck = np.zeros((H, W), bool)
+    neck[390:400, 215:305] = True  # a thin strip of shadow or kerb the matte joins them by
+    joined = main | far | neck
+    assert cv2.connectedComponents(joined.astype(np.uint8))[0] == 2
+    split = select_main(joined, params=MainCarParams(split=0.05))
+    assert split[main].all()
+    assert not split[far & ~neck].any()  # cut off at the neck, touching the main car is no reason to keep it
+    assert (select_main(joined) == joined).all()  # without the split it is one region
+
+
+def test_a_car_just_behind_that_touches_the_main_one_goes_and_a_small_piece_that_touches_stays() -> None:
+    main, behind = drawn((300, 260, 520, 300), (40, 200, 300, 170))
+    behind &= ~cv2.dilate(main.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)  # 4 px apart: within gap
+    bumper = np.zeros((H, W), bool)
+    bumper[470:500, 826:850] = True  # a piece the filter split off, 6 px from the body
+    joined = main | behind | bumper
+    assert cv2.connectedComponents(joined.astype(np.uint8))[0] == 4
+    kept = select_main(joined)
+    assert kept[main].all() and kept[bumper].all()
+    assert not kept[behind].any()
+    assert (select_main(joined, params=MainCarParams(attach_max=float("inf"))) == joined).all()  # as before
