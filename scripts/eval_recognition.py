@@ -4,7 +4,7 @@ twins and lot photos.
     .venv/bin/python scripts/eval_recognition.py ../shared/data [--half 0|1|2] [--masks gt|segmenter|none]
         [--protocols near,far,unknown,light,twins,lot] [--no-colour] [--limit-cars N] [--cache DIR]
         [--vote-keypoints N] [--index-keypoints N] [--min-score S] [--ivf-threshold N] [--stop-score S]
-        [--midpoint N] [--view-top N] [--twin-ratio R] [--dump FILE]
+        [--midpoint N] [--view-top N] [--twin-ratio R] [--dump FILE] [--lot-misses]
 
 Each Carvana car is one object; the 100 distractors are always in the collection as other objects. Every default
 is the server's for a car collection (recognition settings' defaults; features from the configured segmenter's car
@@ -23,7 +23,8 @@ the cars (sorted by id), to tune on one half and test on the other. Protocols:
   front of an out-of-focus street with another car further back, the distractor photos, which are then left out
   of the collection; a third cut by the frame), exposure, white balance, blur and JPEG changed, its car mask from
   the segmenter (always, so that it must pick the car the photo is about); against the studio references at the
-  odd angles, and as unknown cars against the other half's.
+  odd angles, and as unknown cars against the other half's. `--lot-misses` prints why each missed lot photo
+  missed (lot_miss_cause: the car mask, the colour check, too few inliers, the shortlist, another car).
 recall@1 counts a car answered with its twin (TWINS), both marked ambiguous, as right: issue 17 asks for exactly
 that answer when no photo can tell the two apart; "alone" is printed beside it. Prints recall@1, recall@5, how
 often the top match is a distractor or another car, the inlier counts of right and wrong top matches, and each
@@ -129,8 +130,8 @@ def _view_features(path: Path, mask_path: Path | None, masks: str, segmenter,  #
 # Pairs of Carvana cars of the same model in the same colour (found by cross-matching every car's views, then
 # checked by eye): the twins protocol's cars. Listed by id; a pair counts in a run when both cars are in it.
 TWINS: list[tuple[str, str]] = [("de3ca5ec1e59", "feaf59172a01")]  # black Audi Q3 (calibration/, carvana/)
-COLOUR_CACHE = "colour4"
-LOT_CACHE = "lot2"  # the lot photos' version (bumped when _lot_photo or the query's car mask changes)  # the colour files' version (bumped when colour.py's measures change)
+COLOUR_CACHE = "colour4"  # the colour files' version (bumped when colour.py's measures change)
+LOT_CACHE = "lot2"  # the lot photos' version (bumped when _lot_photo or the query's car mask changes)
 TARGETS = {"near": 0.99, "far": 0.60, "unknown": 0.97, "twins": 0.95, "lot": 0.95, "lot unknown": 0.97,
            "light": 0.99}
 
@@ -152,12 +153,12 @@ def _light(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _lot_photo(car_rgb: np.ndarray, car_mask: np.ndarray, scene: Image.Image, rng: np.random.Generator,
-               cut: bool = False) -> np.ndarray:
+               cut: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A phone photo on the lot: the segmentation eval's composite (scripts/lot_composites.py: the car in front at
     55-85% of a 1024x683 frame's width, low in it, another car further back at one side, an out-of-focus street
     behind; `cut`: 8-25% of the car out of the frame), then light (_light: white balance, exposure, gamma), blur
-    and JPEG (quality 40-85) over the whole photo."""
-    rgb, _ = lot_composite(car_rgb, car_mask, np.asarray(scene.convert("RGB")), rng, cut)
+    and JPEG (quality 40-85) over the whole photo. (photo, the pasted car's true mask)"""
+    rgb, truth = lot_composite(car_rgb, car_mask, np.asarray(scene.convert("RGB")), rng, cut)
     rgb = _light(rgb, rng)
     sigma = rng.uniform(0.0, 1.5)
     if sigma > 0.3:
@@ -166,7 +167,7 @@ def _lot_photo(car_rgb: np.ndarray, car_mask: np.ndarray, scene: Image.Image, rn
         rgb = cv2.GaussianBlur(rgb, (0, 0), sigma)
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, "JPEG", quality=int(rng.integers(40, 86)))
-    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")), truth
 
 
 def _seed(*parts: object) -> int:
@@ -215,6 +216,7 @@ class Outcome:
         self.ranked = [c.object_id for c in candidates]
         self.scores = {c.object_id: c.score for c in candidates}
         self.inliers = {c.object_id: c.match.inliers for c in candidates}
+        self.body = {c.object_id: c.match.body for c in candidates}
         self.answer = [c.object_id for c in decide.twins(candidates, args.min_score, args.twin_ratio)]
         self.top_score = candidates[0].score if candidates else 0.0
 
@@ -278,6 +280,63 @@ def _run(name: str, refs: dict[int, Features], owner: dict[int, str],
     return outcomes
 
 
+def lot_miss_cause(o: Outcome, mask_iou: float, true_inliers: int, true_body: float | None,
+                   truth_mask_body: float | None, args: argparse.Namespace) -> str:
+    """Why a lot photo missed, from its outcome, its car mask's IoU with the pasted car, and the true car's best
+    verified view over all its references (inliers, body-colour distance; with the segmenter's mask, and the body
+    colour with the true mask): the first of (a) the mask is another car's, (b) the colour check refused the car
+    (its mask holding another car too, or its own colour under the photo's light), (c) too few inliers on every
+    view, (d) the shortlist left the view that fits out, another car won, or look-alikes answered together."""
+    if o.found:
+        return "d look-alikes answered together (ambiguous)"
+    if mask_iou < 0.3:
+        return "a mask: another car picked"
+    limit = decide.COLOUR_LIMIT
+    if true_inliers >= args.midpoint and true_body is not None and true_body > limit:
+        merged = mask_iou < 0.8 and truth_mask_body is not None and truth_mask_body <= limit
+        return "b colour refused: " + ("another car in the mask" if merged else "the car's colour under the photo's light")
+    if true_inliers < args.midpoint:
+        return "c too few inliers on every view"
+    if o.inliers.get(o.truth, 0) < true_inliers:
+        return "d the shortlist left out the view that fits"
+    return "d another car won"
+
+
+def _print_lot_misses(out: list[Outcome], names: list[tuple[str, int]], refs: dict[int, Features],
+                      owner: dict[int, str], scenes: list[Path], image_of, mask_of,  # type: ignore[no-untyped-def]
+                      segmenter, args: argparse.Namespace) -> None:
+    """One line per missed lot photo (lot_miss_cause), then the count per cause."""
+    from models.recognition.matcher import verify
+
+    causes: dict[str, int] = {}
+    for o, (car, angle) in zip(out, names, strict=True):
+        if o.right:
+            continue
+        rng = np.random.default_rng(_seed("lot", car, angle))  # the photo again: the same draws as when made
+        scene = scenes[int(rng.integers(len(scenes)))]
+        cut = bool(rng.random() < 1 / 3)
+        gt = np.asarray(Image.open(mask_of(car, angle))) > 0
+        rgb, truth = _lot_photo(np.asarray(Image.open(image_of(car, angle)).convert("RGB")), gt, Image.open(scene),
+                                rng, cut)
+        cached = args.cache / f"{LOT_CACHE}_{car}_{angle:02d}.segmenter.mask.png" if args.cache else None
+        mask = (np.asarray(Image.open(cached)) > 127 if cached is not None and cached.exists()
+                else main_subject(segmenter.mask(rgb, kind="car")))
+        iou = float((mask & truth).sum() / max(1, (mask | truth).sum()))
+        own = [i for i in refs if owner[i] == car]
+        q, qt = extract(rgb, mask), extract(rgb, truth)
+        best = max((verify(q, refs[i], i, midpoint=args.midpoint) for i in own), key=lambda m: m.inliers)
+        true_best = max((verify(qt, refs[i], i, midpoint=args.midpoint) for i in own), key=lambda m: m.inliers)
+        cause = lot_miss_cause(o, iou, best.inliers, best.body, true_best.body, args)
+        causes[cause] = causes.get(cause, 0) + 1
+        body = lambda b: "-" if b is None else f"{b:.2f}"  # noqa: E731
+        print(f"  miss {car}_{angle:02d}{' cut' if cut else ''}: mask IoU {iou:.2f}; answered "
+              f"{','.join(x[:12] for x in o.answer) or 'no match'}; search: the car {o.inliers.get(car, 0)} inliers, "
+              f"body {body(o.body.get(car))}; its best view {best.inliers} inliers, body {body(best.body)} (true mask "
+              f"{true_best.inliers}, {body(true_best.body)}) -> {cause}", flush=True)
+    for cause, n in sorted(causes.items()):
+        print(f"  lot misses: {n} {cause}", flush=True)
+
+
 def _target(label: str, value: float, n: int) -> str:
     goal = TARGETS[label]
     return f"  {label:<12} {value:.3f} of {n:<4} target >= {goal:.2f} ({'met' if value >= goal else 'NOT met'})"
@@ -299,6 +358,8 @@ def main() -> None:
     ap.add_argument("--lot-cars", type=int, default=0,
                     help="Lot photos of only the first N cars (each costs a segmenter pass; 0: all); as unknown cars "
                          "each half of them is queried against every other car's references")
+    ap.add_argument("--lot-misses", action="store_true",
+                    help="Print why each missed lot photo missed (the car mask, colour, inliers, shortlist)")
     ap.add_argument("--limit-cars", type=int, default=0)
     ap.add_argument("--nprobe", type=int, default=server.nprobe, help="recognition.nprobe (IVF lists searched)")
     ap.add_argument("--ivf-threshold", type=int, default=server.ivf_threshold,
@@ -426,7 +487,7 @@ def main() -> None:
 
                 def make(path=path, c=c, a=a, scene=scene, rng=rng, cut=cut) -> np.ndarray:  # type: ignore[no-untyped-def]
                     gt = np.asarray(Image.open(mask_of(c, a))) > 0
-                    return _lot_photo(np.asarray(Image.open(path).convert("RGB")), gt, Image.open(scene), rng, cut)
+                    return _lot_photo(np.asarray(Image.open(path).convert("RGB")), gt, Image.open(scene), rng, cut)[0]
 
                 lot.setdefault(c, []).append((c, _altered(f"{LOT_CACHE}_{c}_{a:02d}.segmenter", make, segmenter,
                                                           args.cache), None))
@@ -435,6 +496,9 @@ def main() -> None:
         out = _run("lot photos (street scene, other cars, light, blur, JPEG) against studio references", refs, owner,
                    [q for c in lot_cars for q in lot[c]], True, args)
         results["lot"] = (sum(o.right for o in out) / len(out), len(out))
+        if args.lot_misses:
+            _print_lot_misses(out, [(c, a) for k, c in enumerate(lot_cars) for a in (even[k % 8], even[(k + 3) % 8])],
+                              refs, owner, scenes, image_of, mask_of, segmenter, args)
         unknown_lot: list[Outcome] = []
         lot_half = len(lot_cars) // 2
         for outside in (lot_cars[:lot_half], lot_cars[lot_half:]):
