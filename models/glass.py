@@ -8,18 +8,23 @@
    the lower body's colour, so a studio backdrop seen through the windows is not learnt as "not glass"). GrabCut's
    colour models then split the windows from the paint, pillars and roof. Components smaller than `min_area` of
    the car, or starting lower than `reach` below its top, go, and holes are filled (head rests).
-3. Inside the glass the photo is read as a dark tint over the backdrop, I = a * tint + (1 - a) * B: alpha is the
-   luminance the glass takes away, 1 - L / L_B (L_B at least `bright_floor`: a dark street behind a
-   windscreen does not make it clear), after a brightness closing that removes dark details smaller than
-   `detail` of the car (the backdrop's logo letters seen through a window), clamped to [`alpha_min`, `alpha_max`]
-   and smoothed. The glass colour is the tint that equation gives, so the old backdrop does not tint the new one.
+   On a dark car (lower-body paint darker than `paint_dark`) whose found glass fills `cab_cover` or more of the upper
+   band (a cab taken whole), pixels within `paint_tol` of the paint's main colours are paint, not glass.
+3. Matting with a known background, at `matte_size`: each glass pixel is read as I = a * F + (1 - a) * B. B is the
+   candidate that explains it best of the inpainted backdrop and the backdrop's palette (the colours of the photo
+   outside the car in and `palette_above` above the glass's rows: a studio wall *and* its logo letters), each
+   darkened by a glass passing a share k of it (`tint_min` <= k <= 1). Alpha is what the glass takes away (1 - k)
+   plus what the backdrop does not explain, |I - kB| / `opaque_at` (the interior, reflections), scaled into
+   [`alpha_min`, `alpha_max`] and lightly smoothed: a pixel showing the backdrop or its letters goes clear. The
+   colour is decontaminated, F = (I - (1 - a) B) / a, so the old backdrop does not tint the new one.
 
-Where it fails: on a dark car paint and tinted glass look alike, and the cab's roof and door tops can go with the
-glass; on a silver car in a grey studio, the wall seen through clear glass can be taken for paint; windscreens are
-found a little inside their frame; a front view whose roof is cut by the photo's edge lets the bonnet be taken for
-glass; wind deflectors and roof rails can go with the glass; a light interior behind clear glass reads as backdrop;
-reflections of the sky are lost (the tint is smooth); glass below the band (a low side window in a high-angle shot)
-stays opaque.
+Where it fails: on a dark car paint and tinted glass look alike: a dark cab's tinted windows stay opaque with its
+paint (smaller dark glass is kept, and can take dark door tops with it); on a silver car in a grey studio, the wall
+seen through clear glass can be taken for paint; windscreens are found a little inside their frame; a front view
+whose roof is cut by the photo's edge lets the bonnet be taken for glass; wind deflectors and roof rails can go
+with the glass; interior parts the colour of the backdrop (a grey seat in a grey studio) go clear with it, which can
+look blotchy; on a street photo every colour of the street counts as backdrop; glass below the band (a low side
+window in a high-angle shot) stays opaque.
 """
 
 from __future__ import annotations
@@ -33,8 +38,9 @@ import numpy as np
 @dataclass(frozen=True)
 class GlassParams:
     """Knobs of the glass finder; lengths are fractions of the car's box height unless said otherwise. `rim`,
-    `core_top`, `core_bot` and `work_size` were chosen on half a of distractors/parts.json's glass photos and checked
-    on half b (scripts/eval_segmentation.py --glass --half a|b)."""
+    `core_top`, `core_bot`, `work_size` and `cab_cover` were chosen on half a of distractors/parts.json's glass
+    photos and checked on half b, the matting's on half a of the Carvana logo figure (scripts/eval_segmentation.py
+    --glass --half a|b; docs/decisions/0007)."""
 
     work_size: int = 256
     band: float = 0.4
@@ -45,10 +51,21 @@ class GlassParams:
     iterations: int = 4
     open_r: float = 0.01
     min_area: float = 0.01
-    detail: float = 0.08
-    alpha_min: float = 0.12
+    matte_size: int = 640
+    palette_rows: float = 0.04
+    palette_above: float = 0.5
+    tint_min: float = 0.7
+    paint_rows: tuple[float, float] = (0.4, 0.6)
+    paint_cover: float = 0.4
+    paint_dark: float = 0.3
+    cab_cover: float = 0.58
+    paint_tol: float = 0.03
+    palette_step: int = 16
+    palette_share: float = 0.005
+    opaque_at: float = 0.25
+    smooth: float = 0.005
+    alpha_min: float = 0.0
     alpha_max: float = 0.75
-    bright_floor: float = 0.9
 
 
 @dataclass
@@ -119,7 +136,68 @@ def glass_mask(rgb: np.ndarray, car: np.ndarray, bg: np.ndarray, params: GlassPa
     big = np.zeros(n, bool)
     big[1:] = (stats[1:, cv2.CC_STAT_AREA] >= p.min_area * np.count_nonzero(car)) & (
         stats[1:, cv2.CC_STAT_TOP] <= top + p.reach * car_h)
-    return _fill_holes(big[labels]) & inner
+    found = _fill_holes(big[labels]) & inner
+    if p.paint_tol <= 0 or found.sum() < p.cab_cover * band.sum():
+        return found  # only glass filling most of the upper band can be a dark cab taken whole
+    # glass the colour of the lower body's paint is paint (a dark cab's doors and roof): dropped, then cleaned
+    lower_body = inner & (rows >= p.paint_rows[0]) & (rows <= p.paint_rows[1])
+    paint = paint_colours(rgb[lower_body], p.palette_step, p.paint_cover)
+    if paint.shape[0] == 0 or float(paint[0] @ np.float32([0.299, 0.587, 0.114])) > p.paint_dark:
+        return found  # only dark paint passes for tinted glass
+    px = rgb[found].astype(np.float32) * (1.0 / 255.0)
+    d, _, _ = _nearest(px, paint, 1.0)
+    keep = found.copy()
+    keep[found] = d > p.paint_tol
+    keep = cv2.morphologyEx(keep.astype(np.uint8), cv2.MORPH_OPEN, _disk(2 * p.open_r * car_h))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(keep, connectivity=8)
+    big = np.zeros(n, bool)
+    big[1:] = stats[1:, cv2.CC_STAT_AREA] >= p.min_area * np.count_nonzero(car)
+    return _fill_holes(big[labels]) & found
+
+
+def _colour_bins(px: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean colour float32 Kx3 in 0-1, pixel count K) of the RGB bins of `step` levels that `px` (Nx3 uint8) fills."""
+    q = (px // step).astype(np.int32)
+    key = q[:, 0] * 4096 + q[:, 1] * 64 + q[:, 2]
+    uniq, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    sums = np.zeros((uniq.size, 3), np.float64)
+    np.add.at(sums, inverse.ravel(), px.astype(np.float64))
+    return (sums / counts[:, None] / 255.0).astype(np.float32), counts
+
+
+def backdrop_palette(rgb: np.ndarray, car: np.ndarray, rows: tuple[int, int], grow: int, step: int,
+                     share: float) -> np.ndarray:
+    """The colours of the backdrop in rows `rows[0]:rows[1]` (pixels at least `grow` away from the car): the bins
+    of `step` levels holding at least `share` of those pixels, float32 Kx3 in 0-1 (K may be 0). A studio's wall
+    and its logo letters are both in it, so glass showing either can go clear."""
+    y0, y1 = max(0, rows[0]), min(car.shape[0], rows[1])
+    px = rgb[y0:y1][~(cv2.dilate(car[y0:y1].astype(np.uint8), _disk(grow)) > 0)]
+    if px.shape[0] < 20:
+        return np.zeros((0, 3), np.float32)
+    colours, counts = _colour_bins(px, step)
+    return colours[counts >= max(3, share * px.shape[0])]
+
+
+def paint_colours(px: np.ndarray, step: int, cover: float) -> np.ndarray:
+    """The paint's colours: the most common bins (of `step` levels) of `px` (Nx3 uint8, the lower body) that
+    together hold `cover` of it, float32 Kx3 in 0-1, most common first (the paint's shades, not its wheels)."""
+    if px.shape[0] < 20:
+        return np.zeros((0, 3), np.float32)
+    colours, counts = _colour_bins(px, step)
+    order = np.argsort(-counts)
+    return colours[order[:int(np.searchsorted(np.cumsum(counts[order]), cover * px.shape[0])) + 1]]
+
+
+def _nearest(img: np.ndarray, palette: np.ndarray, tint_min: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each pixel of `img` (Nx3, 0-1) the `palette` colour P (Kx3) that, darkened by a glass passing a share k
+    of it (`tint_min` <= k <= 1), comes nearest: (distance |I - kP|, k, P)."""
+    dot = img @ palette.T
+    pp = np.maximum((palette * palette).sum(axis=1), 1e-6)
+    k = np.clip(dot / pp, tint_min, 1.0)
+    d2 = np.maximum((img * img).sum(axis=1)[:, None] - 2.0 * k * dot + k * k * pp, 0.0)
+    i = d2.argmin(axis=1)
+    rows = np.arange(img.shape[0])
+    return np.sqrt(d2[rows, i]), k[rows, i], palette[i]
 
 
 def find_glass(rgb: np.ndarray, alpha: np.ndarray, params: GlassParams = GlassParams()) -> Glass | None:
@@ -140,31 +218,57 @@ def find_glass(rgb: np.ndarray, alpha: np.ndarray, params: GlassParams = GlassPa
     mask = glass_mask(small, car, bg, p)
     if not mask.any():
         return None
-    # alpha: what the glass takes from the backdrop's luminance, without details smaller than `detail`
-    img = small.astype(np.float32) * (1.0 / 255.0)
-    lum = img @ np.float32([0.299, 0.587, 0.114])
-    lum_bg = np.maximum(bg @ np.float32([0.299, 0.587, 0.114]), p.bright_floor)
-    kernel = _disk(p.detail * car_h / 2)
-    closed = cv2.erode(cv2.dilate(np.where(mask, lum, 0.0).astype(np.float32), kernel),
-                       kernel)  # a brightness closing inside the glass
-    closed = np.where(mask, np.maximum(closed, lum), 0.0)
-    a_small = np.clip(1.0 - closed / lum_bg, p.alpha_min, p.alpha_max)
-    sigma = max(1.0, 0.02 * car_h)
-    weight = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), sigma) + 1e-4
-    a_small = cv2.GaussianBlur((a_small * mask).astype(np.float32), (0, 0), sigma) / weight
-    # the tint that alpha implies, smoothed the same way (the glass's own colour without the backdrop's)
-    closed_rgb = np.stack([cv2.erode(cv2.dilate(np.where(mask, img[..., c], 0.0).astype(np.float32), kernel), kernel)
-                           for c in range(3)], axis=2)
-    tint = (closed_rgb - (1.0 - a_small[..., None]) * bg) / np.maximum(a_small[..., None], 0.05)
-    tint = np.clip(tint, 0.0, 1.0) * mask[..., None]
-    tint = cv2.GaussianBlur(tint.astype(np.float32), (0, 0), sigma) / weight[..., None]
-    feather = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), max(0.7, 0.004 * car_h)) * mask
-    if scale < 1:
+    # matting at a finer size: the glass is read as I = a * F + (1 - a) * B, B the backdrop behind it
+    mscale = min(1.0, p.matte_size / max(height, width))
+    msize = (max(1, round(width * mscale)), max(1, round(height * mscale)))
+    mrgb = cv2.resize(rgb, msize, interpolation=cv2.INTER_AREA) if mscale < 1 else rgb
+    mcar = (cv2.resize(alpha, msize, interpolation=cv2.INTER_AREA) if mscale < 1 else alpha) > 0.5
+    mmask = cv2.resize(mask.astype(np.uint8), msize, interpolation=cv2.INTER_NEAREST) > 0
+    mbg = cv2.resize(bg, msize, interpolation=cv2.INTER_LINEAR)
+    mh = car_h * msize[1] / size[1]
+    img = mrgb.astype(np.float32) * (1.0 / 255.0)
+    # B: of the inpainted backdrop and the colours of the backdrop in and above the same rows (wall, logo
+    # letters), the one that, seen through a glass passing a share k of it, explains the pixel best
+    gy = np.nonzero(mmask.any(axis=1))[0]
+    band = max(2, int(round(p.palette_rows * mh)))
+    dist = np.zeros(mmask.shape, np.float32)
+    passed = np.ones(mmask.shape, np.float32)
+    behind = mbg.copy()
+    px, plate = img[mmask], mbg[mmask]
+    k0 = np.clip((px * plate).sum(axis=1) / np.maximum((plate * plate).sum(axis=1), 1e-6), p.tint_min, 1.0)
+    dist[mmask] = np.linalg.norm(px - k0[:, None] * plate, axis=1)
+    passed[mmask] = k0
+    for y0 in range(int(gy[0]), int(gy[-1]) + 1, band):
+        inside = mmask[y0:y0 + band]
+        if not inside.any():
+            continue
+        pal = backdrop_palette(mrgb, mcar, (y0 - int(p.palette_above * mh), y0 + 2 * band),
+                               max(1, round(0.01 * mh)), p.palette_step, p.palette_share)
+        if pal.shape[0] == 0:
+            continue
+        d, k, c = _nearest(img[y0:y0 + band][inside], pal, p.tint_min)
+        rows_d, rows_k, rows_b = dist[y0:y0 + band], passed[y0:y0 + band], behind[y0:y0 + band]
+        closer = d < rows_d[inside]
+        rows_d[inside] = np.where(closer, d, rows_d[inside])
+        rows_k[inside] = np.where(closer, k, rows_k[inside])
+        rows_b[inside] = np.where(closer[:, None], c, rows_b[inside])
+    # alpha: what the glass takes from the backdrop (1 - k) plus what the backdrop does not explain (|I - kB| /
+    # `opaque_at`: the interior, reflections)
+    a_m = np.clip(1.0 - passed + dist / p.opaque_at, 0.0, 1.0) * (p.alpha_max - p.alpha_min) + p.alpha_min
+    sigma = max(0.7, p.smooth * mh)
+    weight = cv2.GaussianBlur(mmask.astype(np.float32), (0, 0), sigma) + 1e-4
+    a_m = cv2.GaussianBlur((a_m * mmask).astype(np.float32), (0, 0), sigma) / weight
+    a_m = np.where(mmask, a_m, p.alpha_max).astype(np.float32)
+    # decontaminated colour: F = (I - (1 - a) B) / a
+    tint = (img - (1.0 - a_m[..., None]) * behind) / np.maximum(a_m[..., None], 0.05)
+    tint = np.clip(tint, 0.0, 1.0) * mmask[..., None]
+    feather = cv2.GaussianBlur(mmask.astype(np.float32), (0, 0), max(0.7, 0.004 * mh)) * mmask
+    if mscale < 1:
         feather = cv2.resize(feather, (width, height), interpolation=cv2.INTER_LINEAR)
-        a_small = cv2.resize(a_small.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-        tint = cv2.resize(tint, (width, height), interpolation=cv2.INTER_LINEAR)
+        a_m = cv2.resize(a_m, (width, height), interpolation=cv2.INTER_LINEAR)
+        tint = cv2.resize(tint.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
     colour = (np.clip(tint, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    return Glass(np.clip(feather, 0.0, 1.0).astype(np.float32), np.clip(a_small, 0.0, 1.0).astype(np.float32), colour)
+    return Glass(np.clip(feather, 0.0, 1.0).astype(np.float32), np.clip(a_m, 0.0, 1.0).astype(np.float32), colour)
 
 
 def see_through(rgb: np.ndarray, alpha: np.ndarray, colour: np.ndarray,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import zipfile
 
 import numpy as np
 import pytest
@@ -106,3 +107,55 @@ def test_the_glass_is_off_unless_the_admin_turns_it_on(tmp_path, shared_data, mo
         close_thread_connections()
     assert calls == []
     assert alpha.max() == 255
+
+
+def _fake_glass(rgb, alpha, colour, params=None):  # noqa: ANN001, ANN202
+    """A stand-in for the glass step: the top fifth of the cut-out's box is 'glass' at alpha 0.3, coloured black."""
+    ys = np.nonzero((alpha > 0.5).any(axis=1))[0]
+    band = slice(int(ys[0]), int(ys[0] + 0.2 * (ys[-1] - ys[0])))
+    alpha, colour = alpha.copy(), colour.copy()
+    alpha[band] = np.minimum(alpha[band], 0.3)
+    colour[band] = 0
+    return alpha, colour
+
+
+def test_the_glass_reaches_zip_bg_color_add_shadow_and_catalog_renders(app, client, admin, monkeypatch) -> None:
+    """Every output of type=car gets the glass's alpha and colour: format=zip's alpha, a flat colour, a background
+    image, a shadow, and the catalog's studio render (the glass step runs there too)."""
+    from server.services import catalog_jobs, segmentation
+    from tests.fakes_removebg import FakeSegmenter, photo
+    from tests.test_catalog_api import new_vehicle, upload
+
+    monkeypatch.setattr(segmentation, "segmenter", lambda: FakeSegmenter())
+    calls: list[int] = []
+
+    def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        return _fake_glass(*args, **kwargs)
+
+    monkeypatch.setattr(glass, "see_through", counted)
+
+    def post(**fields: object):  # noqa: ANN202
+        data = {"image_file": (io.BytesIO(photo(400, 300)), "car.jpg"), "type": "car", "size": "preview", **fields}
+        resp = client.post("/v1.0/removebg", data=data, headers=admin.headers, content_type="multipart/form-data")
+        assert resp.status_code == 200, resp.get_data(as_text=True)
+        return resp
+
+    top, body = (200, 85), (200, 150)  # (x, y) in the ellipse's top fifth (y 75-105) and its middle
+    with zipfile.ZipFile(io.BytesIO(post(format="zip").data)) as zf:
+        zip_alpha = Image.open(io.BytesIO(zf.read("alpha.png")))
+    assert zip_alpha.getpixel(top) == pytest.approx(77, abs=3) and zip_alpha.getpixel(body) == 255
+    on_white = Image.open(io.BytesIO(post(bg_color="ffffff", format="jpg").data)).convert("L")
+    assert on_white.getpixel(top) == pytest.approx(0.7 * 255, abs=8)  # 30% black glass over white
+    bg = io.BytesIO()
+    Image.new("RGB", (400, 300), (0, 0, 255)).save(bg, "PNG")
+    on_blue = Image.open(io.BytesIO(post(bg_image_file=(io.BytesIO(bg.getvalue()), "bg.png"), format="png").data))
+    r, g, b = on_blue.convert("RGB").getpixel(top)
+    assert b == pytest.approx(0.7 * 255, abs=8) and r < 10  # the new background shows through the glass
+    shadowed = Image.open(io.BytesIO(post(add_shadow="true", format="png").data))
+    assert shadowed.getchannel("A").getpixel(top) < 128
+    calls.clear()
+    v = new_vehicle(client, admin.headers)
+    upload(client, admin.headers, v["id"], [(photo(640, 480), "front")])
+    catalog_jobs.run_pending(app)
+    assert calls == [1]
