@@ -126,7 +126,7 @@ def test_the_glass_reaches_zip_bg_color_add_shadow_and_catalog_renders(app, clie
     from tests.fakes_removebg import FakeSegmenter, photo
     from tests.test_catalog_api import new_vehicle, upload
 
-    monkeypatch.setattr(segmentation, "segmenter", lambda: FakeSegmenter())
+    monkeypatch.setattr(segmentation, "segmenter", lambda settings: FakeSegmenter())
     calls: list[int] = []
 
     def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
