@@ -56,16 +56,17 @@ class GlassParams:
     palette_above: float = 0.5
     tint_min: float = 0.7
     paint_rows: tuple[float, float] = (0.4, 0.6)
+    paint_step: int = 16
     paint_cover: float = 0.4
     paint_dark: float = 0.3
     cab_cover: float = 0.58
     paint_tol: float = 0.03
-    palette_step: int = 16
+    palette_step: int = 8
     palette_share: float = 0.005
     opaque_at: float = 0.25
     smooth: float = 0.005
     alpha_min: float = 0.0
-    alpha_max: float = 0.75
+    alpha_max: float = 0.5
 
 
 @dataclass
@@ -141,7 +142,7 @@ def glass_mask(rgb: np.ndarray, car: np.ndarray, bg: np.ndarray, params: GlassPa
         return found  # only glass filling most of the upper band can be a dark cab taken whole
     # glass the colour of the lower body's paint is paint (a dark cab's doors and roof): dropped, then cleaned
     lower_body = inner & (rows >= p.paint_rows[0]) & (rows <= p.paint_rows[1])
-    paint = paint_colours(rgb[lower_body], p.palette_step, p.paint_cover)
+    paint = paint_colours(rgb[lower_body], p.paint_step, p.paint_cover)
     if paint.shape[0] == 0 or float(paint[0] @ np.float32([0.299, 0.587, 0.114])) > p.paint_dark:
         return found  # only dark paint passes for tinted glass
     px = rgb[found].astype(np.float32) * (1.0 / 255.0)
@@ -262,9 +263,10 @@ def find_glass(rgb: np.ndarray, alpha: np.ndarray, params: GlassParams = GlassPa
     # decontaminated colour: F = (I - (1 - a) B) / a
     tint = (img - (1.0 - a_m[..., None]) * behind) / np.maximum(a_m[..., None], 0.05)
     tint = np.clip(tint, 0.0, 1.0) * mmask[..., None]
-    feather = cv2.GaussianBlur(mmask.astype(np.float32), (0, 0), max(0.7, 0.004 * mh)) * mmask
+    # the glass's outline: feathered at the working size and scaled up smoothly (no staircase)
+    feather = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), max(0.7, 0.004 * car_h)) * mask
+    feather = cv2.resize(feather, (width, height), interpolation=cv2.INTER_LINEAR) if scale < 1 else feather
     if mscale < 1:
-        feather = cv2.resize(feather, (width, height), interpolation=cv2.INTER_LINEAR)
         a_m = cv2.resize(a_m, (width, height), interpolation=cv2.INTER_LINEAR)
         tint = cv2.resize(tint.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
     colour = (np.clip(tint, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
