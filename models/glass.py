@@ -131,13 +131,8 @@ def glass_mask(rgb: np.ndarray, car: np.ndarray, bg: np.ndarray, params: GlassPa
         return np.zeros(car.shape, bool)
     cand = ((seeds == cv2.GC_FGD) | (seeds == cv2.GC_PR_FGD)).astype(np.uint8)
     cand = cv2.morphologyEx(cand, cv2.MORPH_OPEN, _disk(p.open_r * car_h)) & inner.astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(cand, connectivity=8)
-    if n <= 1:
-        return np.zeros(car.shape, bool)
-    big = np.zeros(n, bool)
-    big[1:] = (stats[1:, cv2.CC_STAT_AREA] >= p.min_area * np.count_nonzero(car)) & (
-        stats[1:, cv2.CC_STAT_TOP] <= top + p.reach * car_h)
-    found = _fill_holes(big[labels]) & inner
+    min_px = p.min_area * np.count_nonzero(car)
+    found = _big_parts(cand, min_px, max_top=top + p.reach * car_h) & inner
     if p.paint_tol <= 0 or found.sum() < p.cab_cover * band.sum():
         return found  # only glass filling most of the upper band can be a dark cab taken whole
     # glass the colour of the lower body's paint is paint (a dark cab's doors and roof): dropped, then cleaned
@@ -150,10 +145,18 @@ def glass_mask(rgb: np.ndarray, car: np.ndarray, bg: np.ndarray, params: GlassPa
     keep = found.copy()
     keep[found] = d > p.paint_tol
     keep = cv2.morphologyEx(keep.astype(np.uint8), cv2.MORPH_OPEN, _disk(2 * p.open_r * car_h))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(keep, connectivity=8)
+    return _big_parts(keep, min_px) & found
+
+
+def _big_parts(mask: np.ndarray, min_px: float, max_top: float | None = None) -> np.ndarray:
+    """The 8-connected parts of `mask` holding at least `min_px` pixels (and, with `max_top`, whose top row is at
+    most `max_top`), holes filled: boolean."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     big = np.zeros(n, bool)
-    big[1:] = stats[1:, cv2.CC_STAT_AREA] >= p.min_area * np.count_nonzero(car)
-    return _fill_holes(big[labels]) & found
+    big[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_px
+    if max_top is not None:
+        big[1:] &= stats[1:, cv2.CC_STAT_TOP] <= max_top
+    return _fill_holes(big[labels])
 
 
 def _colour_bins(px: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
