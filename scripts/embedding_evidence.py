@@ -36,7 +36,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eval_recognition import TWINS, distractor_dir  # noqa: E402
+from eval_recognition import distractor_dir, twin_map  # noqa: E402
 from fit_recognition_score import _protocol  # noqa: E402
 
 from models.recognition import decide  # noqa: E402
@@ -114,8 +114,7 @@ def pairs(dump: list, cars: list[str], dist: list[str], emb: dict,  # type: igno
             ids[len(dist) + 1 + k] = (c, a)
         return ids
 
-    twin_of = {a: b for a, b in TWINS if a in cars and b in cars}
-    twin_of |= {b: a for a, b in twin_of.items()}
+    twin_of = twin_map(cars)
     seq = [(("near", c, a), collection(cars, ODD)) for c in cars for a in EVEN]
     seq += [(("far", c, a), collection(cars, [1, 5, 9, 13])) for c in cars for a in (3, 7, 11, 15)]
     h = len(cars) // 2

@@ -130,6 +130,23 @@ def _view_features(path: Path, mask_path: Path | None, masks: str, segmenter,  #
 # Pairs of Carvana cars of the same model in the same colour (found by cross-matching every car's views, then
 # checked by eye): the twins protocol's cars. Listed by id; a pair counts in a run when both cars are in it.
 TWINS: list[tuple[str, str]] = [("de3ca5ec1e59", "feaf59172a01")]  # black Audi Q3 (calibration/, carvana/)
+
+
+def twin_map(cars: set[str] | list[str] | None = None) -> dict[str, str]:
+    """Each car of a TWINS pair to its twin (both ways), for the pairs whose two cars are in `cars` (all without)."""
+    pairs = [(a, b) for a, b in TWINS if cars is None or (a in cars and b in cars)]
+    return {a: b for a, b in pairs} | {b: a for a, b in pairs}
+
+
+def recall_right(answer: list[str], truth: str, twin: str | None) -> bool:
+    """recall@1 as issue 17 defines it: the true car alone, or with its twin (the same model and colour, TWINS)
+    both marked ambiguous, which is the right answer when no photo of the car alone can tell them apart."""
+    return answer == [truth] or (twin is not None and sorted(answer) == sorted([truth, twin]))
+
+
+def twin_ok(answer: list[str], truth: str, twin: str) -> bool:
+    """The twins protocol: the car itself is answered, alone or together with its twin."""
+    return truth in answer and (len(answer) == 1 or twin in answer)
 COLOUR_CACHE = "colour4"  # the colour files' version (bumped when colour.py's measures change)
 LOT_CACHE = "lot2"  # the lot photos' version (bumped when _lot_photo or the query's car mask changes)
 TARGETS = {"near": 0.99, "far": 0.60, "unknown": 0.97, "twins": 0.95, "lot": 0.95, "lot unknown": 0.97,
@@ -222,10 +239,8 @@ class Outcome:
 
     @property
     def right(self) -> bool:
-        """recall@1 as issue 17 defines it: the true car alone, or with its twin (the same model and colour, TWINS)
-        both marked ambiguous, which is the right answer when no photo of the car alone can tell them apart."""
-        return self.answer == [self.truth] or (self.twin is not None and sorted(self.answer) == sorted(
-            [self.truth, self.twin]))
+        """recall@1 as issue 17 defines it (recall_right)."""
+        return recall_right(self.answer, self.truth, self.twin)
 
     @property
     def alone(self) -> bool:
@@ -419,7 +434,7 @@ def main() -> None:
           f"distractors, masks={args.masks}, colour={'on' if args.colour else 'off'}, "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
     twins = [(a, b) for a, b in TWINS if a in cars and b in cars]
-    twin_of = args.twin_of = {a: b for a, b in twins} | {b: a for a, b in twins}
+    twin_of = args.twin_of = twin_map(cars)
 
     def collection(car_list: list[str], angles: list[int], with_distractors: bool = True
                    ) -> tuple[dict[int, Features], dict[int, str]]:
@@ -471,7 +486,7 @@ def main() -> None:
         refs, owner = collection(cars, odd)
         out = _run(f"twins: {len(twins)} pairs of the same model and colour, all cars in", refs, owner,
                    [(c, feats[(c, a)], None) for pair in twins for c in pair for a in even], True, args)
-        ok = sum(o.found and (len(o.answer) == 1 or twin_of[o.truth] in o.answer) for o in out) / len(out)
+        ok = sum(twin_ok(o.answer, o.truth, twin_of[o.truth]) for o in out) / len(out)
         wrong = sum(o.answer == [twin_of[o.truth]] for o in out) / len(out)
         print(f"  twins: the car itself, alone or with its twin marked ambiguous {ok:.3f}; the other twin alone "
               f"{wrong:.3f}; both, ambiguous {sum(len(o.answer) > 1 for o in out) / len(out):.3f}", flush=True)

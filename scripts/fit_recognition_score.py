@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eval_recognition import TWINS  # noqa: E402
+from eval_recognition import recall_right, twin_map, twin_ok  # noqa: E402
 
 from models.recognition import decide  # noqa: E402
 from models.recognition.matcher import CAR_INLIER_MIDPOINT, MIN_MATCHES  # noqa: E402
@@ -75,7 +75,7 @@ def fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> np.ndarray:
 def figures(dump: list, acceptance: decide.Acceptance | None, min_score: float = 0.5,
             twin_ratio: float = decide.TWIN_RATIO) -> dict[str, float]:
     """The eval's figures under a score: near recall@1 and found, far recall@1, unknown rejected, twins ok."""
-    twin_of = {a: b for a, b in TWINS} | {b: a for a, b in TWINS}
+    twin_of = twin_map()
     out: dict[str, list[float]] = defaultdict(list)
     tops: list[tuple[float, bool]] = []
     for name, truth, known, matches, owners in dump:
@@ -87,11 +87,10 @@ def figures(dump: list, acceptance: decide.Acceptance | None, min_score: float =
         if key == "unknown":
             out[key].append(not answer)
         elif key == "twins":
-            out[key].append(truth in answer and (len(answer) == 1 or len(answer) > 1))
+            out[key].append(twin_ok(answer, truth, twin_of[truth]))
             out["twins wrong"].append(bool(answer) and truth not in answer)
         else:
-            # recall@1 as the eval counts it: the car alone, or with its twin both marked ambiguous
-            out[key].append(answer == [truth] or sorted(answer) == sorted([truth, twin_of.get(truth, truth)]))
+            out[key].append(recall_right(answer, truth, twin_of.get(truth)))
             out[key + " found"].append(truth in answer)
     res = {k: float(np.mean(v)) for k, v in out.items()}
     res["_tops"] = tops  # type: ignore[assignment]
