@@ -40,9 +40,10 @@ def _linear(srgb: np.ndarray) -> np.ndarray:
     return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
 
 
-def _small(rgb: np.ndarray) -> tuple[np.ndarray, float]:
+def _small(rgb: np.ndarray, side: int = _WORK_SIDE) -> tuple[np.ndarray, float]:
+    """The image with its long side at most `side` (area-averaged), and the scale applied."""
     h, w = rgb.shape[:2]
-    scale = min(1.0, _WORK_SIDE / max(h, w))
+    scale = min(1.0, side / max(h, w))
     if scale < 1.0:
         rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
     return rgb, scale
@@ -98,11 +99,16 @@ def signature(rgb: np.ndarray, mask: np.ndarray | None, light: np.ndarray) -> np
     small, _ = _small(rgb)
     pixels = small.reshape(-1, 3)
     if mask is not None:
-        m = cv2.resize((np.asarray(mask, dtype=np.float32) > 0.5).astype(np.uint8), (small.shape[1], small.shape[0]),
-                       interpolation=cv2.INTER_NEAREST) > 0
+        m = _mask_at(mask, small)
         if m.any():
             pixels = small[m]
     return body_of(chroma(pixels, light))
+
+
+def _mask_at(mask: np.ndarray, small: np.ndarray) -> np.ndarray:
+    """The mask (>0.5 = car) at the size of `small` (nearest neighbour): boolean."""
+    return cv2.resize((np.asarray(mask, dtype=np.float32) > 0.5).astype(np.uint8), (small.shape[1], small.shape[0]),
+                      interpolation=cv2.INTER_NEAREST) > 0
 
 
 def body_of(coords: np.ndarray) -> np.ndarray:
@@ -116,13 +122,11 @@ def paint_pixels(rgb: np.ndarray, mask: np.ndarray, light: np.ndarray) -> tuple[
     """(positions N,2 in the source image's pixels, colour coordinates N,3) of the mask's pixels on a PAINT_SIDE
     grid: a query's car, so that its body colour can be taken from the part a match covers (body_within)."""
     h, w = rgb.shape[:2]
-    scale = min(1.0, PAINT_SIDE / max(h, w))
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-    m = cv2.resize((np.asarray(mask, dtype=np.float32) > 0.5).astype(np.uint8), size,
-                   interpolation=cv2.INTER_NEAREST) > 0
+    small, _ = _small(rgb, PAINT_SIDE)
+    m = _mask_at(mask, small)
     ys, xs = np.nonzero(m)
-    points = np.stack([(xs + 0.5) * (w / size[0]), (ys + 0.5) * (h / size[1])], axis=1).astype(np.float32)
+    points = np.stack([(xs + 0.5) * (w / small.shape[1]), (ys + 0.5) * (h / small.shape[0])],
+                      axis=1).astype(np.float32)
     return points, chroma(small[m], light).astype(np.float32)
 
 

@@ -53,6 +53,12 @@ INLIERS_ONLY = Acceptance(0.0, 1.0 / INLIER_SCALE, 0.0, 0.0)  # logistic((inlier
 CAR_ACCEPTANCE = INLIERS_ONLY
 
 
+def acceptance_for(use_colour: bool, acceptance: Acceptance | None = None) -> Acceptance:
+    """The score to use: `acceptance` when given, else CAR_ACCEPTANCE in a car collection (`use_colour`), else
+    inliers alone."""
+    return acceptance or (CAR_ACCEPTANCE if use_colour else INLIERS_ONLY)
+
+
 def needs_spread(acceptance: Acceptance) -> bool:
     """Whether this score weighs the inliers' spread, so that verification must measure it (search's spread)."""
     return acceptance.spread != 0.0
@@ -92,7 +98,7 @@ def evidence_score(m: Match | ObjectEvidence, midpoint: float, use_colour: bool 
     best = ev.best
     if best.inliers < MIN_MATCHES or best.score <= 0.0:
         return 0.0
-    a = acceptance or (CAR_ACCEPTANCE if use_colour else INLIERS_ONLY)
+    a = acceptance_for(use_colour, acceptance)
     x = evidence_features(ev, midpoint)
     p = _logistic(a.bias + a.inliers * x[0] + a.spread * x[1] + a.second * x[2])
     if use_colour and best.body is not None and best.body > COLOUR_LIMIT:
@@ -117,8 +123,7 @@ def per_object(matches: Iterable[Match], owners: dict[int, str], midpoint: float
                use_colour: bool = True, acceptance: Acceptance | None = None) -> list[Candidate]:
     """Each object's evidence (its best match, and its second view's inliers) scored, best object first;
     `acceptance`: CAR_ACCEPTANCE when use_colour (a car collection), else inliers alone."""
-    if acceptance is None:
-        acceptance = CAR_ACCEPTANCE if use_colour else INLIERS_ONLY
+    acceptance = acceptance_for(use_colour, acceptance)
     by_obj: dict[str, list[Match]] = {}
     for m in matches:
         obj = owners.get(m.image_id)
