@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from models import main_car
+from models.downscale import downscale
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,9 @@ def fuse_passes(prob: np.ndarray, mirrored: np.ndarray, missed_frac: float = 0.0
     confidence = np.minimum(prob, mirrored)
     high = np.maximum(prob, mirrored)
     height, width = prob.shape
-    scale = min(1.0, work_size / max(height, width))
     missed = ((high > 0.5) & (confidence <= 0.5)).view(np.uint8)
-    if scale < 1:
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        missed = cv2.resize(missed, size, interpolation=cv2.INTER_NEAREST)  # the opening drops what it aliases
+    # the opening drops what the nearest-neighbour downscale aliases
+    missed, scale = downscale(missed, work_size, cv2.INTER_NEAREST)
     radius = missed_frac * float(np.hypot(*missed.shape))
     alpha = prob
     alpha += mirrored
@@ -152,13 +151,8 @@ def car_keep_mask(prob: np.ndarray, params: CarParams = CarParams(),
 def keep_cars(alpha: np.ndarray, params: CarParams = CarParams(), confidence: np.ndarray | None = None) -> np.ndarray:
     """`alpha` (float32 HxW in [0,1]) with everything that is not a car set to 0 (`confidence`: see car_keep_mask)."""
     height, width = alpha.shape
-    scale = params.work_size / max(height, width)
-    if scale < 1:
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        small = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
-        sure = None if confidence is None else cv2.resize(confidence, size, interpolation=cv2.INTER_AREA)
-    else:
-        small, sure = alpha, confidence
+    small, _ = downscale(alpha, params.work_size)
+    sure = None if confidence is None else downscale(confidence, params.work_size)[0]
     keep = car_keep_mask(small, params, sure)
     if params.main is not None:  # a lot photo: the main car and what is attached to it (models/main_car.py)
         keep = main_car.select_main(keep, small, params.main)

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from models.downscale import downscale
+
 
 @dataclass(frozen=True)
 class GlassParams:
@@ -209,10 +211,9 @@ def find_glass(rgb: np.ndarray, alpha: np.ndarray, params: GlassParams = GlassPa
     there is none."""
     p = params
     height, width = alpha.shape
-    scale = min(1.0, p.work_size / max(height, width))
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA) if scale < 1 else rgb
-    small_a = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA) if scale < 1 else alpha
+    small, scale = downscale(rgb, p.work_size)
+    small_a, _ = downscale(alpha, p.work_size)
+    size = (small.shape[1], small.shape[0])
     car = small_a > 0.5
     ys = np.nonzero(car.any(axis=1))[0]
     if ys.size == 0:
@@ -223,10 +224,9 @@ def find_glass(rgb: np.ndarray, alpha: np.ndarray, params: GlassParams = GlassPa
     if not mask.any():
         return None
     # matting at a finer size: the glass is read as I = a * F + (1 - a) * B, B the backdrop behind it
-    mscale = min(1.0, p.matte_size / max(height, width))
-    msize = (max(1, round(width * mscale)), max(1, round(height * mscale)))
-    mrgb = cv2.resize(rgb, msize, interpolation=cv2.INTER_AREA) if mscale < 1 else rgb
-    mcar = (cv2.resize(alpha, msize, interpolation=cv2.INTER_AREA) if mscale < 1 else alpha) > 0.5
+    mrgb, mscale = downscale(rgb, p.matte_size)
+    mcar = downscale(alpha, p.matte_size)[0] > 0.5
+    msize = (mrgb.shape[1], mrgb.shape[0])
     mmask = cv2.resize(mask.astype(np.uint8), msize, interpolation=cv2.INTER_NEAREST) > 0
     mbg = cv2.resize(bg, msize, interpolation=cv2.INTER_LINEAR)
     mh = car_h * msize[1] / size[1]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from models.downscale import downscale
+
 SHADOW_TYPES = ("car", "3d", "drop")
 WORK_SIDE = 640  # shadows are soft: they are built at this size and scaled up
 
@@ -34,9 +36,7 @@ def car_shadow(alpha: np.ndarray, opacity: float = 0.5) -> np.ndarray:
     h, w = alpha.shape
     if opacity <= 0 or not (alpha > 0.5).any():
         return np.zeros((h, w), np.float32)
-    f = min(1.0, WORK_SIDE / max(h, w))
-    small = cv2.resize(alpha, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA) if f < 1 \
-        else alpha
+    small, f = downscale(alpha, WORK_SIDE)
     sh, sw = small.shape
     solid = small > 0.5
     has = solid.any(axis=0)
