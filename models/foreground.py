@@ -201,6 +201,11 @@ class ForegroundClassifier:
                     from exc
             self._net = net.eval()
 
+    def network(self):  # type: ignore[no-untyped-def]
+        """The loaded network (weights checked), e.g. for its convolutional trunk (recognition's car embedding)."""
+        self.load()
+        return self._net
+
     def probabilities(self, rgb: np.ndarray) -> np.ndarray:
         """The 1000 ImageNet class probabilities of an HxWx3 uint8 RGB photo (the two views averaged)."""
         import torch

@@ -18,6 +18,11 @@ its own (it is the segmenter's cost, not search's). Shortlists:
 - embedding (the optional backend): one vector per image in an IVF-SQ8 index; the query's embedding is timed
   with the installed model when --embedding-dir is given, else reported as not included.
 The peer is the plain approach: SIFT match + RANSAC against every reference, at --peer-refs references.
+
+`--car-margin` (a car collection with recognition.car_margin): mode single at each size again, plus what the margin
+adds when a car fitted: the query's car embedding (Lite0 on the car's box, its ground-truth mask; the weights from
+--models-dir), the nearest references in a float16 index of `size` car vectors (the real ones and random ones),
+and the margins (models/recognition/margin.py).
 """
 
 from __future__ import annotations
@@ -33,9 +38,10 @@ import faiss
 import numpy as np
 from PIL import Image
 
-from models.recognition import FeatureIndex, extract, search, verify
+from models.recognition import FeatureIndex, car_embedding, extract, margin, search, verify
 from models.recognition.features import MAX_KEYPOINTS, MAX_SIDE, Features
 from models.recognition.index import KP_BITS, GlobalIndex
+from models.recognition.matcher import MIN_MATCHES
 from models.recognition.search import STOP_SCORE
 
 
@@ -188,6 +194,7 @@ def main() -> None:
     ap.add_argument("--segmenter", default="", help="Time this segmenter's car mask (default: the configured one)")
     ap.add_argument("--no-segmenter", action="store_true", help="Skip timing the car mask")
     ap.add_argument("--cache", type=Path, default=None)
+    ap.add_argument("--car-margin", action="store_true", help="Time the embedding margin too (see above)")
     args = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
     faiss.omp_set_num_threads(min(2, os.cpu_count() or 1))
@@ -260,15 +267,20 @@ def main() -> None:
         return out
 
     def run(index: FeatureIndex | None, feats: list[Features], secs: list[float], stop: float | None,
-            candidates=None, known: bool = True) -> dict[str, float]:  # type: ignore[no-untyped-def]
-        """Per query: features + search; p50/p95 of the total, medians of the parts, rank-1 hits."""
-        totals, parts, hits = [], {"shortlist": [], "load": [], "verify": [], "verified": []}, 0
+            candidates=None, known: bool = True, cars=None) -> dict[str, float]:  # type: ignore[no-untyped-def]
+        """Per query: features + search (+ the margin: `cars` = (embedder, car index, query photos)); p50/p95 of
+        the total, medians of the parts, rank-1 hits."""
+        totals, parts, hits = [], {"shortlist": [], "load": [], "verify": [], "verified": [], "margin": []}, 0
         for n, q in enumerate(feats):
             tm: dict[str, float] = {}
             t0 = time.perf_counter()
             ms = search(index, q, load, shortlist=args.shortlist, vote_keypoints=args.vote_keypoints,
                         stop_score=stop, timings=tm,
                         candidates=None if candidates is None else candidates(n))
+            if cars is not None and any(m.inliers >= MIN_MATCHES for m in ms):
+                t1 = time.perf_counter()
+                margins_of(cars, n, q, ms)
+                tm["margin"] = time.perf_counter() - t1
             totals.append(time.perf_counter() - t0 + secs[n])
             for k in parts:
                 parts[k].append(tm.get(k, 0.0))
@@ -281,8 +293,35 @@ def main() -> None:
         return out
 
     def line(r: dict[str, float]) -> str:
+        margin_part = f", margin {r['margin']:.0f} ms" if r["margin"] else ""
         return (f"p50 {r['p50']:.0f} ms, p95 {r['p95']:.0f} ms (medians: shortlist {r['shortlist']:.0f} ms, "
-                f"load {r['load']:.1f} ms, verify {r['verify']:.0f} ms for {r['verified']:.0f} images)")
+                f"load {r['load']:.1f} ms, verify {r['verify']:.0f} ms for {r['verified']:.0f} images{margin_part})")
+
+    owner = {i + 1: p.name.rsplit("_", 1)[0] for i, p in enumerate(ref_paths)}
+
+    def margins_of(cars, n: int, q: Features, ms: list) -> dict[str, float]:  # type: ignore[no-untyped-def,type-arg]
+        """The server's margin step (recognition.car_margins, less its SQLite reads): embed, search, margins."""
+        embedder, cindex, photos, ref_vecs = cars
+        vec = embedder.embed(*photos[n])
+        near, complete = cindex.nearest(vec, margin.NEIGHBOURS)
+        neighbours = [margin.Neighbour(owner.get(i, f"synthetic:{i}"), s) for i, s in near]
+        fitted = {owner.get(m.image_id, f"synthetic:{m.image_id}") for m in ms if m.inliers >= MIN_MATCHES}
+        own = lambda o: np.stack([v for i, v in ref_vecs.items() if owner[i] == o]  # noqa: E731
+                                 or [np.zeros(car_embedding.DIM, np.float32)])
+        return margin.margins(vec, fitted, own, neighbours, None, None, complete)
+
+    cars_setup = None
+    if args.car_margin:
+        embedder = car_embedding.CarEmbedder(args.models_dir)
+        embedder.load()
+        masks = args.data / "carvana" / "masks"
+
+        def photo(p: Path) -> tuple[np.ndarray, np.ndarray | None]:
+            m = masks / f"{p.stem}_mask.gif"
+            return load_rgb(p), (np.asarray(Image.open(m)) > 0 if m.exists() else None)
+
+        ref_vecs = {i + 1: embedder.embed(*photo(p)) for i, p in enumerate(ref_paths)}
+        cars_setup = (embedder, [photo(p) for p in query_paths], ref_vecs)
 
     # --- the plain peer against ours, same references, same run --------------------------------------------------
     peer_refs = list(range(1, min(args.peer_refs, nreal) + 1))
@@ -327,6 +366,16 @@ def main() -> None:
               f"right car at rank 1 {full['hit']:.2f}")
         print(f"votes at {size}, unknown cars ({len(ufeats)} photos, mode single): {line(unknown)}; "
               f"answered no match {unknown['hit']:.2f}")
+        if cars_setup is not None:
+            embedder, photos, ref_vecs = cars_setup
+            cindex = GlobalIndex(car_embedding.DIM, fp16=True)
+            fill = np.random.default_rng(1).normal(size=(size - nreal, car_embedding.DIM)).astype(np.float32)
+            fill /= np.linalg.norm(fill, axis=1, keepdims=True)
+            cindex.index.add_with_ids(fill, np.arange(nreal + 1, size + 1, dtype=np.int64))
+            cindex.index.add_with_ids(np.stack(list(ref_vecs.values())), np.array(list(ref_vecs), np.int64))
+            with_margin = run(index, qfeats, qsecs, args.stop_score, cars=(embedder, cindex, photos, ref_vecs))
+            print(f"votes at {size}, mode single with the car margin ({cindex.ntotal} car vectors, float16, "
+                  f"{cindex.memory_bytes / 2**20:.0f} MiB): {line(with_margin)}; {load_average()}")
         del index
 
     # --- embedding shortlist: FAISS search time and memory, latency with RANSAC --------------------------------

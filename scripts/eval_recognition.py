@@ -5,6 +5,7 @@ twins and lot photos.
         [--protocols near,far,unknown,light,twins,lot] [--no-colour] [--limit-cars N] [--cache DIR]
         [--vote-keypoints N] [--index-keypoints N] [--min-score S] [--ivf-threshold N] [--stop-score S]
         [--midpoint N] [--view-top N] [--twin-ratio R] [--dump FILE] [--lot-misses]
+        [--margin on|off] [--acceptance BIAS,WEIGHT]
 
 Each Carvana car is one object; the 100 distractors are always in the collection as other objects. Every default
 is the server's for a car collection (recognition settings' defaults; features from the configured segmenter's car
@@ -25,6 +26,11 @@ the cars (sorted by id), to tune on one half and test on the other. Protocols:
   the segmenter (always, so that it must pick the car the photo is about); against the studio references at the
   odd angles, and as unknown cars against the other half's. `--lot-misses` prints why each missed lot photo
   missed (lot_miss_cause: the car mask, the colour check, too few inliers, the shortlist, another car).
+The embedding margin (models/recognition/margin.py, recognition.car_margin; `--margin on|off`, the server's
+default): every view's car embedding (car_embedding.py, the same mask as its features; cached), a float16 index of
+the collection's reference vectors, each verified object's margin with the twins (TWINS) as its look-alikes, all as
+the server computes them; `--acceptance BIAS,WEIGHT` scores with that bias and margin weight instead of
+decide.CAR_ACCEPTANCE's. `--dump` also writes FILE.margins (each query's margins, computed whether or not they score).
 recall@1 counts a car answered with its twin (TWINS), both marked ambiguous, as right: issue 17 asks for exactly
 that answer when no photo can tell the two apart; "alone" is printed beside it. Prints recall@1, recall@5, how
 often the top match is a distractor or another car, the inlier counts of right and wrong top matches, and each
@@ -37,14 +43,17 @@ import argparse
 import io
 import time
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from lot_composites import composite as lot_composite
 from PIL import Image
 
-from models.recognition import FeatureIndex, colour, decide, extract, search
+from models.recognition import FeatureIndex, car_embedding, colour, decide, extract, margin, search
 from models.recognition.features import Features, extract_views, main_subject
+from models.recognition.index import GlobalIndex
+from models.recognition.matcher import MIN_MATCHES
 from server.config import RecognitionSettings
 
 
@@ -125,6 +134,41 @@ def _view_features(path: Path, mask_path: Path | None, masks: str, segmenter,  #
     if cached is not None:
         np.savez(cached, points=f.points, descriptors=f.descriptors, size=np.array([f.width, f.height]))
     return f
+
+
+def _car_vector(f: Features, name: str, make, args: argparse.Namespace) -> None:  # type: ignore[no-untyped-def]
+    """Register the car embedding of f's photo (`make()` gives its RGB and its car mask or None), cached as
+    `name`.<car_embedding.NAME>.npy, as stored (float16): args.car_vecs[id(f)]."""
+    if args.car_embedder is None:
+        return
+    cached = args.cache / f"{name}.{car_embedding.NAME}.npy" if args.cache is not None else None
+    if cached is not None and cached.exists():
+        vec = np.load(cached)
+    else:
+        vec = args.car_embedder.embed(*make())
+        vec = None if vec is None else car_embedding.from_blob(car_embedding.to_blob(vec))
+        if cached is not None and vec is not None:
+            np.save(cached, vec)
+    if vec is not None:
+        args.car_vecs[id(f)] = vec
+
+
+def _margins(q: Features, matches: list, refs: dict[int, Features], owner: dict[int, str],  # type: ignore[type-arg]
+             cindex: GlobalIndex | None, args: argparse.Namespace) -> dict[str, float]:
+    """The query's margins as the server computes them (recognition.car_margins): the objects with a fit, the
+    collection's nearest reference vectors with their body colours, the twins (TWINS) as look-alikes."""
+    vec = args.car_vecs.get(id(q))
+    fitted = {owner[m.image_id] for m in matches if m.inliers >= MIN_MATCHES}
+    if vec is None or cindex is None or not fitted:
+        return {}
+    near, complete = cindex.nearest(vec, margin.NEIGHBOURS)
+    neighbours = [margin.Neighbour(owner[i], sim, refs[i].body) for i, sim in near]
+    def own(obj: str) -> np.ndarray:
+        vecs = [args.car_vecs[id(f)] for i, f in refs.items() if owner[i] == obj and id(f) in args.car_vecs]
+        return np.stack(vecs) if vecs else np.zeros((0, car_embedding.DIM), np.float32)
+
+    twins = {o: {args.twin_of[o]} for o in fitted if o in args.twin_of}
+    return margin.margins(vec, fitted, own, neighbours, twins, q.body, complete)
 
 
 # Pairs of Carvana cars of the same model in the same colour (found by cross-matching every car's views, then
@@ -258,6 +302,10 @@ def _run(name: str, refs: dict[int, Features], owner: dict[int, str],
     cap = args.index_keypoints or None
     index = FeatureIndex.build(((i, f.descriptors[:cap]) for i, f in refs.items()), ivf_threshold=args.ivf_threshold,
                                nprobe=args.nprobe)
+    cindex = None
+    if args.car_embedder is not None:
+        cindex = GlobalIndex.build(car_embedding.DIM, ((i, args.car_vecs[id(f)]) for i, f in refs.items()
+                                                       if id(f) in args.car_vecs), fp16=True)
     outcomes: list[Outcome] = []
     right_inl, wrong_inl, times = [], [], []
     for truth, q, v in queries:
@@ -266,10 +314,13 @@ def _run(name: str, refs: dict[int, Features], owner: dict[int, str],
                          views=v, view_top=args.view_top, stop_score=args.stop_score or None,
                          after_stop=args.twin_checks, use_colour=args.colour, midpoint=args.midpoint,
                          spread=args.dump is not None or decide.needs_spread(decide.CAR_ACCEPTANCE))
+        margins = _margins(q, matches, refs, owner, cindex, args) if args.colour else {}
         times.append(time.perf_counter() - t)
-        o = Outcome(truth, decide.per_object(matches, owner, args.midpoint, args.colour), args)
+        o = Outcome(truth, decide.per_object(matches, owner, args.midpoint, args.colour, args.acceptance,
+                                             margins if args.margin == "on" else None), args)
         if args.dump is not None:
             args.dumped.append((name, truth, known, matches, {m.image_id: owner[m.image_id] for m in matches}))
+            args.dumped_margins.append(margins)
         outcomes.append(o)
         if o.ranked:
             (right_inl if o.ranked[0] == truth else wrong_inl).append(o.inliers[o.ranked[0]])
@@ -291,7 +342,8 @@ def _run(name: str, refs: dict[int, Features], owner: dict[int, str],
           f"no match {sum(not o.answer for o in outcomes) / n:.3f}", flush=True)
     q = lambda xs: f"median {np.median(xs):.0f}, min {min(xs)}, max {max(xs)}" if xs else "none"  # noqa: E731
     print(f"  inliers of right top matches: {q(right_inl)}; of wrong top matches: {q(wrong_inl)}", flush=True)
-    print(f"  search p50 {np.median(times) * 1000:.0f} ms (shortlist + RANSAC, features excluded)", flush=True)
+    print(f"  search p50 {np.median(times) * 1000:.0f} ms (shortlist + RANSAC + margins, features excluded)",
+          flush=True)
     return outcomes
 
 
@@ -315,6 +367,21 @@ def lot_miss_cause(o: Outcome, mask_iou: float, true_inliers: int, true_body: fl
     if o.inliers.get(o.truth, 0) < true_inliers:
         return "d the shortlist left out the view that fits"
     return "d another car won"
+
+
+def _lot_again(car: str, angle: int, name: str, scenes: list[Path], image_of, mask_of,  # type: ignore[no-untyped-def]
+               segmenter, cache: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """A lot photo made again (the same draws as when it was made) and its car mask (cached by _altered, else the
+    segmenter's main car)."""
+    rng = np.random.default_rng(_seed("lot", car, angle))
+    scene = scenes[int(rng.integers(len(scenes)))]
+    cut = bool(rng.random() < 1 / 3)
+    gt = np.asarray(Image.open(mask_of(car, angle))) > 0
+    rgb = _lot_photo(np.asarray(Image.open(image_of(car, angle)).convert("RGB")), gt, Image.open(scene), rng, cut)[0]
+    masked = cache / f"{name}.mask.png" if cache is not None else None
+    if masked is not None and masked.exists():
+        return rgb, np.asarray(Image.open(masked)) > 127
+    return rgb, main_subject(segmenter.mask(rgb, kind="car"))
 
 
 def _print_lot_misses(out: list[Outcome], names: list[tuple[str, int]], refs: dict[int, Features],
@@ -396,11 +463,19 @@ def main() -> None:
     ap.add_argument("--view-top", type=int, default=0,
                     help="Match simulated views of the query (features.extract_views) against this many of the "
                          "shortlisted images (0: off)")
+    ap.add_argument("--margin", choices=("on", "off"), default="on" if server.car_margin else "off",
+                    help="Weigh the embedding margin in the score (recognition.car_margin)")
+    ap.add_argument("--acceptance", dest="acceptance_text", default="",
+                    help="BIAS,WEIGHT: score with this bias and margin weight (decide.CAR_ACCEPTANCE's otherwise)")
     ap.add_argument("--dump", type=Path, default=None,
                     help="Write every query's verified matches (pickle: protocol, truth, known, matches, owners) "
                          "here, to fit the score offline (scripts/fit_recognition_score.py)")
     args = ap.parse_args()
-    args.dumped, args.twin_of = [], {}
+    args.dumped, args.dumped_margins, args.twin_of, args.car_vecs = [], [], {}, {}
+    args.acceptance = None
+    if args.acceptance_text:
+        bias, weight = (float(x) for x in args.acceptance_text.split(","))
+        args.acceptance = replace(decide.CAR_ACCEPTANCE, bias=bias, margin=weight)
     protocols = set(args.protocols.split(","))
     folder_of = {p.name.rsplit("_", 1)[0]: d for d in args.data for p in (d / "carvana" / "images").glob("*_01.jpg")}
     cars = sorted(folder_of)
@@ -428,8 +503,18 @@ def main() -> None:
                 views[(car, a)] = _view_features(image_of(car, a), mask_of(car, a), args.masks,
                                                  segmenter, args.cache)
     scenes = sorted(distractor_dir(args.data[0]).glob("*.jpg"))
-    distractors = [_features(p, None, "none" if args.masks == "gt" else args.masks, segmenter, args.cache)
-                   for p in scenes]
+    dmasks = "none" if args.masks == "gt" else args.masks
+    distractors = [_features(p, None, dmasks, segmenter, args.cache) for p in scenes]
+    args.car_embedder = None
+    if args.colour and (args.margin == "on" or args.dump is not None):
+        args.car_embedder = car_embedding.CarEmbedder(args.models_dir)
+        rgb_of = lambda p: np.asarray(Image.open(p).convert("RGB"))  # noqa: E731
+        for (car, a), f in feats.items():
+            _car_vector(f, f"{car}_{a:02d}.{args.masks}", lambda car=car, a=a: (rgb_of(image_of(car, a)), _mask(
+                image_of(car, a), mask_of(car, a), args.masks, segmenter, args.cache)), args)
+        for p, f in zip(scenes, distractors, strict=True):
+            _car_vector(f, f"{p.stem}.{dmasks}", lambda p=p: (rgb_of(p), _mask(p, None, dmasks, segmenter,
+                                                                                 args.cache)), args)
     print(f"features: {len(feats)} views of {len(cars)} cars ({cars[0]}...{cars[-1]}), {len(distractors)} "
           f"distractors, masks={args.masks}, colour={'on' if args.colour else 'off'}, "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
@@ -463,11 +548,15 @@ def main() -> None:
         results["far"] = (sum(o.right for o in far) / len(far), len(far))
     if "light" in protocols:
         refs, owner = collection(cars, odd)
-        light = [(c, _altered(f"light_{c}_{a:02d}.{args.masks}", lambda c=c, a=a: _light(
-            np.asarray(Image.open(image_of(c, a)).convert("RGB")), np.random.default_rng(
-                _seed("light", c, a))), segmenter, args.cache,
-            mask=_mask(image_of(c, a), mask_of(c, a), args.masks, segmenter, args.cache)), None)
-            for c in cars for a in even]
+        light = []
+        for c in cars:
+            for a in even:
+                make = lambda c=c, a=a: _light(np.asarray(Image.open(image_of(c, a)).convert("RGB")),  # noqa: E731
+                                               np.random.default_rng(_seed("light", c, a)))
+                m = _mask(image_of(c, a), mask_of(c, a), args.masks, segmenter, args.cache)
+                f = _altered(f"light_{c}_{a:02d}.{args.masks}", make, segmenter, args.cache, mask=m)
+                _car_vector(f, f"light_{c}_{a:02d}.{args.masks}", lambda make=make, m=m: (make(), m), args)
+                light.append((c, f, None))
         out = _run("near views under other light (white balance, exposure, gamma)", refs, owner, light, True, args)
         results["light"] = (sum(o.right for o in out) / len(out), len(out))
     half = len(cars) // 2
@@ -504,8 +593,11 @@ def main() -> None:
                     gt = np.asarray(Image.open(mask_of(c, a))) > 0
                     return _lot_photo(np.asarray(Image.open(path).convert("RGB")), gt, Image.open(scene), rng, cut)[0]
 
-                lot.setdefault(c, []).append((c, _altered(f"{LOT_CACHE}_{c}_{a:02d}.segmenter", make, segmenter,
-                                                          args.cache), None))
+                name = f"{LOT_CACHE}_{c}_{a:02d}.segmenter"
+                f = _altered(name, make, segmenter, args.cache)
+                _car_vector(f, name, lambda c=c, a=a, name=name: _lot_again(c, a, name, scenes, image_of, mask_of,
+                                                                           segmenter, args.cache), args)
+                lot.setdefault(c, []).append((c, f, None))
         # the street scenes are the distractor photos: left out of the collection, as the cars in them are not stock
         refs, owner = collection(cars, odd, with_distractors=False)
         out = _run("lot photos (street scene, other cars, light, blur, JPEG) against studio references", refs, owner,
@@ -526,6 +618,7 @@ def main() -> None:
         import pickle
 
         args.dump.write_bytes(pickle.dumps(args.dumped))
+        args.dump.with_name(args.dump.name + ".margins").write_bytes(pickle.dumps(args.dumped_margins))
     print(f"targets ({len(cars)} cars, masks={args.masks}, colour={'on' if args.colour else 'off'}):", flush=True)
     for label, (value, n) in results.items():
         print(_target(label, value, n), flush=True)

@@ -192,6 +192,10 @@ class RecognitionSettings(Section):
         description="Global-embedding model under <models_dir>/recognition for the shortlist; empty: descriptor votes.")
     global_ivf_threshold: int = Field(
         200_000, ge=1000, description="Past this many images a rebuild makes the embedding index IVF (8-bit).")
+    car_embedding: bool = Field(
+        True, description="Car collections: store each reference's car embedding (Lite0, 640 bytes) for the margin.")
+    car_margin: bool = Field(
+        False, description="Car collections: weigh the embedding margin to the nearest other car in the score.")
 
 
 class CatalogSettings(Section):

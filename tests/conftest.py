@@ -55,6 +55,15 @@ def _real_weights_only_in_slow_tests(request: pytest.FixtureRequest, monkeypatch
 
     monkeypatch.setattr(Segmenter, "load", guarded_segmenter)
     monkeypatch.setattr(models.sam, "load_sam", guarded_sam)
+    # Car collections embed each car with the fetched Lite0 weights (recognition.car_embedding): outside slow tests
+    # the weights count as not fetched, so car collections run without the margin unless a test fakes the embedder.
+    from models.errors import ModelMissing
+    from models.recognition.car_embedding import CarEmbedder
+
+    def no_real_lite0(self: CarEmbedder) -> None:
+        raise ModelMissing("the real Lite0 weights load in slow tests only")
+
+    monkeypatch.setattr(CarEmbedder, "load", no_real_lite0)
 
 
 @pytest.fixture(autouse=True)

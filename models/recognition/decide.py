@@ -22,8 +22,8 @@ on half 1), see docs/decisions/0001.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -39,15 +39,22 @@ TWIN_OVERLAP = 0.5  # ... when the two matched regions of the photo overlap this
 @dataclass(frozen=True)
 class Acceptance:
     """A logistic over an object's evidence (evidence_features, FEATURE_NAMES): bias + weights . features, with the
-    inlier weight's term centred on the collection's midpoint (so `midpoint` keeps shifting the score)."""
+    inlier weight's term centred on the collection's midpoint (so `midpoint` keeps shifting the score). An object
+    without an embedding margin (margin.py: no car embeddings stored, or no other car to compare with) is scored
+    without_margin: the same weights with no bias and no margin term, i.e. the inliers' score as before."""
 
     bias: float
     inliers: float
     spread: float
     second: float
+    margin: float = 0.0
+
+    def without_margin(self) -> Acceptance:
+        """The score of an object that has no margin."""
+        return replace(self, bias=0.0, margin=0.0) if self.margin else self
 
 
-FEATURE_NAMES = ("inliers - midpoint", "spread", "second view inliers")
+FEATURE_NAMES = ("inliers - midpoint", "spread", "second view inliers", "embedding margin")
 INLIERS_ONLY = Acceptance(0.0, 1.0 / INLIER_SCALE, 0.0, 0.0)  # logistic((inliers - midpoint) / INLIER_SCALE)
 # The car score: inliers alone (with colour on top) until weights for spread and second views hold on held-out cars.
 CAR_ACCEPTANCE = INLIERS_ONLY
@@ -66,12 +73,13 @@ def needs_spread(acceptance: Acceptance) -> bool:
 
 @dataclass
 class ObjectEvidence:
-    """An object's verified matches summed up: its best one, the inliers of its second-best image, and the best
-    match's own score (evidence_score of it alone)."""
+    """An object's verified matches summed up: its best one, the inliers of its second-best image, the best
+    match's own score (evidence_score of it alone) and the object's embedding margin (margin.py; None: unknown)."""
 
     best: Match
     second: int = 0
     best_score: float = 0.0
+    margin: float | None = None
 
 
 def object_evidence(matches: list[Match], midpoint: float, use_colour: bool = True,
@@ -85,8 +93,9 @@ def object_evidence(matches: list[Match], midpoint: float, use_colour: bool = Tr
 
 
 def evidence_features(ev: ObjectEvidence, midpoint: float = 0.0) -> list[float]:
-    """The features of Acceptance, in FEATURE_NAMES order."""
-    return [ev.best.inliers - midpoint, ev.best.spread or 0.0, float(min(ev.second, ev.best.inliers))]
+    """The features of Acceptance, in FEATURE_NAMES order (a missing margin as 0)."""
+    return [ev.best.inliers - midpoint, ev.best.spread or 0.0, float(min(ev.second, ev.best.inliers)),
+            ev.margin or 0.0]
 
 
 def evidence_score(m: Match | ObjectEvidence, midpoint: float, use_colour: bool = True,
@@ -99,8 +108,10 @@ def evidence_score(m: Match | ObjectEvidence, midpoint: float, use_colour: bool 
     if best.inliers < MIN_MATCHES or best.score <= 0.0:
         return 0.0
     a = acceptance_for(use_colour, acceptance)
+    if ev.margin is None:
+        a = a.without_margin()
     x = evidence_features(ev, midpoint)
-    p = _logistic(a.bias + a.inliers * x[0] + a.spread * x[1] + a.second * x[2])
+    p = _logistic(a.bias + a.inliers * x[0] + a.spread * x[1] + a.second * x[2] + a.margin * x[3])
     if use_colour and best.body is not None and best.body > COLOUR_LIMIT:
         p *= 2.0 * _logistic((COLOUR_LIMIT - best.body) / COLOUR_SCALE)
     return p
@@ -120,9 +131,11 @@ class Candidate:
 
 
 def per_object(matches: Iterable[Match], owners: dict[int, str], midpoint: float,
-               use_colour: bool = True, acceptance: Acceptance | None = None) -> list[Candidate]:
-    """Each object's evidence (its best match, and its second view's inliers) scored, best object first;
-    `acceptance`: CAR_ACCEPTANCE when use_colour (a car collection), else inliers alone."""
+               use_colour: bool = True, acceptance: Acceptance | None = None,
+               margins: Mapping[str, float] | None = None) -> list[Candidate]:
+    """Each object's evidence (its best match, its second view's inliers, its embedding margin from `margins`
+    when known) scored, best object first; `acceptance`: CAR_ACCEPTANCE when use_colour (a car collection), else
+    inliers alone."""
     acceptance = acceptance_for(use_colour, acceptance)
     by_obj: dict[str, list[Match]] = {}
     for m in matches:
@@ -132,9 +145,10 @@ def per_object(matches: Iterable[Match], owners: dict[int, str], midpoint: float
     out = []
     for obj, ms in by_obj.items():
         ev = object_evidence(ms, midpoint, use_colour, acceptance)
-        # the object's score is its best match's own unless a second view counts too
-        second_counts = acceptance.second != 0.0 and ev.second > 0
-        score = evidence_score(ev, midpoint, use_colour, acceptance) if second_counts else ev.best_score
+        ev.margin = (margins or {}).get(obj)
+        # the object's score is its best match's own unless a second view or the margin counts too
+        more = (acceptance.second != 0.0 and ev.second > 0) or (acceptance.margin != 0.0 and ev.margin is not None)
+        score = evidence_score(ev, midpoint, use_colour, acceptance) if more else ev.best_score
         out.append(Candidate(obj, ev.best, score))
     return sorted(out, key=lambda c: (-c.score, -c.match.inliers))
 

@@ -177,34 +177,40 @@ class FeatureIndex:
 
 class GlobalIndex:
     """One global embedding per reference image (id = image id): exact inner product up to ivf_threshold
-    images, an IVF index with 8-bit scalar-quantised vectors past it (`build`); adds, removes, atomic saves."""
+    images, an IVF index with 8-bit scalar-quantised vectors past it (`build`); adds, removes, atomic saves.
+    `fp16`: vectors kept as float16 (half the memory; the car embedding's margin index), flat or IVF alike."""
 
-    def __init__(self, dim: int, index: faiss.Index | None = None) -> None:
+    def __init__(self, dim: int, index: faiss.Index | None = None, fp16: bool = False) -> None:
         self.dim = dim
-        self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        if index is None:
+            flat = (faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+                    if fp16 else faiss.IndexFlatIP(dim))
+            index = faiss.IndexIDMap2(flat)
+        self.index = index
         self.lock = threading.RLock()
 
     @classmethod
     def build(cls, dim: int, items: Iterable[tuple[int, np.ndarray]], *, ivf_threshold: int = 200_000,
-              nprobe: int = 16) -> GlobalIndex:
+              nprobe: int = 16, fp16: bool = False) -> GlobalIndex:
         """A fresh index from (image id, vector) pairs."""
         pairs = [(i, v) for i, v in items]
         if len(pairs) > ivf_threshold:
             vecs = np.stack([v for _, v in pairs]).astype(np.float32)
-            out = cls(dim, cls.trained_ivf(vecs, nprobe=nprobe))
+            out = cls(dim, cls.trained_ivf(vecs, nprobe=nprobe, codec="SQfp16" if fp16 else "SQ8"))
         else:
-            out = cls(dim)
+            out = cls(dim, fp16=fp16)
         if pairs:
             out.index.add_with_ids(np.stack([v for _, v in pairs]).astype(np.float32),
                                    np.array([i for i, _ in pairs], dtype=np.int64))
         return out
 
     @staticmethod
-    def trained_ivf(sample: np.ndarray, *, nprobe: int = 16, nlist: int | None = None) -> faiss.Index:
-        """An empty IVF (SQ8) inner-product index trained on (a random subset of) sample."""
+    def trained_ivf(sample: np.ndarray, *, nprobe: int = 16, nlist: int | None = None,
+                    codec: str = "SQ8") -> faiss.Index:
+        """An empty IVF (SQ8, or `codec`) inner-product index trained on (a random subset of) sample."""
         total = len(sample)
         nlist = nlist or int(min(16384, max(64, 4 * np.sqrt(total))))
-        return _train_ivf(sample, f"IVF{nlist},SQ8", nlist, nprobe)
+        return _train_ivf(sample, f"IVF{nlist},{codec}", nlist, nprobe)
 
     @property
     def kind(self) -> str:
@@ -233,14 +239,21 @@ class GlobalIndex:
 
     def search(self, vector: np.ndarray, k: int, allowed: set[int] | None = None) -> list[int]:
         """Up to k image ids, nearest first (asks for more when `allowed` filters some out)."""
+        return [i for i, _ in self.nearest(vector, k, allowed)[0]]
+
+    def nearest(self, vector: np.ndarray, k: int,
+                allowed: set[int] | None = None) -> tuple[list[tuple[int, float]], bool]:
+        """Up to k (image id, inner product), nearest first (asks for more when `allowed` filters some out), and
+        whether they are every allowed image of the index (the search saw them all)."""
         if not self.ntotal:
-            return []
-        want = k if allowed is None else min(self.ntotal, k * 4 + 16)
+            return [], True
+        want = min(self.ntotal, k if allowed is None else k * 4 + 16)
         with self.lock:
-            _, ids = self.index.search(np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32),
-                                       min(want, self.ntotal))
-        out = [int(i) for i in ids[0] if i >= 0 and (allowed is None or int(i) in allowed)]
-        return out[:k]
+            sims, ids = self.index.search(np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32), want)
+        out = [(int(i), float(s)) for i, s in zip(ids[0], sims[0], strict=True)
+               if i >= 0 and (allowed is None or int(i) in allowed)]
+        seen_all = want >= self.ntotal or (allowed is not None and len(out) >= len(allowed))
+        return out[:k], seen_all and len(out) <= k
 
     def save(self, path: Path) -> None:
         with self.lock:

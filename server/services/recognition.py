@@ -21,18 +21,22 @@ from sqlite_utils.migrations import Migrations
 from core.clock import now_iso
 from core.encoding import decode_cursor, encode_cursor, printable_id
 from models import imaging
-from models.recognition import decide
+from models.recognition import car_embedding, decide, margin
+from models.recognition.car_embedding import CarEmbedder
 from models.recognition.embedding import EmbeddingModel
 from models.recognition.features import Features, extract, main_subject, rating
+from models.recognition.matcher import MIN_MATCHES
 from models.recognition.search import search
 from server.config import Settings, get_settings
 from server.errors import ApiError, NotFound
 from server.services import segmentation
 from server.services.recognition_index import (
+    car_embedder,
     embedded_count,
     embedder,
     forget_cached_indexes,
     index_gen,
+    load_car_index,
     load_global,
     load_index,
     publish,
@@ -104,6 +108,14 @@ def m004_colour_angles_lookalikes(db: sqlite_utils.Database) -> None:
     db["rec_lookalikes"].create(
         {"collection_id": str, "object_id": str, "other_id": str, "score": float, "found_at": str},
         pk=("collection_id", "object_id", "other_id"))
+
+
+@migrations()
+def m005_car_embeddings(db: sqlite_utils.Database) -> None:
+    """Each reference image's car embedding (models/recognition/car_embedding.py, float16) and the model it came
+    from: the embedding margin's evidence in car collections. Images stored before have none."""
+    db["rec_images"].add_column("car_embedding", bytes)
+    db["rec_images"].add_column("car_embedding_model", str)
 
 
 def migrate(db: sqlite_utils.Database) -> None:
@@ -293,11 +305,22 @@ def delete_object(db: sqlite_utils.Database, settings: Settings, collection_id: 
 # --- features ----------------------------------------------------------------------------------------------------
 @dataclass
 class Analysis:
-    """What recognition keeps of an image: local features, and the global embedding when a model is installed."""
+    """What recognition keeps of an image: local features, the global embedding when a model is installed, and in
+    a car collection the car's box for its car embedding (car_vector, computed when first asked for)."""
 
     features: Features
     embedding: np.ndarray | None = None
     model: EmbeddingModel | None = None
+    cars: CarEmbedder | None = None
+    car_source: tuple[np.ndarray, np.ndarray | None] | None = None
+    _car_vector: np.ndarray | None = None
+
+    def car_vector(self) -> np.ndarray | None:
+        """The car embedding (car_embedding.py) of the image's car, once; None without a car embedder or a car."""
+        if self._car_vector is None and self.cars is not None and self.car_source is not None:
+            self._car_vector = self.cars.embed(*self.car_source)
+            self.car_source = None
+        return self._car_vector
 
 
 def working_copy(settings: Settings, image: Image.Image) -> Image.Image:
@@ -328,10 +351,15 @@ def analyse(settings: Settings, image: Image.Image, object_type: str) -> Analysi
     feats = extract(rgb, mask, max_side=s.max_side, max_keypoints=s.max_keypoints)
     if (feats.width, feats.height) != image.size:
         feats = _in_pixels_of(feats, image.size)
+    out = Analysis(feats)
+    if object_type == "car" and mask is not None:
+        out.cars = car_embedder(settings)
+        if out.cars is not None:
+            out.car_source = car_embedding.car_crop(rgb, mask)
     model = embedder(settings)
-    if model is None:
-        return Analysis(feats)
-    return Analysis(feats, model.embed(rgb, mask), model)
+    if model is not None:
+        out.embedding, out.model = model.embed(rgb, mask), model
+    return out
 
 
 def _in_pixels_of(feats: Features, size: tuple[int, int]) -> Features:
@@ -412,11 +440,14 @@ def add_image(db: sqlite_utils.Database, settings: Settings, collection_id: str,
             db.execute("UPDATE rec_collections SET failed_uploads = failed_uploads + 1 WHERE id = ?", [collection_id])
         return {**out, "status": "failed", "id": None, "detail": "No usable features in this image."}
     points, desc = feats.to_blobs()
+    car_vec = analysis.car_vector()
+    cars = analysis.cars if car_vec is not None else None
     with write_txn(db):
         gen = int(db.execute("SELECT index_gen FROM rec_collections WHERE id = ?", [collection_id]).fetchone()[0])
         index = load_index(db, settings, collection_id, gen)
         model = analysis.model
         gindex = load_global(db, settings, collection_id, gen, model) if model is not None else None
+        cindex = load_car_index(db, settings, collection_id, gen, cars) if cars is not None else None
         image_id = _next_image_id(db)
         db["rec_images"].insert({
             "id": image_id, "collection_id": collection_id, "object_id": object_id, "width": feats.width,
@@ -424,6 +455,8 @@ def add_image(db: sqlite_utils.Database, settings: Settings, collection_id: str,
             "colours": feats.colour_blob(), "angle": angle,
             "embedding": analysis.embedding.tobytes() if analysis.embedding is not None else None,
             "embedding_model": model.model_id if model is not None else None,
+            "car_embedding": car_embedding.to_blob(car_vec) if cars is not None else None,
+            "car_embedding_model": cars.model_id if cars is not None else None,
             "created_at": now_iso()})
         # The index holds the stored (quantised) descriptors, exactly what a rebuild would give.
         index.add(image_id, stored_descriptors(settings, desc))
@@ -434,7 +467,9 @@ def add_image(db: sqlite_utils.Database, settings: Settings, collection_id: str,
             request_rebuild(db, settings, collection_id)
         if gindex is not None and analysis.embedding is not None:
             gindex.add(image_id, analysis.embedding)
-        publish(db, settings, collection_id, gen + 1, index, gindex, model)
+        if cindex is not None and car_vec is not None:
+            cindex.add(image_id, car_embedding.from_blob(car_embedding.to_blob(car_vec)))  # as stored
+        publish(db, settings, collection_id, gen + 1, index, gindex, model, cindex, cars)
         _record_lookalikes(db, collection_id, object_id, lookalikes)
     return {**out, "status": "added", "id": image_id}
 
@@ -503,11 +538,15 @@ def _remove_images(db: sqlite_utils.Database, settings: Settings, collection_id:
         index = load_index(db, settings, collection_id, gen)
         model = embedder(settings)
         gindex = load_global(db, settings, collection_id, gen, model) if model is not None else None
+        cars = car_embedder(settings)
+        cindex = load_car_index(db, settings, collection_id, gen, cars) if cars is not None else None
         db.execute(f"DELETE FROM rec_images WHERE id IN ({','.join('?' * len(ids))})", ids)
         index.remove(ids)
         if gindex is not None:
             gindex.remove(ids)
-        publish(db, settings, collection_id, gen + 1, index, gindex, model)
+        if cindex is not None:
+            cindex.remove(ids)
+        publish(db, settings, collection_id, gen + 1, index, gindex, model, cindex, cars)
 
 
 def count_images(db: sqlite_utils.Database, collection_id: str, object_id: str | None = None) -> int:
@@ -574,6 +613,46 @@ def _matches(db: sqlite_utils.Database, settings: Settings, coll: dict[str, Any]
                   midpoint=midpoint, spread=spread)
 
 
+def car_margins(db: sqlite_utils.Database, settings: Settings, collection_id: str, analysis: Analysis,
+                objects: set[str], allowed: set[int] | None) -> dict[str, float]:
+    """The embedding margin (models/recognition/margin.py) of each object that fitted: its references' car
+    embeddings against the query's, the other cars from the collection's car-embedding index (its margin.NEIGHBOURS
+    nearest references, inactive objects left out), their body colours and the objects' recorded look-alikes. The
+    query is embedded only when some object fitted; objects without car embeddings get none."""
+    if not objects or analysis.cars is None:
+        return {}
+    query = analysis.car_vector()
+    if query is None:
+        return {}
+    cars = analysis.cars
+    gen = index_gen(db, collection_id)
+    near, complete = load_car_index(db, settings, collection_id, gen, cars).nearest(query, margin.NEIGHBOURS, allowed)
+    if not near:
+        return {}
+    ids = [i for i, _ in near]
+    rows = {int(r["id"]): r for r in db.query(
+        f"SELECT id, object_id, colours FROM rec_images WHERE id IN ({','.join('?' * len(ids))})", ids)}
+    neighbours = [margin.Neighbour(rows[i]["object_id"], sim, _body(rows[i]["colours"]))
+                  for i, sim in near if i in rows]
+    marks = ",".join("?" * len(objects))
+    own: dict[str, list[np.ndarray]] = {}
+    for r in db.query(f"SELECT object_id, car_embedding FROM rec_images WHERE collection_id = ? AND object_id IN "
+                      f"({marks}) AND car_embedding_model = ?", [collection_id, *objects, cars.model_id]):
+        own.setdefault(r["object_id"], []).append(car_embedding.from_blob(r["car_embedding"]))
+    twins: dict[str, set[str]] = {}
+    for r in db.query(f"SELECT object_id, other_id FROM rec_lookalikes WHERE collection_id = ? AND object_id IN "
+                      f"({marks})", [collection_id, *objects]):
+        twins.setdefault(r["object_id"], set()).add(r["other_id"])
+    empty = np.zeros((0, cars.dim), np.float32)
+    return margin.margins(query, objects, lambda o: np.stack(own[o]) if o in own else empty, neighbours, twins,
+                          analysis.features.body, complete)
+
+
+def _body(colours: bytes | None) -> np.ndarray | None:
+    """The body colour (colour.signature) kept in a reference's colour blob (Features.colour_blob)."""
+    return np.frombuffer(colours[12:24], dtype=np.float32) if colours and len(colours) >= 24 else None
+
+
 def recognize(db: sqlite_utils.Database, settings: Settings, collection_id: str, image: Image.Image, *,
               mode: str = "single", limit: int = 10, min_score: float | None = None) -> dict[str, Any]:
     """Which objects the image shows: results best first with score (inliers and colour together, decide.py),
@@ -601,7 +680,12 @@ def recognize(db: sqlite_utils.Database, settings: Settings, collection_id: str,
                                                 [collection_id])} - inactive
         matches = _matches(db, settings, coll, analysis, allowed, single=mode == "single")
         owners = _owners(db, [m.image_id for m in matches])
-        candidates = decide.per_object(matches, owners, _midpoint(settings, coll), coll["object_type"] == "car")
+        margins = {}
+        if coll["object_type"] == "car" and settings.recognition.car_margin:
+            fitted = {owners[m.image_id] for m in matches if m.image_id in owners and m.inliers >= MIN_MATCHES}
+            margins = car_margins(db, settings, collection_id, analysis, fitted, allowed)
+        candidates = decide.per_object(matches, owners, _midpoint(settings, coll), coll["object_type"] == "car",
+                                       margins=margins)
         group = {c.object_id for c in decide.twins(candidates, threshold, settings.recognition.twin_ratio)}
         ambiguous = len(group) > 1
         if mode == "single":

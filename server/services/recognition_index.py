@@ -13,6 +13,9 @@ from typing import Any
 import numpy as np
 import sqlite_utils
 
+from models.errors import ModelCorrupt, ModelMissing
+from models.recognition import car_embedding
+from models.recognition.car_embedding import CarEmbedder
 from models.recognition.embedding import EmbeddingModel, load_embedding
 from models.recognition.index import FeatureIndex, GlobalIndex, IndexCorrupt
 from server.config import Settings
@@ -84,12 +87,15 @@ def rebuild_descriptors(db: sqlite_utils.Database, settings: Settings, collectio
 def rebuild_index(db: sqlite_utils.Database, settings: Settings, collection_id: str,
                   progress: Any = None) -> FeatureIndex:
     """Build a collection's descriptor index from the features in the database and save it (progress(n) per
-    image); the global-embedding index too when an embedding model is installed."""
+    image); the global-embedding index too when an embedding model is installed, and the car-embedding index."""
     index = rebuild_descriptors(db, settings, collection_id, progress)
     index.save(index_path(settings, collection_id))
     model = embedder(settings)
     if model is not None:
         rebuild_global(db, settings, collection_id, model)
+    cars = car_embedder(settings)
+    if cars is not None:
+        rebuild_car_index(db, settings, collection_id, cars)
     return index
 
 
@@ -132,6 +138,7 @@ def forget_cached_indexes() -> None:
     with _cache_lock:
         _cache.clear()
         _global_cache.clear()
+        _car_cache.clear()
 
 
 # --- the global-embedding index (when an embedding model is installed) -------------------------------------------
@@ -202,14 +209,88 @@ def load_global(db: sqlite_utils.Database, settings: Settings, collection_id: st
 
 
 def publish(db: sqlite_utils.Database, settings: Settings, collection_id: str, gen: int, index: FeatureIndex,
-            gindex: GlobalIndex | None = None, model: EmbeddingModel | None = None) -> None:
-    """Inside the write transaction that changed them: save a collection's indexes, move it to generation gen (so
-    every worker reloads them) and keep them as this process's cached copies."""
+            gindex: GlobalIndex | None = None, model: EmbeddingModel | None = None,
+            cindex: GlobalIndex | None = None, cars: CarEmbedder | None = None) -> None:
+    """Inside the write transaction that changed them: save a collection's indexes (descriptors; the global and
+    car embeddings' when given), move it to generation gen (so every worker reloads them) and keep them as this
+    process's cached copies."""
     index.save(index_path(settings, collection_id))
     if gindex is not None and model is not None:
         gindex.save(global_path(settings, collection_id, model))
+    if cindex is not None and cars is not None:
+        cindex.save(car_index_path(settings, collection_id, cars))
     db.execute("UPDATE rec_collections SET index_gen = ? WHERE id = ?", [gen, collection_id])
     with _cache_lock:
         _cache[(str(settings.data_dir), collection_id)] = _Cached(index, gen)
         if gindex is not None and model is not None:
             _global_cache[(str(settings.data_dir), collection_id, model.model_id)] = _CachedGlobal(gindex, gen)
+        if cindex is not None and cars is not None:
+            _car_cache[(str(settings.data_dir), collection_id, cars.model_id)] = _CachedGlobal(cindex, gen)
+
+
+# --- the car-embedding index (car collections: the margin's other cars, models/recognition/margin.py) ------------
+_car_cache: dict[tuple[str, str, str], _CachedGlobal] = {}
+_car_warned: set[str] = set()
+
+
+def car_embedder(settings: Settings) -> CarEmbedder | None:
+    """The car embedder (recognition.car_embedding on and the Lite0 weights fetched and intact), else None: a
+    missing or damaged weights file is logged once and the car collections go on without the margin."""
+    if not settings.recognition.car_embedding:
+        return None
+    model = car_embedding.get_car_embedder(settings.models_dir)
+    try:
+        model.load()
+    except (ModelMissing, ModelCorrupt) as exc:
+        if str(settings.models_dir) not in _car_warned:
+            _car_warned.add(str(settings.models_dir))
+            log.warning("car embeddings are off: %s (`forecourt models fetch efficientnet-lite0`)", exc)
+        return None
+    return model
+
+
+def car_index_path(settings: Settings, collection_id: str, cars: CarEmbedder) -> Path:
+    """Where a collection's car-embedding index is saved."""
+    return settings.data_dir / "indexes" / f"{collection_id}.car-{cars.model_id.rsplit(':', 1)[-1]}.faiss"
+
+
+def car_embedded_count(db: sqlite_utils.Database, collection_id: str, cars: CarEmbedder) -> int:
+    """How many of the collection's images have a car embedding from this model."""
+    return int(db.execute("SELECT COUNT(*) FROM rec_images WHERE collection_id = ? AND car_embedding_model = ?",
+                          [collection_id, cars.model_id]).fetchone()[0])
+
+
+def rebuild_car_index(db: sqlite_utils.Database, settings: Settings, collection_id: str,
+                      cars: CarEmbedder) -> GlobalIndex:
+    """Build and save a collection's car-embedding index (float16) from the embeddings this model gave."""
+    rows = db.execute("SELECT id, car_embedding FROM rec_images WHERE collection_id = ? AND car_embedding_model = ? "
+                      "ORDER BY id", [collection_id, cars.model_id])
+    index = GlobalIndex.build(cars.dim, ((int(i), car_embedding.from_blob(b)) for i, b in rows),
+                              ivf_threshold=settings.recognition.global_ivf_threshold,
+                              nprobe=settings.recognition.nprobe, fp16=True)
+    index.save(car_index_path(settings, collection_id, cars))
+    return index
+
+
+def load_car_index(db: sqlite_utils.Database, settings: Settings, collection_id: str, gen: int,
+                   cars: CarEmbedder) -> GlobalIndex:
+    """Like load_index, for the car-embedding index."""
+    key = (str(settings.data_dir), collection_id, cars.model_id)
+    with _cache_lock:
+        cached = _car_cache.get(key)
+        if cached is not None and cached.gen == gen:
+            return cached.index
+    path = car_index_path(settings, collection_id, cars)
+    index = None
+    if path.exists():
+        try:
+            index = GlobalIndex.load(path, cars.dim)
+        except IndexCorrupt:
+            log.warning("recognition index %s is unreadable; rebuilding it from the database", path)
+    if index is None or index.ntotal != car_embedded_count(db, collection_id, cars):
+        with write_txn(db):
+            index = rebuild_car_index(db, settings, collection_id, cars)
+            gen = index_gen(db, collection_id)
+    with _cache_lock:
+        _car_cache[key] = _CachedGlobal(index, gen)
+    return index
