@@ -36,14 +36,13 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eval_recognition import distractor_dir, twin_map  # noqa: E402
+from eval_recognition import distractor_dir, dump_keys  # noqa: E402
 from fit_recognition_score import _protocol  # noqa: E402
 
 from models.recognition import decide  # noqa: E402
 from models.recognition.matcher import CAR_INLIER_MIDPOINT, INLIER_SCALE, MIN_MATCHES  # noqa: E402
 
 FEATURES = ("full", "crop", "crop_max", "flip", "margin", "top")
-ODD, EVEN = list(range(1, 17, 2)), list(range(2, 17, 2))
 
 
 def lite0_embedding(models_dir: Path, folder: Path):  # type: ignore[no-untyped-def]
@@ -108,22 +107,8 @@ def pairs(dump: list, cars: list[str], dist: list[str], emb: dict,  # type: igno
           everyone: list[str] | None = None) -> list[tuple[str, str, list]]:  # type: ignore[type-arg]
     """Per query (near, far, unknown, in the eval's order): protocol, truth, [(object, evidence, features)];
     `everyone`: the margin's other cars are these (all the data's cars) instead of the collection's."""
-    def collection(car_list: list[str], angles: list[int]) -> dict[int, tuple[str, object]]:
-        ids: dict[int, tuple[str, object]] = {i + 1: ("distractor", n) for i, n in enumerate(dist)}
-        for k, (c, a) in enumerate((c, a) for c in car_list for a in angles):
-            ids[len(dist) + 1 + k] = (c, a)
-        return ids
-
-    twin_of = twin_map(cars)
-    seq = [(("near", c, a), collection(cars, ODD)) for c in cars for a in EVEN]
-    seq += [(("far", c, a), collection(cars, [1, 5, 9, 13])) for c in cars for a in (3, 7, 11, 15)]
-    h = len(cars) // 2
-    for inside, outside in ((cars[:h], cars[h:]), (cars[h:], cars[:h])):
-        seq += [(("unknown", c, a), collection(inside, ODD)) for c in outside for a in EVEN
-                if twin_of.get(c) not in inside]
+    seq = dump_keys(dump, cars, dist)
     rows = [r for r in dump if _protocol(r[0]) != "twins"]
-    if len(rows) != len(seq) or any(_protocol(r[0]) != q[0] or r[1] != q[1] for r, (q, _) in zip(rows, seq, strict=True)):
-        raise SystemExit("the dump's queries are not the eval's order for these cars (another eval version?)")
     sim = lambda q, r, v="crop": float(emb[q]["crop"] @ emb[r][v])  # noqa: E731
     out = []
     for (_name, truth, _known, matches, owners), ((proto, c, a), ids) in zip(rows, seq, strict=True):

@@ -191,6 +191,32 @@ def recall_right(answer: list[str], truth: str, twin: str | None) -> bool:
 def twin_ok(answer: list[str], truth: str, twin: str) -> bool:
     """The twins protocol: the car itself is answered, alone or together with its twin."""
     return truth in answer and (len(answer) == 1 or twin in answer)
+def dump_keys(dump: list, cars: list[str], distractors: list[str]  # type: ignore[type-arg]
+              ) -> list[tuple[tuple[str, str, int], dict[int, tuple[str, object]]]]:
+    """For each near, far and unknown query of a --dump run on these cars (twins left out), in the eval's order: the
+    query (protocol, car, angle) and its collection's image ids -> (car, angle), or ("distractor", file name), so
+    that offline studies find the photos of a dumped match. Refuses a dump made in another order."""
+    odd, even = list(range(1, 17, 2)), list(range(2, 17, 2))
+
+    def collection(car_list: list[str], angles: list[int]) -> dict[int, tuple[str, object]]:
+        ids: dict[int, tuple[str, object]] = {i + 1: ("distractor", n) for i, n in enumerate(distractors)}
+        for k, (c, a) in enumerate((c, a) for c in car_list for a in angles):
+            ids[len(distractors) + 1 + k] = (c, a)
+        return ids
+
+    twin_of = twin_map(cars)
+    seq = [(("near", c, a), collection(cars, odd)) for c in cars for a in even]
+    seq += [(("far", c, a), collection(cars, [1, 5, 9, 13])) for c in cars for a in (3, 7, 11, 15)]
+    h = len(cars) // 2
+    for inside, outside in ((cars[:h], cars[h:]), (cars[h:], cars[:h])):
+        seq += [(("unknown", c, a), collection(inside, odd)) for c in outside for a in even
+                if twin_of.get(c) not in inside]
+    rows = [r for r in dump if not r[0].startswith("twins")]
+    if len(rows) != len(seq) or any(not r[0].startswith(q[0]) or r[1] != q[1] for r, (q, _) in zip(rows, seq, strict=True)):
+        raise SystemExit("the dump's queries are not the eval's order for these cars (another eval version?)")
+    return seq
+
+
 COLOUR_CACHE = "colour4"  # the colour files' version (bumped when colour.py's measures change)
 LOT_CACHE = "lot2"  # the lot photos' version (bumped when _lot_photo or the query's car mask changes)
 TARGETS = {"near": 0.99, "far": 0.60, "unknown": 0.97, "twins": 0.95, "lot": 0.95, "lot unknown": 0.97,
