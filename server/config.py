@@ -195,7 +195,7 @@ class RecognitionSettings(Section):
     car_embedding: bool = Field(
         True, description="Car collections: store each reference's car embedding (Lite0, 640 bytes) for the margin.")
     car_margin: bool = Field(
-        False, description="Car collections: weigh the embedding margin to the nearest other car in the score.")
+        True, description="Car collections: weigh the embedding margin to the nearest other car in the score.")
 
 
 class CatalogSettings(Section):

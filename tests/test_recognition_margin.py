@@ -72,10 +72,19 @@ def test_no_other_car_gives_no_margin_and_a_partial_list_bounds_it() -> None:
 def test_the_margin_is_clipped() -> None:
     query = fake_vector(1, 0, 0)
     far = [margin.Neighbour("other", -0.5)]
-    assert margin.margins(query, ["mine"], lambda o: np.stack([query]), far)["mine"] == margin.CLIP
+    assert margin.margins(query, ["mine"], lambda o: np.stack([query]), far)["mine"] == margin.CLIP_HIGH
+    near = [margin.Neighbour("other", 1.0)]
+    assert margin.margins(query, ["mine"], lambda o: np.stack([-query]), near)["mine"] == -margin.CLIP
 
 
 MARGIN_SCORE = decide.Acceptance(bias=-1.0, inliers=1 / 3, spread=0.0, second=0.0, margin=40.0)
+
+
+def test_the_default_car_score_weighs_the_margin() -> None:
+    assert decide.CAR_ACCEPTANCE.margin > 0
+    m = _match(1, 17)
+    with_margin = decide.per_object([m], {1: "a"}, CAR_INLIER_MIDPOINT, margins={"a": 0.05})[0].score
+    assert with_margin > decide.per_object([m], {1: "a"}, CAR_INLIER_MIDPOINT)[0].score
 
 
 def test_the_margin_moves_the_score_and_without_one_it_is_the_inliers_score() -> None:
@@ -91,7 +100,7 @@ def test_the_margin_moves_the_score_and_without_one_it_is_the_inliers_score() ->
     assert up.score == pytest.approx(1 / (1 + np.exp(-(-1.0 + 40 * 0.05))))
     # colour still vetoes whatever the margin
     red = decide.per_object([_match(1, 40, body=0.8)], owners, CAR_INLIER_MIDPOINT, acceptance=MARGIN_SCORE,
-                            margins={"a": margin.CLIP})[0]
+                            margins={"a": margin.CLIP_HIGH})[0]
     assert red.score < 0.05
 
 

@@ -27,8 +27,7 @@ TWINS = ("de3ca5ec1e59", "feaf59172a01")  # black Audi Q3 x 2 (eval_recognition.
 OTHERS = ("0ce66b539f52", "0d3adbbc9a8b", "0ed6904e1004", "2c57132da7a0", "3bca821c8c41", "c53e374fdd72",
           "c9acf5847ef1", "d0dab700c896", "d1a3af34e674", "fdc2c87853ce", "fecea3036c59")
 SIDE = 800  # the features' own working size (recognition.max_side), where the inlier midpoint was calibrated
-# A score with a margin term (the weights under test are decide.CAR_ACCEPTANCE's when it has one)
-SCORE = decide.CAR_ACCEPTANCE if decide.CAR_ACCEPTANCE.margin else decide.Acceptance(-1.0, 1 / 3, 0.0, 0.0, 40.0)
+SCORE = decide.CAR_ACCEPTANCE  # the car score, with its margin term
 
 
 def _photo(shared_data: Path, car: str, angle: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,7 +103,7 @@ def test_a_same_model_unit_in_another_colour_does_not_make_the_right_car_rejecte
     assert [c.object_id for c in decide.twins(cands, 0.5)] == [FUSIONS[0]]
     # the colour check refuses the grey one, so the margin (when another car of a compatible colour is in stock;
     # else none, and the inliers' score) is taken against another car
-    assert got.get(FUSIONS[0], margin.CLIP) > own - grey
+    assert got.get(FUSIONS[0], margin.CLIP_HIGH) > own - grey
 
 
 def test_twins_are_left_out_of_each_others_margin_and_still_answered_together(embedder, shared_data) -> None:  # type: ignore[no-untyped-def]
@@ -118,7 +117,7 @@ def test_twins_are_left_out_of_each_others_margin_and_still_answered_together(em
         blind, without = stock.scan(query, vec)  # look-alikes not known: the twin is another car
         cands, got = stock.scan(query, vec, twins)
         if TWINS[0] in without:  # knowing the twin, the right Q3 is compared with the other models only
-            assert got.get(TWINS[0], margin.CLIP) >= without[TWINS[0]]  # none: no other car of its colour
+            assert got.get(TWINS[0], margin.CLIP_HIGH) >= without[TWINS[0]]  # none: no other car of its colour
         answer = [c.object_id for c in decide.twins(cands, 0.5)]
         before = [c.object_id for c in decide.twins(plain, 0.5)]
         assert set(answer) <= set(TWINS) and answer != [TWINS[1]], answer  # never the other twin alone

@@ -12,11 +12,11 @@ cars (README, recognition).
 Evidence beyond the inlier count (issue 17): each match can carry `spread` (matcher.Grid.share: the share of the car's
 keypoint grid cells its inliers occupy, the lower of query and reference; measured only when the Acceptance weighs
 it, needs_spread) and each object its second view's inliers
-(ObjectEvidence); Acceptance is a logistic over these. CAR_ACCEPTANCE stays INLIERS_ONLY: logistic regressions
-over inliers, spread, second-view inliers and body colour, fitted on one half of the 52 cars
-(scripts/fit_recognition_score.py on eval_recognition.py --dump), did not hold on the other half (fitted on half
-1: far 0.35 -> 0.48-0.54 there, but unknown cars on half 2 0.909 -> 0.856-0.880; fitted on half 2: far 0.10-0.19
-on half 1), see docs/decisions/0001.
+(ObjectEvidence), and in car collections its embedding margin (margin.py); Acceptance is a logistic over these.
+CAR_ACCEPTANCE weighs the inliers and the margin: logistic regressions over spread and second-view inliers fitted on
+one half of the 52 cars (scripts/fit_recognition_score.py on eval_recognition.py --dump) did not hold on the other
+half; the margin did (docs/decisions/0001). An object without a margin (references stored before car embeddings,
+no other car of a compatible colour) is scored on its inliers as before (Acceptance.without_margin).
 """
 
 from __future__ import annotations
@@ -56,8 +56,11 @@ class Acceptance:
 
 FEATURE_NAMES = ("inliers - midpoint", "spread", "second view inliers", "embedding margin")
 INLIERS_ONLY = Acceptance(0.0, 1.0 / INLIER_SCALE, 0.0, 0.0)  # logistic((inliers - midpoint) / INLIER_SCALE)
-# The car score: inliers alone (with colour on top) until weights for spread and second views hold on held-out cars.
-CAR_ACCEPTANCE = INLIERS_ONLY
+# The car score: the inliers and the embedding margin (margin.py; recognition.car_margin), with colour on top. Bias
+# and weight chosen on each half of the 52 cars (the grid point with the most far recall that loses neither near
+# recall nor unknown rejection; both halves chose this one) and checked on the other half and the 12 development
+# cars (docs/decisions/0001). Spread and second views stay unweighted: their fitted weights did not hold.
+CAR_ACCEPTANCE = Acceptance(-0.25, 1.0 / INLIER_SCALE, 0.0, 0.0, 30.0)
 
 
 def acceptance_for(use_colour: bool, acceptance: Acceptance | None = None) -> Acceptance:

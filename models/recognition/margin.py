@@ -6,8 +6,10 @@ OTHER object of the collection). A chance SIFT fit between two models of one col
 to the query than the object it fitted; the right car usually is the nearest one. Left out of the other objects:
 the object's own look-alikes (the same model in the same colour, recorded at upload; they stay answered together,
 decide.twins) and objects whose body colour the colour check refuses against the query's (a unit of the same model
-in another colour is not evidence against the right car). Clipped to [-CLIP, CLIP], so a collection with no near
-other car (a dealer with one sedan) cannot make any fit certain.
+in another colour is not evidence against the right car). Clipped to [-CLIP, CLIP_HIGH]: a fit nearer to the query
+than every other car gains at most CLIP_HIGH (chosen with the weight on halves of the 52 cars, docs/decisions/0001),
+so a collection with no near other car (a dealer with one sedan) cannot make a chance fit certain, while a nearer
+other car lowers a fit down to -CLIP.
 
 Both the server (server/services/recognition.py) and scripts/eval_recognition.py call `margins`.
 """
@@ -21,7 +23,8 @@ import numpy as np
 
 from models.recognition import colour, decide
 
-CLIP = 0.1  # |margin| past this tells no more (offline, right fits' margins lie in -0.05..+0.1)
+CLIP = 0.1  # a margin below -CLIP tells no more (offline, right fits' margins lie in -0.01..+0.1, wrong -0.1..+0.05)
+CLIP_HIGH = 0.06  # nor one above CLIP_HIGH: 0.1 let small collections' chance fits through (unknown -0.02..-0.06)
 NEIGHBOURS = 64  # the collection's reference images nearest to the query searched for the best other object
 
 
@@ -76,5 +79,5 @@ def margins(query: np.ndarray | None, objects: Iterable[str], own: Callable[[str
         if other is None:
             continue
         mine = float((np.asarray(refs, np.float32) @ q).max())
-        out[obj] = float(np.clip(mine - other, -CLIP, CLIP))
+        out[obj] = float(np.clip(mine - other, -CLIP, CLIP_HIGH))
     return out
