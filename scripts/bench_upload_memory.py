@@ -63,7 +63,7 @@ def main() -> None:
     cid = client.post("/v1/collections", json={"name": "c", "object_type": args.kind}, headers=h).get_json()["id"]
     url = f"/v1/collections/{cid}/objects/o/images"
     client.put(f"/v1/collections/{cid}/objects/o", json={"name": "o"}, headers=h)
-    for _ in range(2):  # the segmenter's second run still grows its arenas once; from the third on it does not
+    for _ in range(2):  # the model's buffers come with the first run (the second grew them once more until MEM_PATTERN)
         warm = client.post(url, data={"image_file": (io.BytesIO((args.data / PHOTO).read_bytes()), "warm.jpg")},
                            headers=h, content_type="multipart/form-data")
         assert warm.status_code == 200, warm.get_data(as_text=True)

@@ -6,7 +6,9 @@
 # 2. IS-Net's masks on the GPU (fp16) and the CPU agree: mean Dice >= 0.999 on the shared photos;
 # 3. scripts/bench_removebg.py on full-size Carvana photos at concurrency 1, 8 and 32 (type=auto; type=car at 32,
 #    at 8 with --cpu):
-#    images/s, p50/p95 latency, the per-stage split;
+#    images/s, p50/p95 latency, the per-stage split, the workers' peak RSS; the sessions run with onnxruntime's
+#    memory pattern off on CUDA too (models/segmenters/isnet.py MEM_PATTERN): this is the step that sees its speed
+#    and memory on a GPU;
 # 4. SAM vit_b's encoder timing when a checkpoint is installed;
 # 5. the figures against issue 14's targets (README, "GPU").
 # --cpu runs the same steps on the CPU (2 photos, 4 requests a level: a dry run of the levels, not a measurement of
@@ -19,7 +21,7 @@ DATA=""
 for arg in "$@"; do
   case "$arg" in
     --cpu) CPU="--cpu" ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) DATA="$arg" ;;
   esac
 done

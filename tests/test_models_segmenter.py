@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -250,3 +251,56 @@ def test_preprocess_gives_blob_from_images_values(size: tuple[int, int]) -> None
     blob = preprocess(rgb)
     assert blob.shape == (1, 3, INPUT_SIDE, INPUT_SIDE) and blob.dtype == np.float32
     assert np.abs(blob - expected).max() < 1e-6
+
+
+def test_isnet_sessions_run_without_the_memory_pattern_on_the_cpu_and_cuda(tmp_path: Path, monkeypatch) -> None:
+    """onnxruntime's memory pattern would allocate one more block of all a run's tensors on the second run (~600 MB a
+    worker, once) while the arena keeps the first run's: IS-Net's sessions keep the arena and drop the pattern, with
+    the same options on both providers (nothing here starts CUDA: the session is a fake)."""
+    import onnxruntime as ort
+
+    from models.device import CPU_PROVIDER, CUDA_PROVIDER, DevicePlan
+    from models.segmenters.isnet import MEM_PATTERN, IsNetSegmenter, session_options
+
+    options = session_options(3)
+    assert MEM_PATTERN is False and options.enable_mem_pattern is False and options.enable_cpu_mem_arena is True
+    assert options.intra_op_num_threads == 3 and options.inter_op_num_threads == 1
+    assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert session_options(0, mem_pattern=True).enable_mem_pattern is True  # the old setting, for the benchmark
+
+    made = []
+    monkeypatch.setattr(ort, "InferenceSession", lambda model, opts, providers: made.append((opts, providers)))
+    seg = IsNetSegmenter(ISNET_GENERAL, tmp_path, device="auto", threads=2, precision="fp32")
+    monkeypatch.setattr(seg, "_graph", lambda path, precision: (b"graph", precision))
+    seg._session_for(DevicePlan("cpu", "cpu", (CPU_PROVIDER,)))
+    seg._session_for(DevicePlan("auto", "cuda", (CUDA_PROVIDER, CPU_PROVIDER)))
+    assert [providers for _, providers in made] == [[CPU_PROVIDER], [CUDA_PROVIDER, CPU_PROVIDER]]
+    for opts, _ in made:
+        assert (opts.enable_mem_pattern, opts.enable_cpu_mem_arena, opts.intra_op_num_threads) == (False, True, 2)
+
+
+@pytest.mark.slow
+def test_the_second_and_third_mask_calls_do_not_grow_the_process(shared_data: Path) -> None:
+    """RSS after calls 1-3 in a fresh process (this one has other models loaded): with the memory pattern on, the
+    second call grew it by 550-620 MB (int8 and fp32); now the arena's buffers of the first call serve the rest."""
+    code = f"""
+import json, sys
+from pathlib import Path
+import numpy as np
+from PIL import Image
+from models.registry import get_segmenter
+seg = get_segmenter("isnet-general", {str(MODELS_DIR)!r}, device="cpu", threads=2)
+rgb = np.asarray(Image.open({str(shared_data / ROBOFLOW)!r}).convert("RGB"))
+def rss():
+    line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+after = []
+for _ in range(3):
+    seg.mask(rgb, "car", mirror=False)
+    after.append(rss())
+print(json.dumps(after))
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    first, second, third = json.loads(done.stdout.strip().splitlines()[-1])
+    assert second - first < 150 and third - first < 150, (first, second, third)

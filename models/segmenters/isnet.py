@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 INPUT_SIDE = 1024
 PRECISIONS = ("auto", "fp32", "int8", "fp16")
 GPU_BATCH = 8  # batch_size 0 (auto): up to 8 images a run on CUDA, one at a time on the CPU (no faster batched)
+# onnxruntime's memory pattern plans one block for all of a run's tensors after the first run of an input shape and
+# allocates it on the second, while the arena still holds the first run's buffers and never frees them: about
+# 550-620 MB more per process, once (the second mask call; the first of type=car's two passes). Off, every run reuses
+# the arena's buffers, at the same speed and the same masks (docs/benchmarks.md#worker-memory).
+MEM_PATTERN = False
 
 
 def preprocess(rgb: np.ndarray) -> np.ndarray:
@@ -49,6 +54,21 @@ def preprocess(rgb: np.ndarray) -> np.ndarray:
     return blob
 
 
+def session_options(threads: int = 0, *, mem_pattern: bool = MEM_PATTERN):  # type: ignore[no-untyped-def]
+    """onnxruntime's options for an IS-Net session, the same on the CPU and CUDA providers."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = max(0, int(threads))
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    options.enable_cpu_mem_arena = True  # the arena keeps a run's buffers for the next one (no page faults a run)
+    options.enable_mem_pattern = mem_pattern
+    return options
+
+
 class IsNetSegmenter(Segmenter):
     """IS-Net general-use segmentation."""
 
@@ -63,6 +83,7 @@ class IsNetSegmenter(Segmenter):
         self.batch_size = int(batch_size)
         self.batch_wait_ms = float(batch_wait_ms)
         self._batcher: MicroBatcher | None = None
+        self.mem_pattern = MEM_PATTERN  # onnxruntime's memory pattern, read at load (bench_memory.py compares both)
 
     def _load(self) -> None:
         plan = onnx_plan(self.device)
@@ -92,12 +113,7 @@ class IsNetSegmenter(Segmenter):
         import onnxruntime as ort
 
         path = self.spec.path(self.models_dir)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = max(0, int(self.threads))
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
+        options = session_options(self.threads, mem_pattern=self.mem_pattern)
         precision = self.precision
         if precision == "auto":
             precision = "fp16" if plan.on_cuda else ("int8" if cpu_has_int8_dot() else "fp32")
