@@ -5,7 +5,7 @@ twins and lot photos.
         [--protocols near,far,unknown,light,twins,lot] [--no-colour] [--limit-cars N] [--cache DIR]
         [--vote-keypoints N] [--index-keypoints N] [--min-score S] [--ivf-threshold N] [--stop-score S]
         [--midpoint N] [--view-top N] [--twin-ratio R] [--dump FILE] [--lot-misses]
-        [--margin on|off] [--acceptance BIAS,WEIGHT]
+        [--margin on|off] [--acceptance BIAS,WEIGHT] [--sharpen]
 
 Each Carvana car is one object; the 100 distractors are always in the collection as other objects. Every default
 is the server's for a car collection (recognition settings' defaults; features from the configured segmenter's car
@@ -263,16 +263,18 @@ def _seed(*parts: object) -> int:
 
 
 def _altered(name: str, make, segmenter, cache: Path | None,  # type: ignore[no-untyped-def]
-             mask: np.ndarray | None = None) -> Features:
+             mask: np.ndarray | None = None, sharpen: bool = False) -> Features:
     """Features of a made-up photo (`make()` gives its RGB), cached under `name` (features, the car mask and the
-    colours apart, so that a colour change re-reads no segmenter); the car mask is `mask`, or the segmenter's main
-    car (features.main_subject)."""
+    colours apart, so that a colour change re-reads no segmenter; sharpened features, features.extract's
+    `sharpen`, under their own name); the car mask is `mask`, or the segmenter's main car (features.main_subject)."""
     if cache is None:
         rgb = make()
-        return extract(rgb, mask if mask is not None else main_subject(segmenter.mask(rgb, kind="car")))
+        return extract(rgb, mask if mask is not None else main_subject(segmenter.mask(rgb, kind="car")),
+                       sharpen=sharpen)
     cache.mkdir(parents=True, exist_ok=True)
-    cached, masked, coloured = (cache / f"{name}.npz", cache / f"{name}.mask.png",
-                                cache / f"{name}.{COLOUR_CACHE}.npz")
+    feats = f"{name}.sharp" if sharpen else name
+    cached, masked, coloured = (cache / f"{feats}.npz", cache / f"{name}.mask.png",
+                                cache / f"{feats}.{COLOUR_CACHE}.npz")
     if cached.exists() and coloured.exists():
         z = np.load(cached)
         return _load_colour(Features(z["points"], z["descriptors"], int(z["size"][0]), int(z["size"][1])), coloured)
@@ -288,7 +290,7 @@ def _altered(name: str, make, segmenter, cache: Path | None,  # type: ignore[no-
         f = Features(z["points"], z["descriptors"], int(z["size"][0]), int(z["size"][1]))
         _set_colour(f, rgb, mask)
     else:
-        f = extract(rgb, mask)
+        f = extract(rgb, mask, sharpen=sharpen)
         np.savez(cached, points=f.points, descriptors=f.descriptors, size=np.array([f.width, f.height]))
     _save_colour(f, coloured)
     return f
@@ -431,7 +433,7 @@ def _print_lot_misses(out: list[Outcome], names: list[tuple[str, int]], refs: di
                 else main_subject(segmenter.mask(rgb, kind="car")))
         iou = float((mask & truth).sum() / max(1, (mask | truth).sum()))
         own = [i for i in refs if owner[i] == car]
-        q, qt = extract(rgb, mask), extract(rgb, truth)
+        q, qt = extract(rgb, mask, sharpen=args.sharpen), extract(rgb, truth, sharpen=args.sharpen)
         best = max((verify(q, refs[i], i, midpoint=args.midpoint) for i in own), key=lambda m: m.inliers)
         true_best = max((verify(qt, refs[i], i, midpoint=args.midpoint) for i in own), key=lambda m: m.inliers)
         cause = lot_miss_cause(o, iou, best.inliers, best.body, true_best.body, args)
@@ -466,6 +468,9 @@ def main() -> None:
     ap.add_argument("--lot-cars", type=int, default=0,
                     help="Lot photos of only the first N cars (each costs a segmenter pass; 0: all); as unknown cars "
                          "each half of them is queried against every other car's references")
+    ap.add_argument("--sharpen", action=argparse.BooleanOptionalAction, default=server.sharpen_blurred,
+                    help="Sharpen blurred photos before features (recognition.sharpen_blurred; the lot photos: the "
+                         "studio photos and the street scenes are never blurred enough to change)")
     ap.add_argument("--lot-misses", action="store_true",
                     help="Print why each missed lot photo missed (the car mask, colour, inliers, shortlist)")
     ap.add_argument("--limit-cars", type=int, default=0)
@@ -620,7 +625,7 @@ def main() -> None:
                     return _lot_photo(np.asarray(Image.open(path).convert("RGB")), gt, Image.open(scene), rng, cut)[0]
 
                 name = f"{LOT_CACHE}_{c}_{a:02d}.segmenter"
-                f = _altered(name, make, segmenter, args.cache)
+                f = _altered(name, make, segmenter, args.cache, sharpen=args.sharpen)
                 _car_vector(f, name, lambda c=c, a=a, name=name: _lot_again(c, a, name, scenes, image_of, mask_of,
                                                                            segmenter, args.cache), args)
                 lot.setdefault(c, []).append((c, f, None))

@@ -150,6 +150,9 @@ class RecognitionSettings(Section):
 
     max_keypoints: int = Field(1000, ge=50, le=4000, description="RootSIFT keypoints kept per image.")
     max_side: int = Field(800, ge=200, le=4000, description="Images are resized to this long side before features.")
+    sharpen_blurred: bool = Field(
+        False, description="Sharpen a blurred image back to a studio photo's blur before features (measured, off: "
+        "docs/decisions/0008).")
     shortlist: int = Field(10, ge=1, le=200, description="Reference images verified with RANSAC per scan.")
     min_score: float = Field(0.5, ge=0, le=1, description="Default min_score of a scan (0.5 is inlier_midpoint "
                              "inliers, or car_inlier_midpoint in a car collection).")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 
@@ -103,9 +104,77 @@ def _strongest(grey: np.ndarray, mask: np.ndarray | None, max_keypoints: int) ->
     return np.array([kps[i].pt for i in order], dtype=np.float32), rootsift(desc[order])
 
 
+# Blur (a phone photo out of focus or shaken, then JPEG'd): SIFT finds fewer keypoints on a blurred car and its
+# descriptors no longer match a sharp studio reference's (docs/decisions/0008: lot photos blurred by sigma 1-1.5 px
+# lose a quarter of their inliers). With extract's `sharpen` (recognition.sharpen_blurred, off for now), an image
+# blurred past BLUR_TRIGGER (sigma in pixels at the working size; the 832 studio photos measure at most 0.87) is
+# sharpened towards SHARP_SIGMA, a studio photo's, before SIFT; a sharp image is left exactly as it was, so its
+# features (the references) do not change.
+BLUR_TRIGGER = 1.0
+SHARP_SIGMA = 0.8
+BLUR_PROBE = 1.0  # sigma of the extra blur blur_sigma measures the edges' response to
+WIENER_NOISE = 0.03  # the deconvolution's noise-to-signal ratio: JPEG blocks and sensor noise are not amplified
+
+
+def _gradient(grey: np.ndarray) -> np.ndarray:
+    return cv2.magnitude(cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3))
+
+
+def blur_sigma(grey: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """How blurred an image is: the sigma (pixels) of a Gaussian blur, from how much its strongest edges' gradient
+    (its top 1% within the mask, eroded off the outline) weakens when blurred by BLUR_PROBE more: a step edge
+    blurred by s keeps s / sqrt(s^2 + p^2) of its peak gradient."""
+    inside = None
+    if mask is not None:
+        inside = cv2.erode((mask > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        ys, xs = np.nonzero(inside.any(axis=1))[0], np.nonzero(inside.any(axis=0))[0]
+        if len(ys) < 20 or len(xs) < 20:
+            inside = None
+        else:  # the mask's box only (with room for the filters)
+            box = (slice(max(0, ys[0] - 8), ys[-1] + 9), slice(max(0, xs[0] - 8), xs[-1] + 9))
+            grey, inside = grey[box], inside[box]
+    g = grey.astype(np.float32)
+    g0 = _gradient(g)
+    values = g0[inside] if inside is not None else g0.ravel()
+    if values.size < 100:
+        return 0.0
+    edges = g0 >= np.percentile(values[:: max(1, values.size // 20000)], 99.0)
+    if inside is not None:
+        edges &= inside
+    before = float(g0[edges].sum())
+    if before <= 0:
+        return 0.0
+    kept = min(float(_gradient(cv2.GaussianBlur(g, (0, 0), BLUR_PROBE))[edges].sum()) / before, 0.99)
+    return BLUR_PROBE * kept / math.sqrt(1.0 - kept * kept)
+
+
+def deconvolved(grey: np.ndarray, sigma: float, noise: float = WIENER_NOISE) -> np.ndarray:
+    """grey (uint8) with a Gaussian blur of this sigma undone by a Wiener filter (edges padded by reflection)."""
+    pad = int(3 * sigma) + 4
+    h, w = grey.shape
+    big_h, big_w = cv2.getOptimalDFTSize(h + 2 * pad), cv2.getOptimalDFTSize(w + 2 * pad)
+    g = cv2.copyMakeBorder(grey.astype(np.float32), pad, big_h - h - pad, pad, big_w - w - pad, cv2.BORDER_REFLECT)
+    fy = np.fft.fftfreq(big_h)[:, None]
+    fx = np.fft.rfftfreq(big_w)[None, :]
+    otf = np.exp(-2.0 * math.pi ** 2 * sigma ** 2 * (fx ** 2 + fy ** 2))
+    gain = otf * (1.0 + noise) / (otf ** 2 + noise)  # 1 at zero frequency: brightness kept
+    out = np.fft.irfft2(np.fft.rfft2(g) * gain, s=g.shape)
+    return np.clip(out[pad:pad + h, pad:pad + w] + 0.5, 0, 255).astype(np.uint8)
+
+
+def sharpened(grey: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """grey deconvolved down to SHARP_SIGMA when blurred past BLUR_TRIGGER (blur_sigma, within the mask), else grey
+    itself (the same array)."""
+    sigma = blur_sigma(grey, mask)
+    if sigma <= BLUR_TRIGGER:
+        return grey
+    return deconvolved(grey, math.sqrt(sigma * sigma - SHARP_SIGMA * SHARP_SIGMA))
+
+
 def extract(rgb: np.ndarray, mask: np.ndarray | None = None, *, max_side: int = MAX_SIDE,
-            max_keypoints: int = MAX_KEYPOINTS) -> Features:
-    """RootSIFT features of an RGB (or grey) uint8 image, resized to max_side; mask (HxW, >0.5 = keep) limits them."""
+            max_keypoints: int = MAX_KEYPOINTS, sharpen: bool = False) -> Features:
+    """RootSIFT features of an RGB (or grey) uint8 image, resized to max_side (`sharpen`: and sharpened when
+    blurred, `sharpened`); mask (HxW, >0.5 = keep) limits them."""
     h, w = rgb.shape[:2]
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
     scale = min(1.0, max_side / max(h, w))
@@ -114,7 +183,7 @@ def extract(rgb: np.ndarray, mask: np.ndarray | None = None, *, max_side: int = 
     m = _binary_mask(mask)
     if m is not None:
         m = cv2.resize(m, (grey.shape[1], grey.shape[0]), interpolation=cv2.INTER_NEAREST)
-    pts, desc = _strongest(grey, m, max_keypoints)
+    pts, desc = _strongest(sharpened(grey, m) if sharpen else grey, m, max_keypoints)
     return _with_colour(Features(pts / scale, desc, w, h), rgb, mask)
 
 

@@ -348,7 +348,7 @@ def analyse(settings: Settings, image: Image.Image, object_type: str) -> Analysi
     mask = None
     if object_type == "car":
         mask = main_subject(segmentation.segmenter(settings).mask(rgb, kind="car"))
-    feats = extract(rgb, mask, max_side=s.max_side, max_keypoints=s.max_keypoints)
+    feats = extract(rgb, mask, max_side=s.max_side, max_keypoints=s.max_keypoints, sharpen=s.sharpen_blurred)
     if (feats.width, feats.height) != image.size:
         feats = _in_pixels_of(feats, image.size)
     out = Analysis(feats)
