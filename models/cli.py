@@ -73,7 +73,7 @@ def install_command(name: str, file: Path) -> None:
 def list_command() -> None:
     """Every known model: name, backend, size, how to get it, license, whether it is present, and what it runs on
     under the configured device (a GPU left unused is a warning; `device = "cuda"` unmet is an error)."""
-    from models.placement import sam_placement, segmenter_placement
+    from models.placement import classifier_placement, sam_placement, segmenter_placement
 
     models_dir, _ = _dirs()
     device = _device()
@@ -84,6 +84,8 @@ def list_command() -> None:
         how = "fetch" if spec.fetchable else "install by hand"
         if spec.backend in BACKENDS:
             place = segmenter_placement(get_segmenter(spec.name, models_dir, device=device))
+        elif spec.backend == "classifier":
+            place = classifier_placement(models_dir, device)
         else:
             place = sam_placement(spec.name, models_dir, device)
         problems += [f"{spec.name}: {p}" for p in (place.error, place.warning) if p]

@@ -109,9 +109,9 @@ def session_fallback(plan: DevicePlan, session_providers: Sequence[str], what: s
 
 
 def torch_plan(device: str = "auto", *, cuda_available: Callable[[], bool] | bool | None = None,
-               gpu_on_box: bool | None = None) -> DevicePlan:
-    """The torch device for `device` (SAM): cuda when torch sees a device; a warning when the box has a GPU that
-    torch cannot use (a CPU build of torch, a driver too old for its CUDA)."""
+               gpu_on_box: bool | None = None, what: str = "Segment Anything") -> DevicePlan:
+    """The torch device for `device` (SAM, EfficientNet-Lite0): cuda when torch sees a device; a warning naming
+    `what` when the box has a GPU that torch cannot use (a CPU build of torch, a driver too old for its CUDA)."""
     _check(device)
     if device == "cpu":
         return DevicePlan(device, "cpu")
@@ -125,7 +125,7 @@ def torch_plan(device: str = "auto", *, cuda_available: Callable[[], bool] | boo
                                 "or a driver too old for torch's CUDA)")
     gpu = nvidia_driver() is not None if gpu_on_box is None else gpu_on_box
     warning = ("this box has an NVIDIA GPU, but torch cannot use it (a CPU build of torch, or a driver too old for "
-               "its CUDA), so Segment Anything runs on the CPU") if gpu else None
+               f"its CUDA), so {what} runs on the CPU") if gpu else None
     return DevicePlan(device, "cpu", (), warning)
 
 

@@ -6,7 +6,9 @@ photo; its 1,000 classes are summed into remove.bg's foreground types (the car b
 seat belt and odometer, the animals, the clothes people wear, other vehicles, screens of text, the other man-made
 things). The photo is looked at twice, whole (squashed to a square) and as its central square, and the two class
 distributions are averaged. A type wins when it holds the most probability; the car family needs `car_min` of it.
-The network is small (4.7 M parameters at 224x224, against IS-Net's 1024x1024 pass).
+The network is small (4.7 M parameters at 224x224, against IS-Net's 1024x1024 pass). It runs on `[models] device`
+(models.device.torch_plan, decided at the first load in the worker, never at import): its inputs follow the network
+to its device and the answers come back as CPU numpy, fp32 either way.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from models.device import DevicePlan, torch_plan
 from models.errors import ModelCorrupt
 from models.manifest import EFFICIENTNET_LITE0, ModelSpec
+
+WHAT = "EfficientNet-Lite0 (type=auto and recognition's car embedding)"  # how the device warnings name it
 
 INPUT_SIDE = 224
 # ImageNet class indices (torchvision's order) grouped into remove.bg's foreground types
@@ -157,6 +162,11 @@ def _build_network():  # type: ignore[no-untyped-def]
     return EfficientNetLite0()
 
 
+def net_device(net):  # type: ignore[no-untyped-def]
+    """The torch device a network's weights are on: where its inputs must go."""
+    return next(net.parameters()).device
+
+
 def views(rgb: np.ndarray) -> np.ndarray:
     """(2, 3, 224, 224) float32: the whole photo squashed to a square and its central square, normalised as the
     Lite models were trained ((x - 127) / 128)."""
@@ -172,17 +182,25 @@ def views(rgb: np.ndarray) -> np.ndarray:
 
 
 class ForegroundClassifier:
-    """EfficientNet-Lite0 on torch, loaded once (files checked against the manifest) under a lock."""
+    """EfficientNet-Lite0 on torch, on `device` (auto, cpu or cuda), loaded once (files checked against the manifest)
+    under a lock."""
 
     def __init__(self, models_dir: Path, spec: ModelSpec = EFFICIENTNET_LITE0,
-                 params: ForegroundParams = ForegroundParams()) -> None:
+                 params: ForegroundParams = ForegroundParams(), device: str = "auto") -> None:
         self.spec, self.models_dir, self.params = spec, Path(models_dir), params
         self.name = spec.name
+        self.device = device
+        self.plan: DevicePlan | None = None  # where it runs, once loaded
         self._net = None
         self._lock = threading.Lock()
 
+    @property
+    def loaded(self) -> bool:
+        return self._net is not None
+
     def load(self) -> None:
-        """Verify the weights' sha256 and build the network (once)."""
+        """Verify the weights' sha256, build the network and move it to its device (once); DeviceUnavailable when
+        `device="cuda"` and torch sees no CUDA device."""
         if self._net is not None:
             return
         with self._lock:
@@ -191,6 +209,7 @@ class ForegroundClassifier:
             import torch
 
             self.spec.check(self.models_dir)
+            plan = torch_plan(self.device, what=WHAT)
             net = _build_network()
             try:
                 state = torch.load(self.spec.path(self.models_dir), map_location="cpu", weights_only=True)
@@ -199,7 +218,8 @@ class ForegroundClassifier:
             except (RuntimeError, ValueError, OSError) as exc:
                 raise ModelCorrupt(f"{self.spec.path(self.models_dir)} is not EfficientNet-Lite0 weights: {exc}") \
                     from exc
-            self._net = net.eval()
+            self.plan = plan
+            self._net = net.to(plan.device).eval()
 
     def network(self):  # type: ignore[no-untyped-def]
         """The loaded network (weights checked), e.g. for its convolutional trunk (recognition's car embedding)."""
@@ -211,25 +231,32 @@ class ForegroundClassifier:
         import torch
 
         self.load()
-        batch = torch.from_numpy(views(rgb))
+        batch = torch.from_numpy(views(rgb)).to(net_device(self._net))
         with torch.inference_mode():
             probs = torch.softmax(self._net(batch), dim=1).mean(dim=0)  # type: ignore[misc]
-        return probs.numpy()
+        return probs.cpu().numpy()
 
     def classify(self, rgb: np.ndarray) -> ForegroundType:
         """What the photo's foreground is."""
         return decide(self.probabilities(rgb), self.params)
 
 
-_instances: dict[str, ForegroundClassifier] = {}
+_instances: dict[tuple[str, str], ForegroundClassifier] = {}
 _instances_lock = threading.Lock()
 
 
-def get_classifier(models_dir: Path | str) -> ForegroundClassifier:
-    """The process-wide classifier for a models folder (weights load on first use)."""
-    key = str(Path(models_dir).expanduser().resolve())
+def get_classifier(models_dir: Path | str, device: str = "auto") -> ForegroundClassifier:
+    """The process-wide classifier for a models folder and device (weights load on first use, in the worker)."""
+    folder = str(Path(models_dir).expanduser().resolve())
     with _instances_lock:
-        clf = _instances.get(key)
+        clf = _instances.get((folder, device))
         if clf is None:
-            clf = _instances[key] = ForegroundClassifier(Path(key))
+            clf = _instances[(folder, device)] = ForegroundClassifier(Path(folder), device=device)
     return clf
+
+
+def loaded_classifier(models_dir: Path | str, device: str) -> ForegroundClassifier | None:
+    """The process's classifier for this folder and device when it has loaded, else None (loads nothing)."""
+    with _instances_lock:
+        clf = _instances.get((str(Path(models_dir).expanduser().resolve()), device))
+    return clf if clf is not None and clf.loaded else None

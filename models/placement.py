@@ -49,6 +49,21 @@ def segmenter_placement(seg: Segmenter) -> Placement:
 
 def sam_placement(name: str, models_dir: Path, device: str) -> Placement:
     """SAM's torch device; torch is imported only when the box has an NVIDIA driver or `device="cuda"`."""
+    return _torch_placement(name, models_dir, device, "Segment Anything")
+
+
+def classifier_placement(models_dir: Path, device: str) -> Placement:
+    """EfficientNet-Lite0's torch device (type=auto's classifier and recognition's car embedding): the loaded
+    network's when this process has loaded it, else the plan; torch is imported as for SAM."""
+    from models import foreground
+
+    clf = foreground.loaded_classifier(models_dir, device)
+    if clf is not None and clf.plan is not None:
+        return Placement(clf.name, clf.plan.device, clf.plan.warning)
+    return _torch_placement(foreground.EFFICIENTNET_LITE0.name, models_dir, device, foreground.WHAT)
+
+
+def _torch_placement(name: str, models_dir: Path, device: str, what: str) -> Placement:
     try:
         spec = get_spec(name)
     except ModelError as exc:
@@ -58,9 +73,9 @@ def sam_placement(name: str, models_dir: Path, device: str) -> Placement:
     if device == "auto" and nvidia_driver() is None:
         return Placement(name, "cpu")
     try:
-        plan = torch_plan(device)
+        plan = torch_plan(device, what=what)
     except DeviceUnavailable as exc:
-        return Placement(name, "nothing", error=exc.detail)
+        return Placement(name, "nothing", error=f"{what}: {exc.detail}")
     return Placement(name, plan.device, plan.warning)
 
 
@@ -79,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--require-gpu", action="store_true")
     args = parser.parse_args(argv)
     seg = segmenter_placement(get_segmenter(args.segmenter, args.models_dir, device=args.device))
-    rows = [seg, sam_placement(args.sam, args.models_dir, args.device)]
+    rows = [seg, sam_placement(args.sam, args.models_dir, args.device),
+            classifier_placement(args.models_dir, args.device)]
     failed = False
     for p in rows:
         print(f"{p.model}: runs on {p.runs_on}")

@@ -1,13 +1,16 @@
-"""The Python half of scripts/gpu_check.sh: device facts, GPU-vs-CPU mask agreement, SAM encoder timing, and the
-targets of issue 14 against the bench figures. Each step exits non-zero on a failure.
+"""The Python half of scripts/gpu_check.sh: device facts, GPU-vs-CPU mask agreement, EfficientNet-Lite0's GPU-vs-CPU
+agreement and car-embedding timing, SAM encoder timing, and the targets of issue 14 against the bench figures. Each
+step exits non-zero on a failure.
 
     python scripts/gpu_check.py info [--cpu]
     python scripts/gpu_check.py dice DATA [--cpu] [--photos 24]
+    python scripts/gpu_check.py lite0 DATA [--cpu] [--photos 24]
     python scripts/gpu_check.py sam [--cpu]
     python scripts/gpu_check.py targets AUTO.json CAR.json [--cpu]
 
 `--cpu` runs every step on this box's CPU, so the check is known to work before a GPU box runs it: the "GPU" side
-of the Dice check is then the fp16 graph the GPU would run, on the CPU provider.
+of the Dice check is then the fp16 graph the GPU would run, on the CPU provider, and the "GPU" Lite0 a second CPU
+instance.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ GPU_AUTO_MIN_IPS_AT_32 = 40.0
 GPU_AUTO_MAX_P95_MS_AT_8 = 250.0
 GPU_CAR_MIN_IPS_AT_32 = 20.0
 MIN_DICE = 0.999
+MIN_EMBEDDING_COSINE = 0.999  # the car embedding on the GPU against the CPU's, per photo
 CPU_MAX_OUTSIDE_MODEL = 10.0
 
 
@@ -123,6 +127,72 @@ def dice_check(data: Path, cpu: bool, photos: int) -> int:
     return 0 if mean >= MIN_DICE else 1
 
 
+def lite0_check(data: Path, cpu: bool, photos: int) -> int:
+    """EfficientNet-Lite0 on the device against the CPU: the same type=auto decision on every photo, the car
+    embedding's cosine >= MIN_EMBEDDING_COSINE (whole photo and the car's mask), and the embedding's time on each."""
+    import numpy as np
+    from PIL import Image
+
+    from models import foreground
+    from models.recognition import car_embedding
+
+    carvana = sorted((data / "carvana" / "images").glob("*.jpg"))[: (photos + 1) // 2]
+    paths = carvana + sorted((data / "roboflow" / "images").glob("*"))[: photos // 2]
+    if not paths:
+        print(f"no photos under {data}")
+        return 1
+    device = "cpu" if cpu else "cuda"
+    clf, emb = foreground.get_classifier(models_dir(), device), car_embedding.get_car_embedder(models_dir(), device)
+    ref_clf = foreground.ForegroundClassifier(models_dir(), device="cpu")  # its own network, even under --cpu
+    ref_emb = car_embedding.CarEmbedder(models_dir(), classifier=ref_clf)
+    from models.errors import DeviceUnavailable
+
+    try:
+        for model in (clf, ref_clf, emb, ref_emb):
+            model.load()
+    except DeviceUnavailable as exc:
+        print(f"FAIL: EfficientNet-Lite0 cannot run on {device}: {exc.detail}")
+        return 1
+    on = foreground.net_device(clf.network())
+    print(f"EfficientNet-Lite0 {'(second CPU instance, --cpu)' if cpu else 'on the GPU'}: {on}; reference: "
+          f"{foreground.net_device(ref_clf.network())}")
+    if not cpu and on.type != "cuda":
+        print(f"FAIL: EfficientNet-Lite0 is on {on}, not CUDA")
+        return 1
+    differ, cosines = [], []
+    for path in paths:
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        a, b = clf.classify(rgb), ref_clf.classify(rgb)
+        if a.type != b.type:
+            differ.append(f"{path.name}: {a.type} vs CPU {b.type}")
+        mask_path = data / "carvana" / "masks" / f"{path.stem}_mask.gif"
+        masks = [None] + ([np.asarray(Image.open(mask_path).convert("L")) > 127] if mask_path.exists() else [])
+        for mask in masks:
+            u, v = emb.embed(rgb, mask), ref_emb.embed(rgb, mask)
+            if u is not None and v is not None:
+                cosines.append((float(np.dot(u, v)), path.name))
+    worst = min(cosines)
+    print(f"type=auto decisions over {len(paths)} photos: {len(paths) - len(differ)} the same as the CPU's"
+          + "".join(f"\n  differs: {d}" for d in differ))
+    print(f"car embedding against the CPU's over {len(cosines)} crops: mean cosine "
+          f"{sum(c for c, _ in cosines) / len(cosines):.6f}, worst {worst[0]:.6f} ({worst[1]}) (target >= "
+          f"{MIN_EMBEDDING_COSINE})")
+    rgb = np.asarray(Image.open(carvana[0] if carvana else paths[0]).convert("RGB"))
+    times: dict[str, list[float]] = {}
+    for name, model in (("device", emb), ("cpu", ref_emb)):
+        model.embed(rgb)  # warm-up (CUDA kernels, allocator)
+        times[name] = []
+        for _ in range(5 if cpu or name == "cpu" else 30):
+            start = time.perf_counter()
+            model.embed(rgb)  # resize, trunk, back to the CPU: what a scan or an upload pays
+            times[name].append((time.perf_counter() - start) * 1000)
+    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    print(f"car embedding per photo: {'second CPU instance' if cpu else 'GPU'} {med['device']:.1f} ms median "
+          f"({min(times['device']):.1f} best), CPU {med['cpu']:.1f} ms median; ratio CPU/"
+          f"{'CPU' if cpu else 'GPU'} {med['cpu'] / med['device']:.1f}x")
+    return 0 if not differ and worst[0] >= MIN_EMBEDDING_COSINE else 1
+
+
 def sam_timing(cpu: bool) -> int:
     """SAM vit_b's image encoder (set_image) on the device, when a checkpoint is installed."""
     import numpy as np
@@ -188,16 +258,18 @@ def targets(auto_json: Path, car_json: Path, cpu: bool) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=("info", "dice", "sam", "targets"))
+    parser.add_argument("step", choices=("info", "dice", "lite0", "sam", "targets"))
     parser.add_argument("paths", nargs="*", type=Path)
     parser.add_argument("--cpu", action="store_true", help="Run on this box's CPU (the dry run of the check).")
-    parser.add_argument("--photos", type=int, default=24, help="Photos for the Dice check (half Carvana, half "
-                        "Roboflow).")
+    parser.add_argument("--photos", type=int, default=24, help="Photos for the Dice and Lite0 checks (half Carvana, "
+                        "half Roboflow).")
     args = parser.parse_args()
     if args.step == "info":
         return info(args.cpu)
     if args.step == "dice":
         return dice_check(args.paths[0], args.cpu, args.photos)
+    if args.step == "lite0":
+        return lite0_check(args.paths[0], args.cpu, args.photos)
     if args.step == "sam":
         return sam_timing(args.cpu)
     return targets(args.paths[0], args.paths[1], args.cpu)

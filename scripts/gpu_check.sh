@@ -3,7 +3,9 @@
 #   scripts/gpu_check.sh [--cpu] [DATA]        (DATA: the shared photos, default ../shared/data)
 #   docker run --gpus all -v /path/to/shared/data:/check-data forecourt scripts/gpu_check.sh /check-data
 # 1. the GPU, driver, CUDA, cuDNN and onnxruntime's providers, and where each model runs (CUDA required);
-# 2. IS-Net's masks on the GPU (fp16) and the CPU agree: mean Dice >= 0.999 on the shared photos;
+# 2. IS-Net's masks on the GPU (fp16) and the CPU agree: mean Dice >= 0.999 on the shared photos; EfficientNet-Lite0
+#    (type=auto, recognition's car embedding) on the GPU gives the CPU's type=auto decision on each photo and a car
+#    embedding of cosine >= 0.999 to the CPU's, and the car embedding's time per photo on the GPU and the CPU;
 # 3. scripts/bench_removebg.py on full-size Carvana photos at concurrency 1, 8 and 32 (type=auto; type=car at 32,
 #    at 8 with --cpu):
 #    images/s, p50/p95 latency, the per-stage split, the workers' peak RSS; the sessions run with onnxruntime's
@@ -21,7 +23,7 @@ DATA=""
 for arg in "$@"; do
   case "$arg" in
     --cpu) CPU="--cpu" ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) DATA="$arg" ;;
   esac
 done
@@ -54,6 +56,8 @@ fi
 
 step "devices" "$PY" scripts/gpu_check.py info $CPU
 step "GPU vs CPU masks" "$PY" scripts/gpu_check.py dice "$DATA" $CPU --photos "$PHOTOS"
+step "GPU vs CPU EfficientNet-Lite0 (type=auto, car embedding)" "$PY" scripts/gpu_check.py lite0 "$DATA" $CPU \
+  --photos "$PHOTOS"
 step "bench type=auto at concurrency 1, 8, 32" "$PY" scripts/bench_removebg.py "$DATA" --device "$DEVICE" \
   --clients 1 8 32 --requests "$REQUESTS" --workers "$WORKERS" --threads "$THREADS" --server-threads "$SERVER_THREADS" \
   $EXACT --no-rembg --json "$TMP/auto.json"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from models.placement import Placement, sam_placement, segmenter_placement
+from models.placement import Placement, classifier_placement, sam_placement, segmenter_placement
 from server.config import get_settings
 from server.readiness import CheckResult
 from server.services import segmentation
@@ -14,10 +14,12 @@ log = logging.getLogger(__name__)
 
 
 def placements() -> list[Placement]:
-    """The default segmenter's and SAM's placement under the settings."""
+    """The default segmenter's, SAM's and EfficientNet-Lite0's (type=auto, car embedding) placement under the
+    settings."""
     s = get_settings()
     return [segmenter_placement(segmentation.segmenter(s)),
-            sam_placement(s.models.sam_model, s.models_dir, s.models.device)]
+            sam_placement(s.models.sam_model, s.models_dir, s.models.device),
+            classifier_placement(s.models_dir, s.models.device)]
 
 
 def device_check() -> CheckResult:

@@ -15,7 +15,7 @@ import pytest
 
 from server.services import segmentation
 from tests.fakes_removebg import FakeSegmenter, photo
-from tests.helpers import REPO
+from tests.helpers import MODELS_DIR, REPO
 
 CHECK = REPO / "scripts" / "gpu_check.py"
 
@@ -100,3 +100,47 @@ def test_gpu_mode_fails_on_this_cpu_box_at_the_device_step(shared_data: Path) ->
     assert out.returncode == 1
     assert "onnxruntime providers:" in out.stdout and "FAIL: devices" in out.stdout
     assert "GPU vs CPU masks" not in out.stdout  # it stops at the first failure
+
+
+def lite0_step(shared_data: Path, *flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(CHECK), "lite0", str(shared_data), "--photos", "2", *flags], cwd=REPO,
+                          capture_output=True, text=True, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "FORECOURT_MODELS__DIR": str(MODELS_DIR),
+                               "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+
+
+def test_the_lite0_step_fails_on_this_cpu_box_in_gpu_mode_and_says_why(shared_data: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("torch sees a GPU here")
+    out = lite0_step(shared_data)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "FAIL: EfficientNet-Lite0 cannot run on cuda" in out.stdout and "torch sees no CUDA device" in out.stdout
+
+
+@pytest.mark.slow
+def test_the_lite0_step_passes_in_cpu_mode_with_its_figures(shared_data: Path) -> None:
+    out = lite0_step(shared_data, "--cpu")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "type=auto decisions over 2 photos: 2 the same" in out.stdout
+    assert re.search(r"car embedding against the CPU's over 3 crops: mean cosine 1\.0+, worst 1\.0+", out.stdout)
+    assert re.search(r"car embedding per photo: second CPU instance [0-9.]+ ms median", out.stdout)
+
+
+@pytest.mark.slow
+def test_the_lite0_step_fails_when_the_network_is_not_on_cuda(shared_data: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    """The GPU branch judges where the network really is, not what the plan said."""
+    import importlib.util
+
+    from models import foreground
+    from models.device import DevicePlan
+
+    monkeypatch.setattr(foreground, "_instances", {})
+    monkeypatch.setattr(foreground, "torch_plan", lambda dev, what: DevicePlan(dev, "cpu"))  # a plan that lies
+    monkeypatch.setenv("FORECOURT_MODELS__DIR", str(MODELS_DIR))
+    spec = importlib.util.spec_from_file_location("gpu_check", CHECK)
+    gpu_check = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(gpu_check)  # type: ignore[union-attr]
+    assert gpu_check.lite0_check(shared_data, cpu=False, photos=2) == 1
+    assert "FAIL: EfficientNet-Lite0 is on cpu, not CUDA" in capsys.readouterr().out

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from models import device
+from models import device, foreground
 from models.device import CUDA_PROVIDER
 from models.registry import clear_segmenters
 from tests.helpers import MODELS_DIR, REPO, sign_in, start_live_server, stop_live_server
@@ -29,6 +29,7 @@ def fake_gpu_box(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[No
     driver.write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.65.06  (fake)\n")
     monkeypatch.setattr(device, "NVIDIA_DRIVER", driver)
     clear_segmenters()  # a segmenter loaded earlier in this process judged the box without the fake GPU
+    monkeypatch.setattr(foreground, "_instances", {})  # so did a classifier
     yield
     clear_segmenters()
 
@@ -80,6 +81,55 @@ def test_models_list_shows_the_provider_and_warns(fake_gpu_box, tmp_path: Path) 
     line = next(x for x in result.output.splitlines() if x.startswith("isnet-general"))
     assert "runs on CPUExecutionProvider" in line
     assert "warning: isnet-general: this box has an NVIDIA GPU" in result.output
+
+
+@pytest.fixture
+def torch_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(device, "torch_cuda_available", lambda: False)
+
+
+LITE0_WARNING = "torch cannot use it (a CPU build of torch, or a driver too old for its CUDA), so EfficientNet-Lite0"
+
+
+def test_the_classifier_on_the_cpu_of_a_gpu_box_is_named_in_all_three(fake_gpu_box, torch_without_cuda, client,
+                                                                      admin, tmp_path: Path) -> None:
+    """/readyz, the System page and `forecourt models list` (the worker's log: test_announce_logs_the_classifier)."""
+    from models.cli import models_group
+
+    check = next(c for c in client.get("/readyz").get_json()["checks"] if c["name"] == "device")
+    assert "efficientnet-lite0 on cpu" in check["detail"] and LITE0_WARNING in check["warning"]
+    sign_in(client, admin)
+    html = client.get("/system").get_data(as_text=True)
+    row = html[html.index('data-model="efficientnet-lite0"'):]
+    row = row[:row.index("</tr>")]
+    assert ">cpu" in row and LITE0_WARNING in row
+
+    class Obj:
+        models_dir = MODELS_DIR
+        cache_dir = tmp_path / "cache"
+
+    result = CliRunner().invoke(models_group, ["list"], obj=Obj())
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("efficientnet-lite0"))
+    assert "runs on cpu " in line
+    assert f"warning: efficientnet-lite0: this box has an NVIDIA GPU, but {LITE0_WARNING}" in result.output
+
+
+def test_announce_logs_the_classifier_and_refuses_cuda(fake_gpu_box, torch_without_cuda, app, caplog,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from models.errors import DeviceUnavailable
+    from models.placement import Placement
+    from server import placement
+
+    with app.app_context(), caplog.at_level("INFO", logger="server.placement"):
+        placement.announce()
+    assert "model efficientnet-lite0 runs on cpu" in caplog.text and LITE0_WARNING in caplog.text
+    monkeypatch.setattr(placement, "segmenter_placement", lambda seg: Placement("isnet-general", "CUDA"))
+    monkeypatch.setattr(placement, "sam_placement", lambda *a: Placement("sam-vit-b", "not installed"))
+    with app.app_context():
+        monkeypatch.setattr(placement.get_settings().models, "device", "cuda")
+        with pytest.raises(DeviceUnavailable, match="EfficientNet-Lite0.*torch sees no CUDA"):
+            placement.announce()
 
 
 @pytest.mark.slow

@@ -63,6 +63,8 @@ def test_sam_on_torch_warns_and_refuses_the_same_way() -> None:
     assert warned.device == "cpu" and "Segment Anything runs on the CPU" in (warned.warning or "")
     with pytest.raises(DeviceUnavailable, match="torch sees no CUDA device"):
         torch_plan("cuda", cuda_available=False)
+    lite0 = torch_plan("auto", cuda_available=False, gpu_on_box=True, what="EfficientNet-Lite0")
+    assert "so EfficientNet-Lite0 runs on the CPU" in (lite0.warning or "")  # each torch model names itself
 
 
 def test_the_gpu_is_recognised_by_its_driver_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -42,10 +42,15 @@ def car_crop(rgb: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.n
 
 
 class CarEmbedder:
-    """The Lite0 trunk, loaded (once, under the classifier's lock) from the models folder's checked weights."""
+    """The Lite0 trunk, loaded (once, under the classifier's lock) from the models folder's checked weights, on the
+    classifier's device (`device`: auto, cpu or cuda; the same network as type=auto's for that device, or that of
+    `classifier` when given)."""
 
-    def __init__(self, models_dir: Path) -> None:
+    def __init__(self, models_dir: Path, device: str = "auto",
+                 classifier: foreground.ForegroundClassifier | None = None) -> None:
         self.models_dir = Path(models_dir)
+        self.device = classifier.device if classifier is not None else device
+        self._classifier = classifier
         self.name = NAME
         self.dim = DIM
         self._trunk = None
@@ -62,7 +67,8 @@ class CarEmbedder:
             return
         with self._lock:
             if self._trunk is None:
-                self._trunk = foreground.get_classifier(self.models_dir).network()
+                clf = self._classifier or foreground.get_classifier(self.models_dir, self.device)
+                self._trunk = clf.network()
 
     def embed(self, rgb: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray | None:
         """The unit-length float32 vector of the car in an RGB uint8 photo (mask > 0.5: the car; None: the whole
@@ -79,13 +85,14 @@ class CarEmbedder:
             img = np.where(keep[..., None], img, np.float32(_MEAN))
         interp = cv2.INTER_AREA if max(img.shape[:2]) > INPUT_SIDE else cv2.INTER_LINEAR
         img = cv2.resize(img, (INPUT_SIDE, INPUT_SIDE), interpolation=interp)
-        x = torch.from_numpy(np.ascontiguousarray(((img - _MEAN) / _STD).transpose(2, 0, 1)))[None]
         net = self._trunk
+        x = torch.from_numpy(np.ascontiguousarray(((img - _MEAN) / _STD).transpose(2, 0, 1)))[None]
+        x = x.to(foreground.net_device(net))
         with torch.inference_mode():
             h = F.relu6(net._bn0(net._conv_stem(x)))
             for block in net._blocks:
                 h = block(h)
-            vec = h.mean(dim=(2, 3)).reshape(-1).float().numpy()
+            vec = h.mean(dim=(2, 3)).reshape(-1).float().cpu().numpy()
         return (vec / max(float(np.linalg.norm(vec)), 1e-12)).astype(np.float32)
 
 
@@ -99,15 +106,15 @@ def from_blob(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype=np.float16).astype(np.float32)
 
 
-_instances: dict[str, CarEmbedder] = {}
+_instances: dict[tuple[str, str], CarEmbedder] = {}
 _instances_lock = threading.Lock()
 
 
-def get_car_embedder(models_dir: Path | str) -> CarEmbedder:
-    """The process-wide car embedder of a models folder (weights load on first use)."""
-    key = str(Path(models_dir).expanduser().resolve())
+def get_car_embedder(models_dir: Path | str, device: str = "auto") -> CarEmbedder:
+    """The process-wide car embedder of a models folder and device (weights load on first use, in the worker)."""
+    folder = str(Path(models_dir).expanduser().resolve())
     with _instances_lock:
-        model = _instances.get(key)
+        model = _instances.get((folder, device))
         if model is None:
-            model = _instances[key] = CarEmbedder(Path(key))
+            model = _instances[(folder, device)] = CarEmbedder(Path(folder), device)
     return model

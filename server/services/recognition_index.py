@@ -238,7 +238,7 @@ def car_embedder(settings: Settings) -> CarEmbedder | None:
     missing or damaged weights file is logged once and the car collections go on without the margin."""
     if not settings.recognition.car_embedding:
         return None
-    model = car_embedding.get_car_embedder(settings.models_dir)
+    model = car_embedding.get_car_embedder(settings.models_dir, settings.models.device)
     try:
         model.load()
     except (ModelMissing, ModelCorrupt) as exc:

@@ -319,7 +319,7 @@ class Result:
 def _classifier(settings: Settings):  # type: ignore[no-untyped-def]
     from models.foreground import get_classifier
 
-    return get_classifier(settings.models_dir)
+    return get_classifier(settings.models_dir, settings.models.device)
 
 
 def foreground_type(rgb: np.ndarray, opts: Options, settings: Settings,
