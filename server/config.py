@@ -33,7 +33,7 @@ class ServerSettings(Section):
     workers: int = Field(2, ge=1, le=64, description="Gunicorn worker processes.")
     threads: int = Field(4, ge=1, le=256, description="Threads per worker.")
     worker_memory_mb: int = Field(
-        1000, ge=0,
+        1400, ge=0,
         description="Memory counted for an idle worker with its model; gunicorn starts only the workers that fit. 0: no check.")
     request_memory_mb: int = Field(
         1100, ge=0,
