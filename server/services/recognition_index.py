@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,20 +138,86 @@ def forget_cached_indexes() -> None:
     """Drop every cached index (tests simulating a restart)."""
     with _cache_lock:
         _cache.clear()
-        _global_cache.clear()
-        _car_cache.clear()
+        _vector_cache.clear()
 
 
-# --- the global-embedding index (when an embedding model is installed) -------------------------------------------
-_global_cache: dict[tuple[str, str, str], _CachedGlobal] = {}
+# --- the embedding indexes: the global embedding's (shortlist, when a model is installed) and the car embedding's ---
+# (car collections: the margin's other cars, models/recognition/margin.py). Both keep one vector per reference image
+# in a column of rec_images, tagged with the model that gave it, and a GlobalIndex file per collection and model.
+@dataclass(frozen=True)
+class _Vectors:
+    """Where one kind of embedding lives: its rec_images columns, its index file's tag, how a stored vector reads,
+    whether the index keeps float16."""
+
+    column: str
+    model_column: str
+    tag: str
+    decode: Callable[[bytes], np.ndarray]
+    fp16: bool = False
+
+
+_GLOBAL = _Vectors("embedding", "embedding_model", "emb", lambda b: np.frombuffer(b, dtype=np.float32))
+_CARS = _Vectors("car_embedding", "car_embedding_model", "car", car_embedding.from_blob, fp16=True)
 
 
 @dataclass
 class _CachedGlobal:
-    """This process's copy of a collection's global-embedding index, at index generation gen."""
+    """This process's copy of a collection's embedding index, at index generation gen."""
 
     index: GlobalIndex
     gen: int
+
+
+_vector_cache: dict[tuple[str, str, str, str], _CachedGlobal] = {}
+
+
+def _vectors_key(settings: Settings, collection_id: str, kind: _Vectors, model_id: str) -> tuple[str, str, str, str]:
+    return str(settings.data_dir), collection_id, kind.tag, model_id
+
+
+def _vectors_path(settings: Settings, collection_id: str, kind: _Vectors, model_id: str) -> Path:
+    return settings.data_dir / "indexes" / f"{collection_id}.{kind.tag}-{model_id.rsplit(':', 1)[-1]}.faiss"
+
+
+def _vectors_count(db: sqlite_utils.Database, collection_id: str, kind: _Vectors, model_id: str) -> int:
+    return int(db.execute(f"SELECT COUNT(*) FROM rec_images WHERE collection_id = ? AND {kind.model_column} = ?",
+                          [collection_id, model_id]).fetchone()[0])
+
+
+def _rebuild_vectors(db: sqlite_utils.Database, settings: Settings, collection_id: str, kind: _Vectors,
+                     model_id: str, dim: int) -> GlobalIndex:
+    rows = db.execute(f"SELECT id, {kind.column} FROM rec_images WHERE collection_id = ? AND {kind.model_column} = ? "
+                      "ORDER BY id", [collection_id, model_id])
+    index = GlobalIndex.build(dim, ((int(i), kind.decode(b)) for i, b in rows),
+                              ivf_threshold=settings.recognition.global_ivf_threshold,
+                              nprobe=settings.recognition.nprobe, fp16=kind.fp16)
+    index.save(_vectors_path(settings, collection_id, kind, model_id))
+    return index
+
+
+def _load_vectors(db: sqlite_utils.Database, settings: Settings, collection_id: str, gen: int, kind: _Vectors,
+                  model_id: str, dim: int) -> GlobalIndex:
+    """Like load_index: this process's copy when it is at generation gen, else the saved file, rebuilt from the
+    database when it is unreadable or does not hold every stored vector of this model."""
+    key = _vectors_key(settings, collection_id, kind, model_id)
+    with _cache_lock:
+        cached = _vector_cache.get(key)
+        if cached is not None and cached.gen == gen:
+            return cached.index
+    path = _vectors_path(settings, collection_id, kind, model_id)
+    index = None
+    if path.exists():
+        try:
+            index = GlobalIndex.load(path, dim)
+        except IndexCorrupt:
+            log.warning("recognition index %s is unreadable; rebuilding it from the database", path)
+    if index is None or index.ntotal != _vectors_count(db, collection_id, kind, model_id):
+        with write_txn(db):
+            index = _rebuild_vectors(db, settings, collection_id, kind, model_id, dim)
+            gen = index_gen(db, collection_id)
+    with _cache_lock:
+        _vector_cache[key] = _CachedGlobal(index, gen)
+    return index
 
 
 def embedder(settings: Settings) -> EmbeddingModel | None:
@@ -163,49 +230,24 @@ def embedder(settings: Settings) -> EmbeddingModel | None:
 
 def global_path(settings: Settings, collection_id: str, model: EmbeddingModel) -> Path:
     """Where a collection's global-embedding index for this model is saved."""
-    return settings.data_dir / "indexes" / f"{collection_id}.emb-{model.model_id.rsplit(':', 1)[-1]}.faiss"
+    return _vectors_path(settings, collection_id, _GLOBAL, model.model_id)
 
 
 def rebuild_global(db: sqlite_utils.Database, settings: Settings, collection_id: str,
                    model: EmbeddingModel) -> GlobalIndex:
     """Build and save a collection's global index from the embeddings this model gave (others are skipped)."""
-    rows = db.execute("SELECT id, embedding FROM rec_images WHERE collection_id = ? AND embedding_model = ? "
-                      "ORDER BY id", [collection_id, model.model_id])
-    index = GlobalIndex.build(model.dim, ((int(i), np.frombuffer(b, dtype=np.float32)) for i, b in rows),
-                              ivf_threshold=settings.recognition.global_ivf_threshold,
-                              nprobe=settings.recognition.nprobe)
-    index.save(global_path(settings, collection_id, model))
-    return index
+    return _rebuild_vectors(db, settings, collection_id, _GLOBAL, model.model_id, model.dim)
 
 
 def embedded_count(db: sqlite_utils.Database, collection_id: str, model: EmbeddingModel) -> int:
     """How many of the collection's images have an embedding from this model."""
-    return int(db.execute("SELECT COUNT(*) FROM rec_images WHERE collection_id = ? AND embedding_model = ?",
-                          [collection_id, model.model_id]).fetchone()[0])
+    return _vectors_count(db, collection_id, _GLOBAL, model.model_id)
 
 
 def load_global(db: sqlite_utils.Database, settings: Settings, collection_id: str, gen: int,
-                 model: EmbeddingModel) -> GlobalIndex:
+                model: EmbeddingModel) -> GlobalIndex:
     """Like load_index, for the global-embedding index of this model."""
-    key = (str(settings.data_dir), collection_id, model.model_id)
-    with _cache_lock:
-        cached = _global_cache.get(key)
-        if cached is not None and cached.gen == gen:
-            return cached.index
-    path = global_path(settings, collection_id, model)
-    index = None
-    if path.exists():
-        try:
-            index = GlobalIndex.load(path, model.dim)
-        except IndexCorrupt:
-            log.warning("recognition index %s is unreadable; rebuilding it from the database", path)
-    if index is None or index.ntotal != embedded_count(db, collection_id, model):
-        with write_txn(db):
-            index = rebuild_global(db, settings, collection_id, model)
-            gen = index_gen(db, collection_id)
-    with _cache_lock:
-        _global_cache[key] = _CachedGlobal(index, gen)
-    return index
+    return _load_vectors(db, settings, collection_id, gen, _GLOBAL, model.model_id, model.dim)
 
 
 def publish(db: sqlite_utils.Database, settings: Settings, collection_id: str, gen: int, index: FeatureIndex,
@@ -223,13 +265,12 @@ def publish(db: sqlite_utils.Database, settings: Settings, collection_id: str, g
     with _cache_lock:
         _cache[(str(settings.data_dir), collection_id)] = _Cached(index, gen)
         if gindex is not None and model is not None:
-            _global_cache[(str(settings.data_dir), collection_id, model.model_id)] = _CachedGlobal(gindex, gen)
+            _vector_cache[_vectors_key(settings, collection_id, _GLOBAL, model.model_id)] = _CachedGlobal(gindex, gen)
         if cindex is not None and cars is not None:
-            _car_cache[(str(settings.data_dir), collection_id, cars.model_id)] = _CachedGlobal(cindex, gen)
+            _vector_cache[_vectors_key(settings, collection_id, _CARS, cars.model_id)] = _CachedGlobal(cindex, gen)
 
 
 # --- the car-embedding index (car collections: the margin's other cars, models/recognition/margin.py) ------------
-_car_cache: dict[tuple[str, str, str], _CachedGlobal] = {}
 _car_warned: set[str] = set()
 
 
@@ -251,46 +292,16 @@ def car_embedder(settings: Settings) -> CarEmbedder | None:
 
 def car_index_path(settings: Settings, collection_id: str, cars: CarEmbedder) -> Path:
     """Where a collection's car-embedding index is saved."""
-    return settings.data_dir / "indexes" / f"{collection_id}.car-{cars.model_id.rsplit(':', 1)[-1]}.faiss"
-
-
-def car_embedded_count(db: sqlite_utils.Database, collection_id: str, cars: CarEmbedder) -> int:
-    """How many of the collection's images have a car embedding from this model."""
-    return int(db.execute("SELECT COUNT(*) FROM rec_images WHERE collection_id = ? AND car_embedding_model = ?",
-                          [collection_id, cars.model_id]).fetchone()[0])
+    return _vectors_path(settings, collection_id, _CARS, cars.model_id)
 
 
 def rebuild_car_index(db: sqlite_utils.Database, settings: Settings, collection_id: str,
                       cars: CarEmbedder) -> GlobalIndex:
     """Build and save a collection's car-embedding index (float16) from the embeddings this model gave."""
-    rows = db.execute("SELECT id, car_embedding FROM rec_images WHERE collection_id = ? AND car_embedding_model = ? "
-                      "ORDER BY id", [collection_id, cars.model_id])
-    index = GlobalIndex.build(cars.dim, ((int(i), car_embedding.from_blob(b)) for i, b in rows),
-                              ivf_threshold=settings.recognition.global_ivf_threshold,
-                              nprobe=settings.recognition.nprobe, fp16=True)
-    index.save(car_index_path(settings, collection_id, cars))
-    return index
+    return _rebuild_vectors(db, settings, collection_id, _CARS, cars.model_id, cars.dim)
 
 
 def load_car_index(db: sqlite_utils.Database, settings: Settings, collection_id: str, gen: int,
                    cars: CarEmbedder) -> GlobalIndex:
     """Like load_index, for the car-embedding index."""
-    key = (str(settings.data_dir), collection_id, cars.model_id)
-    with _cache_lock:
-        cached = _car_cache.get(key)
-        if cached is not None and cached.gen == gen:
-            return cached.index
-    path = car_index_path(settings, collection_id, cars)
-    index = None
-    if path.exists():
-        try:
-            index = GlobalIndex.load(path, cars.dim)
-        except IndexCorrupt:
-            log.warning("recognition index %s is unreadable; rebuilding it from the database", path)
-    if index is None or index.ntotal != car_embedded_count(db, collection_id, cars):
-        with write_txn(db):
-            index = rebuild_car_index(db, settings, collection_id, cars)
-            gen = index_gen(db, collection_id)
-    with _cache_lock:
-        _car_cache[key] = _CachedGlobal(index, gen)
-    return index
+    return _load_vectors(db, settings, collection_id, gen, _CARS, cars.model_id, cars.dim)
