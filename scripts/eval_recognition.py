@@ -191,6 +191,8 @@ def recall_right(answer: list[str], truth: str, twin: str | None) -> bool:
 def twin_ok(answer: list[str], truth: str, twin: str) -> bool:
     """The twins protocol: the car itself is answered, alone or together with its twin."""
     return truth in answer and (len(answer) == 1 or twin in answer)
+
+
 def dump_keys(dump: list, cars: list[str], distractors: list[str]  # type: ignore[type-arg]
               ) -> list[tuple[tuple[str, str, int], dict[int, tuple[str, object]]]]:
     """For each near, far and unknown query of a --dump run on these cars (twins left out), in the eval's order: the
@@ -397,19 +399,30 @@ def lot_miss_cause(o: Outcome, mask_iou: float, true_inliers: int, true_body: fl
     return "d another car won"
 
 
-def _lot_again(car: str, angle: int, name: str, scenes: list[Path], image_of, mask_of,  # type: ignore[no-untyped-def]
-               segmenter, cache: Path | None) -> tuple[np.ndarray, np.ndarray]:
-    """A lot photo made again (the same draws as when it was made) and its car mask (cached by _altered, else the
-    segmenter's main car)."""
+def _lot_again(car: str, angle: int, scenes: list[Path], image_of, mask_of  # type: ignore[no-untyped-def]
+               ) -> tuple[np.ndarray, np.ndarray, bool]:
+    """A lot photo of the car at this angle, made with the same draws every time (seeded by car and angle): the
+    photo, the pasted car's true mask, and whether the frame cuts the car."""
     rng = np.random.default_rng(_seed("lot", car, angle))
     scene = scenes[int(rng.integers(len(scenes)))]
-    cut = bool(rng.random() < 1 / 3)
+    cut = bool(rng.random() < 1 / 3)  # a third cut the car at the frame
     gt = np.asarray(Image.open(mask_of(car, angle))) > 0
-    rgb = _lot_photo(np.asarray(Image.open(image_of(car, angle)).convert("RGB")), gt, Image.open(scene), rng, cut)[0]
+    rgb, truth = _lot_photo(np.asarray(Image.open(image_of(car, angle)).convert("RGB")), gt, Image.open(scene), rng,
+                            cut)
+    return rgb, truth, cut
+
+
+def _lot_mask(rgb: np.ndarray, name: str, segmenter, cache: Path | None) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """A lot photo's car mask: the one _altered cached under `name`, else the segmenter's main car."""
     masked = cache / f"{name}.mask.png" if cache is not None else None
     if masked is not None and masked.exists():
-        return rgb, np.asarray(Image.open(masked)) > 127
-    return rgb, main_subject(segmenter.mask(rgb, kind="car"))
+        return np.asarray(Image.open(masked)) > 127
+    return main_subject(segmenter.mask(rgb, kind="car"))
+
+
+def _lot_name(car: str, angle: int) -> str:
+    """The cache name of a lot photo's features and mask."""
+    return f"{LOT_CACHE}_{car}_{angle:02d}.segmenter"
 
 
 def _print_lot_misses(out: list[Outcome], names: list[tuple[str, int]], refs: dict[int, Features],
@@ -422,15 +435,8 @@ def _print_lot_misses(out: list[Outcome], names: list[tuple[str, int]], refs: di
     for o, (car, angle) in zip(out, names, strict=True):
         if o.right:
             continue
-        rng = np.random.default_rng(_seed("lot", car, angle))  # the photo again: the same draws as when made
-        scene = scenes[int(rng.integers(len(scenes)))]
-        cut = bool(rng.random() < 1 / 3)
-        gt = np.asarray(Image.open(mask_of(car, angle))) > 0
-        rgb, truth = _lot_photo(np.asarray(Image.open(image_of(car, angle)).convert("RGB")), gt, Image.open(scene),
-                                rng, cut)
-        cached = args.cache / f"{LOT_CACHE}_{car}_{angle:02d}.segmenter.mask.png" if args.cache else None
-        mask = (np.asarray(Image.open(cached)) > 127 if cached is not None and cached.exists()
-                else main_subject(segmenter.mask(rgb, kind="car")))
+        rgb, truth, cut = _lot_again(car, angle, scenes, image_of, mask_of)  # the photo again, as it was made
+        mask = _lot_mask(rgb, _lot_name(car, angle), segmenter, args.cache)
         iou = float((mask & truth).sum() / max(1, (mask | truth).sum()))
         own = [i for i in refs if owner[i] == car]
         q, qt = extract(rgb, mask, sharpen=args.sharpen), extract(rgb, truth, sharpen=args.sharpen)
@@ -616,18 +622,15 @@ def main() -> None:
         lot: dict[str, list[tuple[str, Features, None]]] = {}
         for k, c in enumerate(lot_cars):
             for a in (even[k % 8], even[(k + 3) % 8]):
-                rng = np.random.default_rng(_seed("lot", c, a))
-                scene = scenes[int(rng.integers(len(scenes)))]
-                path, cut = image_of(c, a), bool(rng.random() < 1 / 3)  # a third cut the car at the frame
+                name = _lot_name(c, a)
+                f = _altered(name, lambda c=c, a=a: _lot_again(c, a, scenes, image_of, mask_of)[0], segmenter,
+                             args.cache, sharpen=args.sharpen)
 
-                def make(path=path, c=c, a=a, scene=scene, rng=rng, cut=cut) -> np.ndarray:  # type: ignore[no-untyped-def]
-                    gt = np.asarray(Image.open(mask_of(c, a))) > 0
-                    return _lot_photo(np.asarray(Image.open(path).convert("RGB")), gt, Image.open(scene), rng, cut)[0]
+                def photo_and_mask(c=c, a=a, name=name):  # type: ignore[no-untyped-def]
+                    rgb = _lot_again(c, a, scenes, image_of, mask_of)[0]
+                    return rgb, _lot_mask(rgb, name, segmenter, args.cache)
 
-                name = f"{LOT_CACHE}_{c}_{a:02d}.segmenter"
-                f = _altered(name, make, segmenter, args.cache, sharpen=args.sharpen)
-                _car_vector(f, name, lambda c=c, a=a, name=name: _lot_again(c, a, name, scenes, image_of, mask_of,
-                                                                           segmenter, args.cache), args)
+                _car_vector(f, name, photo_and_mask, args)
                 lot.setdefault(c, []).append((c, f, None))
         # the street scenes are the distractor photos: left out of the collection, as the cars in them are not stock
         refs, owner = collection(cars, odd, with_distractors=False)
