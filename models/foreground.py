@@ -8,7 +8,8 @@ things). The photo is looked at twice, whole (squashed to a square) and as its c
 distributions are averaged. A type wins when it holds the most probability; the car family needs `car_min` of it.
 The network is small (4.7 M parameters at 224x224, against IS-Net's 1024x1024 pass). It runs on `[models] device`
 (models.device.torch_plan, decided at the first load in the worker, never at import): its inputs follow the network
-to its device and the answers come back as CPU numpy, fp32 either way.
+to its device and the answers come back as CPU numpy, fp32 either way (torch lets cuDNN's convolutions use TF32 on
+Ampere and later GPUs by default; scripts/gpu_check.sh's cosine against the CPU is what judges that).
 """
 
 from __future__ import annotations
