@@ -78,6 +78,8 @@ def list_command() -> None:
     models_dir, _ = _dirs()
     device = _device()
     problems = []
+    name_w = max(len(spec.name) for spec in MANIFEST.values())  # the columns fit the longest name and backend
+    backend_w = max(len(spec.backend) for spec in MANIFEST.values())
     for spec in MANIFEST.values():
         present = all(spec.path(models_dir, i).is_file() for i in range(len(spec.files)))
         size_mb = sum(f.size for f in spec.files) / 1e6
@@ -89,7 +91,7 @@ def list_command() -> None:
         else:
             place = sam_placement(spec.name, models_dir, device)
         problems += [f"{spec.name}: {p}" for p in (place.error, place.warning) if p]
-        click.echo(f"{spec.name:<14} {spec.backend:<6} {size_mb:>8.1f} MB  {'present' if present else 'absent ':<7}  "
+        click.echo(f"{spec.name:<{name_w}} {spec.backend:<{backend_w}} {size_mb:>8.1f} MB  {'present' if present else 'absent ':<7}  "
                    f"{how:<15} runs on {place.runs_on:<21} {spec.license}")
     for problem in dict.fromkeys(problems):
         click.echo(f"warning: {problem}", err=True)

@@ -27,6 +27,9 @@ def test_list_names_every_model_with_its_source_and_license(tmp_path: Path) -> N
     assert "fetch" in lines["efficientnet-lite0"] and "Apache-2.0" in lines["efficientnet-lite0"]
     assert "fetch" in lines["isnet-general"] and "MIT" in lines["isnet-general"] and "absent" in lines["isnet-general"]
     assert "install by hand" in lines["sam-vit-h"] and "Apache-2.0" in lines["sam-vit-h"]
+    # the columns line up, the longest name (efficientnet-lite0) and backend (classifier) included
+    assert len({line.index(" MB ") for line in lines.values()}) == 1
+    assert len({line.index("runs on") for line in lines.values()}) == 1
 
 
 def test_verify_fails_while_the_default_model_is_missing_or_corrupt(tmp_path: Path) -> None:
