@@ -64,12 +64,13 @@ def samples(dump: list, acceptance: decide.Acceptance | None) -> tuple[np.ndarra
     return np.array(xs, float), np.array(ys, float)
 
 
-def fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> np.ndarray:
-    """Logistic regression (bias first) by Newton's method, a small L2 penalty on the weights."""
+def fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, offset: np.ndarray | float = 0.0) -> np.ndarray:
+    """Logistic regression (bias first) by Newton's method, a small L2 penalty on the weights; `offset`: a fixed
+    term added to every sample's logit (its weight is not fitted)."""
     a = np.hstack([np.ones((len(x), 1)), x])
     w = np.zeros(a.shape[1])
     for _ in range(100):
-        p = 1 / (1 + np.exp(-np.clip(a @ w, -50, 50)))
+        p = 1 / (1 + np.exp(-np.clip(offset + a @ w, -50, 50)))
         g = a.T @ (p - y) + l2 * np.r_[0, w[1:]]
         h = (a * (p * (1 - p))[:, None]).T @ a + l2 * np.diag(np.r_[0, np.ones(len(w) - 1)])
         step = np.linalg.solve(h, g)
@@ -142,17 +143,9 @@ def margin_samples(dump: list, margins: list) -> tuple[np.ndarray, np.ndarray, n
 
 
 def fit_margin(off: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Bias and margin weight of logistic(offset + bias + weight x margin), by Newton's method."""
-    a = np.column_stack([np.ones_like(x), x])
-    w = np.zeros(2)
-    for _ in range(100):
-        p = 1 / (1 + np.exp(-np.clip(off + a @ w, -50, 50)))
-        h = (a * (p * (1 - p))[:, None]).T @ a + 1e-6 * np.eye(2)
-        step = np.linalg.solve(h, a.T @ (p - y))
-        w -= step
-        if np.abs(step).max() < 1e-9:
-            break
-    return float(w[0]), float(w[1])
+    """Bias and margin weight of logistic(offset + bias + weight x margin) (fit, with the inlier term as offset)."""
+    bias, weight = fit(x[:, None], y, l2=1e-6, offset=off)
+    return float(bias), float(weight)
 
 
 def margin_acceptance(bias: float, weight: float) -> decide.Acceptance:
