@@ -41,6 +41,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from embedding_evidence import auc  # noqa: E402
 from eval_recognition import _features, distractor_dir, dump_keys, recall_right, twin_map  # noqa: E402
 
 from models.recognition import decide  # noqa: E402
@@ -206,11 +207,6 @@ def shuffled(measures: list, seed: int) -> list:  # type: ignore[type-arg]
     rng = np.random.default_rng(seed)
     values = np.array([e["null"] for ev in measures for e in ev.values()])
     return [{k: dict(e, null=float(rng.choice(values))) for k, e in ev.items()} for ev in measures]
-
-
-def auc(pos: list[float], neg: list[float]) -> float:
-    p, n = np.asarray(pos)[:, None], np.asarray(neg)[None]
-    return float(((p > n) + 0.5 * (p == n)).mean()) if p.size and n.size else float("nan")
 
 
 def main() -> None:
