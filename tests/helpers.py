@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import requests
 from PIL import Image
@@ -223,3 +225,47 @@ T0 = datetime(2030, 1, 10, 12, 0, tzinfo=UTC)
 
 def day(n: float) -> datetime:
     return T0 + timedelta(days=n)
+
+
+def load_script(name: str):  # type: ignore[no-untyped-def]  # noqa: ANN201
+    """A module of scripts/ (`name` without .py), loaded from its file, with scripts/ on sys.path so that its own
+    imports of its sibling scripts resolve."""
+    import importlib.util
+
+    folder = str(REPO / "scripts")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def car_photo(shared_data: Path, car: str, angle: int, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """A Carvana car photo (RGB, LANCZOS) and its ground-truth mask (grey, 0-255), from carvana/ or
+    calibration/carvana/, resized to `side` px wide."""
+    for folder in (shared_data / "carvana", shared_data / "calibration" / "carvana"):
+        path = folder / "images" / f"{car}_{angle:02d}.jpg"
+        if path.exists():
+            img = Image.open(path).convert("RGB")
+            size = (side, round(side * img.height / img.width))
+            mask = Image.open(folder / "masks" / f"{car}_{angle:02d}_mask.gif").convert("L").resize(size)
+            return np.asarray(img.resize(size, Image.Resampling.LANCZOS)), np.asarray(mask)
+    raise FileNotFoundError(f"{car}_{angle:02d} is not in the shared data")
+
+
+def paste_car(canvas: np.ndarray, rgb: np.ndarray, mask: np.ndarray, width: int, x: int,
+              bottom: int) -> np.ndarray:
+    """Paste the masked car of `rgb` (its mask's box, scaled to `width` px, area-averaged, the mask as alpha) into
+    the float32 `canvas` in place, its left edge at x and its bottom `bottom` px above the canvas's; the pasted
+    car's true mask (alpha >= 0.5)."""
+    ys, xs = np.nonzero(mask)
+    rgb, mask = rgb[ys.min():ys.max() + 1, xs.min():xs.max() + 1], mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    height = round(rgb.shape[0] * width / rgb.shape[1])
+    car = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA).astype(np.float32)
+    alpha = cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)[..., None]
+    y = canvas.shape[0] - height - bottom
+    canvas[y:y + height, x:x + width] = alpha * car + (1 - alpha) * canvas[y:y + height, x:x + width]
+    truth = np.zeros(canvas.shape[:2], bool)
+    truth[y:y + height, x:x + width] = alpha[..., 0] >= 0.5
+    return truth

@@ -3,22 +3,13 @@ docs/decisions/0001): its AUC, and its score with the embedding weighted 0 being
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 from models.recognition import decide
 from models.recognition.matcher import CAR_INLIER_MIDPOINT, Match
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+from tests.helpers import load_script
 
 
 def _script():  # type: ignore[no-untyped-def]
-    sys.path.insert(0, str(SCRIPTS))
-    spec = importlib.util.spec_from_file_location("embedding_evidence", SCRIPTS / "embedding_evidence.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+    return load_script("embedding_evidence")
 
 
 def _evidence(image_id: int, inliers: int) -> decide.ObjectEvidence:

@@ -4,25 +4,17 @@ discounted inlier count."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 
 from models.recognition.matcher import Match
+from tests.helpers import load_script
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 # x_q^T F x_r = 0 for a camera moving sideways: every epipolar line is the reference point's own row
 SIDEWAYS = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 
 
 def _script():  # type: ignore[no-untyped-def]
-    sys.path.insert(0, str(SCRIPTS))
-    spec = importlib.util.spec_from_file_location("epipolar_evidence", SCRIPTS / "epipolar_evidence.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+    return load_script("epipolar_evidence")
 
 
 def test_a_sideways_fit_passes_every_chance_pairing_on_the_same_row() -> None:

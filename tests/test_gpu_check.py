@@ -15,7 +15,7 @@ import pytest
 
 from server.services import segmentation
 from tests.fakes_removebg import FakeSegmenter, photo
-from tests.helpers import MODELS_DIR, REPO
+from tests.helpers import MODELS_DIR, REPO, load_script
 
 CHECK = REPO / "scripts" / "gpu_check.py"
 
@@ -131,16 +131,12 @@ def test_the_lite0_step_passes_in_cpu_mode_with_its_figures(shared_data: Path) -
 @pytest.mark.slow
 def test_the_lite0_step_fails_when_the_network_is_not_on_cuda(shared_data: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     """The GPU branch judges where the network really is, not what the plan said."""
-    import importlib.util
-
     from models import foreground
     from models.device import DevicePlan
 
     monkeypatch.setattr(foreground, "_instances", {})
     monkeypatch.setattr(foreground, "torch_plan", lambda dev, what: DevicePlan(dev, "cpu"))  # a plan that lies
     monkeypatch.setenv("FORECOURT_MODELS__DIR", str(MODELS_DIR))
-    spec = importlib.util.spec_from_file_location("gpu_check", CHECK)
-    gpu_check = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(gpu_check)  # type: ignore[union-attr]
+    gpu_check = load_script("gpu_check")
     assert gpu_check.lite0_check(shared_data, cpu=False, photos=2) == 1
     assert "FAIL: EfficientNet-Lite0 is on cpu, not CUDA" in capsys.readouterr().out

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -69,15 +70,18 @@ def test_the_system_page_shows_the_provider_and_the_warning(fake_gpu_box, client
     assert 'data-warning="Devices (GPU or CPU)"' in html
 
 
-def test_models_list_shows_the_provider_and_warns(fake_gpu_box, tmp_path: Path) -> None:
+def _models_list(tmp_path: Path):  # type: ignore[no-untyped-def]  # noqa: ANN202
+    """`forecourt models list` on the test models folder; it exits 0 (warnings are not errors)."""
     from models.cli import models_group
 
-    class Obj:
-        models_dir = MODELS_DIR
-        cache_dir = tmp_path / "cache"
-
-    result = CliRunner().invoke(models_group, ["list"], obj=Obj())
+    obj = SimpleNamespace(models_dir=MODELS_DIR, cache_dir=tmp_path / "cache")
+    result = CliRunner().invoke(models_group, ["list"], obj=obj)
     assert result.exit_code == 0, result.output
+    return result
+
+
+def test_models_list_shows_the_provider_and_warns(fake_gpu_box, tmp_path: Path) -> None:
+    result = _models_list(tmp_path)
     line = next(x for x in result.output.splitlines() if x.startswith("isnet-general"))
     assert "runs on CPUExecutionProvider" in line
     assert "warning: isnet-general: this box has an NVIDIA GPU" in result.output
@@ -94,8 +98,6 @@ LITE0_WARNING = "torch cannot use it (a CPU build of torch, or a driver too old 
 def test_the_classifier_on_the_cpu_of_a_gpu_box_is_named_in_all_three(fake_gpu_box, torch_without_cuda, client,
                                                                       admin, tmp_path: Path) -> None:
     """/readyz, the System page and `forecourt models list` (the worker's log: test_announce_logs_the_classifier)."""
-    from models.cli import models_group
-
     check = next(c for c in client.get("/readyz").get_json()["checks"] if c["name"] == "device")
     assert "efficientnet-lite0 on cpu" in check["detail"] and LITE0_WARNING in check["warning"]
     sign_in(client, admin)
@@ -104,12 +106,7 @@ def test_the_classifier_on_the_cpu_of_a_gpu_box_is_named_in_all_three(fake_gpu_b
     row = row[:row.index("</tr>")]
     assert ">cpu" in row and LITE0_WARNING in row
 
-    class Obj:
-        models_dir = MODELS_DIR
-        cache_dir = tmp_path / "cache"
-
-    result = CliRunner().invoke(models_group, ["list"], obj=Obj())
-    assert result.exit_code == 0, result.output
+    result = _models_list(tmp_path)
     line = next(x for x in result.output.splitlines() if x.startswith("efficientnet-lite0"))
     assert "runs on cpu " in line
     assert f"warning: efficientnet-lite0: this box has an NVIDIA GPU, but {LITE0_WARNING}" in result.output

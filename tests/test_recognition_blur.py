@@ -16,6 +16,7 @@ from models.recognition import features
 from models.recognition.features import BLUR_TRIGGER, SHARP_SIGMA, blur_sigma, extract, sharpened
 from models.recognition.matcher import CAR_INLIER_MIDPOINT, verify
 from server.config import RecognitionSettings
+from tests.helpers import paste_car
 
 CAR = "0ce66b539f52"
 W, H = 1024, 683
@@ -41,16 +42,7 @@ def _blurred_lot_photo(shared_data: Path, sigma: float) -> tuple[np.ndarray, np.
     rgb, mask = _studio(shared_data, 2)
     street = np.asarray(Image.open(shared_data / "distractors" / "car4.jpg").convert("RGB"))
     canvas = cv2.GaussianBlur(cv2.resize(street, (W, H)), (0, 0), 8).astype(np.float32)
-    ys, xs = np.nonzero(mask)
-    rgb, mask = rgb[ys.min():ys.max() + 1, xs.min():xs.max() + 1], mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
-    width = int(0.65 * W)
-    height = round(rgb.shape[0] * width / rgb.shape[1])
-    car = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA).astype(np.float32)
-    alpha = cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)[..., None]
-    x, y = 180, H - height - 30
-    canvas[y:y + height, x:x + width] = alpha * car + (1 - alpha) * canvas[y:y + height, x:x + width]
-    truth = np.zeros((H, W), bool)
-    truth[y:y + height, x:x + width] = alpha[..., 0] >= 0.5
+    truth = paste_car(canvas, rgb, mask, int(0.65 * W), 180, 30)
     photo = cv2.GaussianBlur(np.clip(canvas + 0.5, 0, 255).astype(np.uint8), (0, 0), sigma)
     buf = io.BytesIO()
     Image.fromarray(photo).save(buf, "JPEG", quality=60)

@@ -12,24 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from models.recognition import colour, decide, extract, verify
 from models.recognition.matcher import CAR_INLIER_MIDPOINT, score_from_inliers
+from tests.helpers import car_photo
 
 SIDE = 900  # small copies keep the test quick; features are taken at 800 px anyway
 
 
 def _photo(shared_data: Path, car: str, angle: int) -> tuple[np.ndarray, np.ndarray]:
-    """A car photo (RGB) and its ground-truth mask, from carvana/ or calibration/carvana/, at SIDE px wide."""
-    for folder in (shared_data / "carvana", shared_data / "calibration" / "carvana"):
-        path = folder / "images" / f"{car}_{angle:02d}.jpg"
-        if path.exists():
-            img = Image.open(path).convert("RGB")
-            size = (SIDE, round(SIDE * img.height / img.width))
-            mask = Image.open(folder / "masks" / f"{car}_{angle:02d}_mask.gif").convert("L").resize(size)
-            return np.asarray(img.resize(size, Image.LANCZOS)), np.asarray(mask) > 0
-    raise FileNotFoundError(f"{car}_{angle:02d} is not in the shared data")
+    """A car photo (RGB) and its ground-truth mask at SIDE px wide (tests.helpers.car_photo)."""
+    rgb, mask = car_photo(shared_data, car, angle, SIDE)
+    return rgb, mask > 0
 
 
 def _relight(rgb: np.ndarray, gains: tuple[float, float, float], gamma: float = 1.0) -> np.ndarray:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from models.recognition.features import main_subject
 from models.registry import get_segmenter
-from tests.helpers import MODELS_DIR
+from tests.helpers import MODELS_DIR, paste_car
 from tests.test_recognition_real import CARS, _small_jpeg
 
 pytestmark = pytest.mark.slow  # the real car segmenter
@@ -33,16 +33,7 @@ def lot_photo(shared_data: Path, car: str) -> tuple[bytes, np.ndarray, np.ndarra
     canvas[40:280, 0:240] = cv2.resize(other, (240, 240), interpolation=cv2.INTER_AREA)
     rgb = np.asarray(Image.open(shared_data / "carvana" / "images" / f"{car}_02.jpg").convert("RGB"))
     mask = np.asarray(Image.open(shared_data / "carvana" / "masks" / f"{car}_02_mask.gif")) > 0
-    ys, xs = np.nonzero(mask)
-    rgb, mask = rgb[ys.min():ys.max() + 1, xs.min():xs.max() + 1], mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
-    width = int(0.7 * W)
-    height = round(rgb.shape[0] * width / rgb.shape[1])
-    rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA).astype(np.float32)
-    alpha = cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)[..., None]
-    x, y = 280, H - height - 40
-    canvas[y:y + height, x:x + width] = alpha * rgb + (1 - alpha) * canvas[y:y + height, x:x + width]
-    truth = np.zeros((H, W), bool)
-    truth[y:y + height, x:x + width] = alpha[..., 0] >= 0.5
+    truth = paste_car(canvas, rgb, mask, int(0.7 * W), 280, 40)
     lin = (canvas / 255.0) ** 2.2 * np.array([1.15, 1.0, 0.85], np.float32) * 0.8  # warmer, darker light
     photo = cv2.GaussianBlur(np.clip(lin ** (1 / 2.2) * 255 + 0.5, 0, 255).astype(np.uint8), (0, 0), 0.8)
     buf = io.BytesIO()

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from models.recognition import decide, margin
 from models.recognition.car_embedding import DIM, CarEmbedder, from_blob, to_blob
@@ -17,7 +16,7 @@ from models.recognition.features import Features, extract
 from models.recognition.index import FeatureIndex, GlobalIndex
 from models.recognition.matcher import CAR_INLIER_MIDPOINT, MIN_MATCHES
 from models.recognition.search import search
-from tests.helpers import MODELS_DIR
+from tests.helpers import MODELS_DIR, car_photo
 
 pytestmark = pytest.mark.slow  # the real Lite0 weights
 
@@ -31,14 +30,9 @@ SCORE = decide.CAR_ACCEPTANCE  # the car score, with its margin term
 
 
 def _photo(shared_data: Path, car: str, angle: int) -> tuple[np.ndarray, np.ndarray]:
-    for folder in (shared_data / "carvana", shared_data / "calibration" / "carvana"):
-        path = folder / "images" / f"{car}_{angle:02d}.jpg"
-        if path.exists():
-            img = Image.open(path).convert("RGB")
-            size = (SIDE, round(SIDE * img.height / img.width))
-            mask = Image.open(folder / "masks" / f"{car}_{angle:02d}_mask.gif").convert("L").resize(size)
-            return np.asarray(img.resize(size, Image.Resampling.LANCZOS)), np.asarray(mask) > 127
-    raise FileNotFoundError(car)
+    """A car photo (RGB) and its ground-truth mask at SIDE px wide (tests.helpers.car_photo)."""
+    rgb, mask = car_photo(shared_data, car, angle, SIDE)
+    return rgb, mask > 127
 
 
 @pytest.fixture(scope="module")
