@@ -170,6 +170,8 @@ def fake_cars(monkeypatch) -> FakeCarEmbedder:  # type: ignore[no-untyped-def]
     fake = FakeCarEmbedder()
     monkeypatch.setattr(svc_index, "car_embedder", lambda settings: fake)
     monkeypatch.setattr(rec, "car_embedder", lambda settings: fake)
+    # removals and rebuilds keep a car collection's index with the embedder unloaded (car_index_model)
+    monkeypatch.setattr(svc_index.car_embedding, "get_car_embedder", lambda models_dir, device: fake)
     monkeypatch.setattr(rec.segmentation, "segmenter", lambda settings: FullMask())
     return fake
 
@@ -218,6 +220,29 @@ def test_car_embeddings_are_stored_indexed_weighed_and_removed(app, client, admi
                 json={"image_file_b64": _b64(jpeg(scene(pattern(1), seed=1)))})
     with app.app_context():
         assert GlobalIndex.load(path, 4).ntotal == 2
+
+
+def test_a_generic_collection_never_loads_the_car_embedder(app, client, admin, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Uploads, removals and index rebuilds of a generic collection keep no car embeddings, so they never load the
+    Lite0 network (torch: +740 MB in a worker), and leave no car index."""
+    from models.recognition.car_embedding import CarEmbedder
+
+    loads = []
+    monkeypatch.setattr(CarEmbedder, "load", lambda self: loads.append(self))
+    h = admin.headers
+    cid = client.post("/v1/collections", json={"name": "Print"}, headers=h).json["id"]
+    for i in (1, 2):
+        client.put(f"/v1/collections/{cid}/objects/o{i}", json={}, headers=h)
+        r = client.post(f"/v1/collections/{cid}/objects/o{i}/images", headers=h,
+                        json={"images_b64": [_b64(jpeg(scene(pattern(i), seed=i)))]})
+        assert r.json["images"][0]["status"] == "added", r.json
+    assert client.delete(f"/v1/collections/{cid}/objects/o2", headers=h).status_code == 200
+    settings = app.extensions["forecourt.settings"]
+    with app.app_context():
+        svc_index.rebuild_index(get_db(), settings, cid)
+        assert svc_index.car_index_model(get_db(), settings, cid) is None
+    assert loads == []
+    assert not list((settings.data_dir / "indexes").glob(f"{cid}.car-*"))
 
 
 def test_references_stored_before_car_embeddings_keep_the_inliers_score(app, client, admin,  # type: ignore[no-untyped-def]

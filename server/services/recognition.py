@@ -32,6 +32,7 @@ from server.errors import ApiError, NotFound
 from server.services import segmentation
 from server.services.recognition_index import (
     car_embedder,
+    car_index_model,
     embedded_count,
     embedder,
     forget_cached_indexes,
@@ -538,7 +539,7 @@ def _remove_images(db: sqlite_utils.Database, settings: Settings, collection_id:
         index = load_index(db, settings, collection_id, gen)
         model = embedder(settings)
         gindex = load_global(db, settings, collection_id, gen, model) if model is not None else None
-        cars = car_embedder(settings)
+        cars = car_index_model(db, settings, collection_id)
         cindex = load_car_index(db, settings, collection_id, gen, cars) if cars is not None else None
         db.execute(f"DELETE FROM rec_images WHERE id IN ({','.join('?' * len(ids))})", ids)
         index.remove(ids)

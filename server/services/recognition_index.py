@@ -88,13 +88,14 @@ def rebuild_descriptors(db: sqlite_utils.Database, settings: Settings, collectio
 def rebuild_index(db: sqlite_utils.Database, settings: Settings, collection_id: str,
                   progress: Any = None) -> FeatureIndex:
     """Build a collection's descriptor index from the features in the database and save it (progress(n) per
-    image); the global-embedding index too when an embedding model is installed, and the car-embedding index."""
+    image); the global-embedding index too when an embedding model is installed, and a car collection's
+    car-embedding index."""
     index = rebuild_descriptors(db, settings, collection_id, progress)
     index.save(index_path(settings, collection_id))
     model = embedder(settings)
     if model is not None:
         rebuild_global(db, settings, collection_id, model)
-    cars = car_embedder(settings)
+    cars = car_index_model(db, settings, collection_id)
     if cars is not None:
         rebuild_car_index(db, settings, collection_id, cars)
     return index
@@ -288,6 +289,18 @@ def car_embedder(settings: Settings) -> CarEmbedder | None:
             log.warning("car embeddings are off: %s (`forecourt models fetch efficientnet-lite0`)", exc)
         return None
     return model
+
+
+def car_index_model(db: sqlite_utils.Database, settings: Settings, collection_id: str) -> CarEmbedder | None:
+    """The car embedder whose vectors a car collection's index holds, its weights not loaded (removing references
+    and rebuilding the index need its id and size only); None for other collections or with
+    recognition.car_embedding off."""
+    if not settings.recognition.car_embedding:
+        return None
+    row = db.execute("SELECT object_type FROM rec_collections WHERE id = ?", [collection_id]).fetchone()
+    if row is None or row[0] != "car":
+        return None
+    return car_embedding.get_car_embedder(settings.models_dir, settings.models.device)
 
 
 def car_index_path(settings: Settings, collection_id: str, cars: CarEmbedder) -> Path:
