@@ -69,9 +69,15 @@ class Features:
         light = body = cols = None
         if colours and len(colours) == 24 + 3 * len(pts):
             light = np.frombuffer(colours[:12], dtype=np.float32).copy()
-            body = np.frombuffer(colours[12:24], dtype=np.float32).copy()
+            body = blob_body(colours).copy()  # type: ignore[union-attr]
             cols = np.frombuffer(colours[24:], dtype=np.uint8).reshape(-1, 3).copy()
         return cls(pts, d, width, height, cols, light, body)
+
+
+def blob_body(colours: bytes | None) -> np.ndarray | None:
+    """The body colour (colour.signature) kept in a colour blob (Features.colour_blob), read in place; None when the
+    blob is missing or too short to hold one."""
+    return np.frombuffer(colours[12:24], dtype=np.float32) if colours and len(colours) >= 24 else None
 
 
 def _sift(max_keypoints: int) -> cv2.SIFT:

@@ -24,7 +24,7 @@ from models import imaging
 from models.recognition import car_embedding, decide, margin
 from models.recognition.car_embedding import CarEmbedder
 from models.recognition.embedding import EmbeddingModel
-from models.recognition.features import Features, extract, main_subject, rating
+from models.recognition.features import Features, blob_body, extract, main_subject, rating
 from models.recognition.matcher import MIN_MATCHES
 from models.recognition.search import search
 from server.config import Settings, get_settings
@@ -633,7 +633,7 @@ def car_margins(db: sqlite_utils.Database, settings: Settings, collection_id: st
     ids = [i for i, _ in near]
     rows = {int(r["id"]): r for r in db.query(
         f"SELECT id, object_id, colours FROM rec_images WHERE id IN ({','.join('?' * len(ids))})", ids)}
-    neighbours = [margin.Neighbour(rows[i]["object_id"], sim, _body(rows[i]["colours"]))
+    neighbours = [margin.Neighbour(rows[i]["object_id"], sim, blob_body(rows[i]["colours"]))
                   for i, sim in near if i in rows]
     marks = ",".join("?" * len(objects))
     own: dict[str, list[np.ndarray]] = {}
@@ -647,11 +647,6 @@ def car_margins(db: sqlite_utils.Database, settings: Settings, collection_id: st
     empty = np.zeros((0, cars.dim), np.float32)
     return margin.margins(query, objects, lambda o: np.stack(own[o]) if o in own else empty, neighbours, twins,
                           analysis.features.body, complete)
-
-
-def _body(colours: bytes | None) -> np.ndarray | None:
-    """The body colour (colour.signature) kept in a reference's colour blob (Features.colour_blob)."""
-    return np.frombuffer(colours[12:24], dtype=np.float32) if colours and len(colours) >= 24 else None
 
 
 def recognize(db: sqlite_utils.Database, settings: Settings, collection_id: str, image: Image.Image, *,
